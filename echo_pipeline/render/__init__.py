@@ -1,0 +1,1 @@
+"""Rendering: prompt engine, style manager, batch processor and image backends."""

@@ -1,0 +1,68 @@
+"""Shared fixtures: an isolated config dir (built-in styles copied, user styles empty) and artifact root."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from echo_pipeline.settings import REPO_CONFIG_DIR, Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """A copy of the repo's configs/ without any user styles, so tests never touch the checkout."""
+    target = tmp_path / "configs"
+    shutil.copytree(REPO_CONFIG_DIR, target, ignore=shutil.ignore_patterns("user.json"))
+    return target
+
+
+@pytest.fixture
+def artifact_root(tmp_path: Path) -> Path:
+    return tmp_path / "artifacts"
+
+
+@pytest.fixture
+def settings(config_dir: Path, artifact_root: Path) -> Settings:
+    return Settings.load(artifact_root=str(artifact_root), config_dir=config_dir)
+
+
+@pytest.fixture
+def memory_root():
+    """A unique memory:// root, removed afterwards (fsspec's memory filesystem is process-global)."""
+    import fsspec
+
+    root = f"memory://echo-test-{uuid.uuid4().hex[:8]}"
+    yield root
+    fs = fsspec.filesystem("memory")
+    path = root.removeprefix("memory://")
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, config_dir, artifact_root):
+    """Run `echo-os ARGS...` in-process through the real entry point; returns (exit code, stdout, stderr)."""
+    from echo_pipeline.cli.app import main
+
+    monkeypatch.setenv("ECHO_CONFIG_DIR", str(config_dir))
+    monkeypatch.setenv("ECHO_ARTIFACT_ROOT", str(artifact_root))
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["echo-os", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -1,0 +1,61 @@
+"""Style presets: built-ins, A1111/Fooocus semantics, user styles that persist beside them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from echo_pipeline.errors import InvalidInputError, NotFoundError
+from echo_pipeline.render.style_manager import Style, StyleLibrary
+
+
+def test_builtin_presets(config_dir):
+    library = StyleLibrary(config_dir / "styles")
+    names = library.names()
+    assert len(names) >= 12
+    assert {"digital art", "neon noir"} <= set(names)
+    assert all(s.source == "builtin" for s in library.list())
+    assert library.get("Digital_Art").name == "digital art"
+    assert library.get("neon-noir").name == "neon noir"
+
+
+def test_apply_follows_a1111():
+    slot = Style(name="s", prompt="cinematic still of {prompt}, film grain", negative_prompt="cartoon")
+    assert slot.apply("a cat", "blurry") == ("cinematic still of a cat, film grain", "blurry, cartoon")
+    appended = Style(name="t", prompt="oil painting", negative_prompt="")
+    assert appended.apply("a cat") == ("a cat, oil painting", "")
+
+
+def test_user_styles_persist_without_touching_builtins(config_dir):
+    styles_dir = config_dir / "styles"
+    builtin_before = (styles_dir / "builtin.json").read_bytes()
+    library = StyleLibrary(styles_dir)
+    created = library.create("ruzgar warm", "warm golden fractal glow, {prompt}, intricate", "people")
+    assert created.source == "user"
+    again = StyleLibrary(styles_dir)
+    assert again.get("ruzgar warm").apply("spiral") == ("warm golden fractal glow, spiral, intricate", "people")
+    assert (styles_dir / "builtin.json").read_bytes() == builtin_before
+    assert json.loads((styles_dir / "user.json").read_text())[0]["name"] == "ruzgar warm"
+    with pytest.raises(InvalidInputError, match="already exists"):
+        again.create("ruzgar warm", "other")
+    again.create("ruzgar warm", "other", replace=True)
+    assert StyleLibrary(styles_dir).get("ruzgar warm").prompt == "other"
+
+
+@pytest.mark.parametrize(
+    ("name", "description", "message"),
+    [("digital art", "x", "built in"), ("", "x", "empty"), ("ok", "  ", "description"), ("bad\nname", "x", "printable")],
+)
+def test_bad_user_styles(config_dir, name, description, message):
+    with pytest.raises(InvalidInputError, match=message):
+        StyleLibrary(config_dir / "styles").create(name, description)
+
+
+def test_unknown_style_and_a1111_csv(config_dir):
+    styles_dir = config_dir / "styles"
+    (styles_dir / "extra.csv").write_text('name,prompt,negative_prompt\nmy csv,"{prompt}, moody",blurry\n')
+    library = StyleLibrary(styles_dir)
+    assert library.get("my csv").apply("sea") == ("sea, moody", "blurry")
+    with pytest.raises(NotFoundError, match="unknown style"):
+        library.get("nonexistent style")
