@@ -1,0 +1,652 @@
+"""The artifact store: PNGs, thumbnails, an append-only parquet catalog and project metadata on fsspec.
+
+Layout under the root (any fsspec URL or a local path)::
+
+    projects/<slug>/images/<artifact_id>.png      PNG with `parameters` + `echo` text chunks
+    projects/<slug>/thumbs/<artifact_id>.jpg      JPEG, longest side 256
+    projects/<slug>/catalog/part-<UTC stamp>-<uuid8>.parquet   one part per append (no locks needed)
+    projects/<slug>/project.json                  project metadata
+
+Every file is written to `<path>.tmp-<uuid>` and then moved into place, so a crash leaves at most
+`*.tmp-*` files behind, never a half-written image or catalog part. `reconcile` repairs what a crash
+between writing an image and appending its catalog row leaves behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import posixpath
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import split_protocol, url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.registry import known_implementations
+from PIL import Image
+
+from echo_pipeline.artifacts.metadata import (
+    decode_png,
+    encode_png,
+    read_png_metadata,
+    record_from_png_text,
+    sha256_hex,
+)
+from echo_pipeline.artifacts.records import ArtifactRecord
+from echo_pipeline.errors import InvalidInputError, NotFoundError, StorageError
+
+log = logging.getLogger(__name__)
+
+THUMB_MAX_SIDE = 256
+THUMB_QUALITY = 85
+MIN_PREFIX = 4
+MAX_CANDIDATES = 5
+TMP_MARKER = ".tmp-"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PART = re.compile(r"^part-.+\.parquet$")
+
+CATALOG_SCHEMA = pa.schema(
+    [
+        ("artifact_id", pa.string()),
+        ("project", pa.string()),
+        ("request_id", pa.string()),
+        ("prompt", pa.string()),
+        ("source_prompt", pa.string()),
+        ("negative_prompt", pa.string()),
+        ("seed", pa.int64()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("steps", pa.int64()),
+        ("cfg_scale", pa.float64()),
+        ("sampler", pa.string()),
+        ("style", pa.string()),
+        ("backend", pa.string()),
+        ("model", pa.string()),
+        ("model_hash", pa.string()),
+        ("backend_version", pa.string()),
+        ("tiling", pa.bool_()),
+        ("parent_id", pa.string()),
+        ("strength", pa.float64()),
+        ("media_type", pa.string()),
+        ("created", pa.timestamp("us", tz="UTC")),
+        ("code_version", pa.string()),
+        ("run_id", pa.string()),
+        ("sha256", pa.string()),
+        ("image_path", pa.string()),
+        ("record_json", pa.string()),
+    ]
+)
+CATALOG_COLUMNS = tuple(CATALOG_SCHEMA.names)
+
+
+@dataclass
+class ReconcileReport:
+    """What `reconcile` found and did in one project."""
+
+    project: str
+    recovered: list[str] = field(default_factory=list)  # orphan PNG ids added to the catalog
+    unrecoverable: list[str] = field(default_factory=list)  # "path: reason" left alone
+    thumbs_regenerated: list[str] = field(default_factory=list)
+    tmp_removed: list[str] = field(default_factory=list)
+    missing_images: list[str] = field(default_factory=list)  # catalogued ids without a PNG
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _one_line(exc)
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value) or ".." in value or TMP_MARKER in value:
+        raise InvalidInputError(f"invalid {kind} {value!r}: use letters, digits, '-', '_' or '.'")
+    return value
+
+
+class ArtifactStore:
+    """Images, thumbnails, catalog and project metadata under one fsspec root."""
+
+    def __init__(self, root: str, *, fsync: bool = True):
+        if not isinstance(root, (str, os.PathLike)) or not str(root).strip():
+            raise StorageError("artifact root is empty")
+        root = os.fspath(root).strip()
+        if split_protocol(root)[0] is None:
+            root = os.path.expanduser(root)
+        self.url = root
+        self.fs, self.root = _make_fs(root)
+        self.root = self.root.rstrip("/") or "/"
+        self._local = isinstance(self.fs, LocalFileSystem)
+        if self._local:
+            self.root = posixpath.normpath(self.root)
+        self._fsync = fsync and self._local
+        self._known_dirs: set[str] = set()
+        self._part_cache: dict[tuple, pa.Table] = {}
+
+    @classmethod
+    def open(cls, root: str, **kwargs: Any) -> "ArtifactStore":
+        """A store whose root is checked: known protocol, dependency installed, writable."""
+        store = cls(root, **kwargs)
+        store.check_writable()
+        return store
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.url!r})"
+
+    # ----------------------------------------------------------------------------------------------
+    # Paths
+
+    def _join(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def _project_dir(self, project: str) -> str:
+        return self._join("projects", _check_name("project", project))
+
+    def _image_key(self, project: str, artifact_id: str) -> str:
+        return posixpath.join(self._project_dir(project), "images", f"{_check_name('artifact id', artifact_id)}.png")
+
+    def _thumb_key(self, project: str, artifact_id: str) -> str:
+        return posixpath.join(self._project_dir(project), "thumbs", f"{_check_name('artifact id', artifact_id)}.jpg")
+
+    def _catalog_dir(self, project: str) -> str:
+        return posixpath.join(self._project_dir(project), "catalog")
+
+    def _meta_key(self, project: str) -> str:
+        return posixpath.join(self._project_dir(project), "project.json")
+
+    def url_for(self, path: str) -> str:
+        """A filesystem path of this store as a full URL (an absolute path for local roots)."""
+        return path if self._local else self.fs.unstrip_protocol(path)
+
+    def image_path(self, project: str, artifact_id: str) -> str:
+        return self.url_for(self._image_key(project, artifact_id))
+
+    def thumb_path(self, project: str, artifact_id: str) -> str:
+        return self.url_for(self._thumb_key(project, artifact_id))
+
+    def project_path(self, project: str) -> str:
+        return self.url_for(self._project_dir(project))
+
+    # ----------------------------------------------------------------------------------------------
+    # Writing
+
+    def _ensure_dir(self, directory: str) -> None:
+        if directory in self._known_dirs:
+            return
+        self.fs.makedirs(directory, exist_ok=True)
+        self._known_dirs.add(directory)
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        """Write `data` to `<path>.tmp-<uuid>`, then move it onto `path`; never leaves a partial file."""
+        self._ensure_dir(posixpath.dirname(path))
+        tmp = f"{path}{TMP_MARKER}{uuid.uuid4().hex}"
+        try:
+            try:
+                handle = self.fs.open(tmp, "wb")
+            except FileNotFoundError:  # the folder was removed behind our back: make it again
+                self._known_dirs.discard(posixpath.dirname(path))
+                self._ensure_dir(posixpath.dirname(path))
+                handle = self.fs.open(tmp, "wb")
+            with handle:
+                handle.write(data)
+                if self._fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            self.fs.mv(tmp, path)
+        except BaseException:
+            try:
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp)
+            except Exception as cleanup:  # pragma: no cover - best effort; reconcile removes it later
+                log.warning("could not remove temporary file %s: %s", tmp, _one_line(cleanup))
+            raise
+
+    def check_writable(self) -> None:
+        """Create the root if needed and write, read back and remove a probe file."""
+        probe = self._join(f".echo-probe{TMP_MARKER}{uuid.uuid4().hex}")
+        try:
+            self._ensure_dir(self.root)
+            self._write_atomic(probe, b"echo")
+            if self.fs.cat_file(probe) != b"echo":
+                raise OSError("the probe file read back differently")
+            self.fs.rm(probe)
+        except StorageError:
+            raise
+        except Exception as exc:
+            self._known_dirs.discard(self.root)
+            where = self.url_for(self.root)
+            where = "" if where == self.url else f" ({where})"
+            raise StorageError(f"artifact root {self.url!r}{where} cannot be created or written: {_reason(exc)}") from exc
+
+    def save(self, record: ArtifactRecord, image: Image.Image) -> ArtifactRecord:
+        """Write the PNG (with metadata) and its thumbnail; return the record with sha256 and size.
+
+        Does not touch the catalog (see `append_catalog`).
+        """
+        width, height = image.size
+        record = record.model_copy(update={"width": width, "height": height, "sha256": ""})
+        png_key = self._image_key(record.project, record.artifact_id)
+        thumb_key = self._thumb_key(record.project, record.artifact_id)
+        data = encode_png(image, record)
+        record = record.model_copy(update={"sha256": sha256_hex(data)})
+        self._write_atomic(png_key, data)
+        self._write_atomic(thumb_key, make_thumbnail(image))
+        return record
+
+    def write_thumbnail(self, project: str, artifact_id: str, image: Image.Image | None = None) -> str:
+        """(Re)write the thumbnail from `image` or from the stored PNG; returns its path."""
+        if image is None:
+            image = self.load_image(project, artifact_id)
+        key = self._thumb_key(project, artifact_id)
+        self._write_atomic(key, make_thumbnail(image))
+        return self.url_for(key)
+
+    def _row(self, record: ArtifactRecord) -> dict[str, Any]:
+        req = record.request
+        created = record.created
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=timezone.utc)
+        return {
+            "artifact_id": record.artifact_id,
+            "project": record.project,
+            "request_id": req.request_id,
+            "prompt": req.prompt,
+            "source_prompt": req.source_prompt,
+            "negative_prompt": req.negative_prompt,
+            "seed": req.seed,
+            "width": record.width or req.width,
+            "height": record.height or req.height,
+            "steps": req.steps,
+            "cfg_scale": float(req.cfg_scale),
+            "sampler": req.sampler,
+            "style": req.style,
+            "backend": record.backend.backend or req.backend,
+            "model": req.model or record.backend.model,
+            "model_hash": record.backend.model_hash,
+            "backend_version": req.backend_version or record.backend.version,
+            "tiling": req.tiling,
+            "parent_id": record.parent_id or req.parent_id,
+            "strength": req.strength,
+            "media_type": req.media_type,
+            "created": created.astimezone(timezone.utc),
+            "code_version": record.code_version,
+            "run_id": record.run_id,
+            "sha256": record.sha256,
+            "image_path": self.image_path(record.project, record.artifact_id),
+            "record_json": record.model_dump_json(),
+        }
+
+    def append_catalog(self, project: str, records: Sequence[ArtifactRecord]) -> str | None:
+        """Write one catalog part with a row per record; returns its path (None when no records)."""
+        _check_name("project", project)
+        records = list(records)
+        if not records:
+            return None
+        for record in records:
+            if record.project != project:
+                raise InvalidInputError(
+                    f"artifact {record.artifact_id} belongs to project {record.project!r}, not {project!r}"
+                )
+        table = pa.Table.from_pylist([self._row(r) for r in records], schema=CATALOG_SCHEMA)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        key = posixpath.join(self._catalog_dir(project), f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet")
+        self._write_atomic(key, buf.getvalue())
+        return self.url_for(key)
+
+    def write_project_meta(self, project: str, meta: dict[str, Any]) -> None:
+        if not isinstance(meta, dict):
+            raise InvalidInputError(f"project metadata must be a dict, not {type(meta).__name__}")
+        data = json.dumps(meta, ensure_ascii=False, indent=2, sort_keys=True, default=str) + "\n"
+        self._write_atomic(self._meta_key(project), data.encode("utf-8"))
+
+    # ----------------------------------------------------------------------------------------------
+    # Reading
+
+    def read_project_meta(self, project: str) -> dict[str, Any]:
+        """The project's metadata; {} when it has none yet."""
+        key = self._meta_key(project)
+        try:
+            data = self.fs.cat_file(key)
+        except FileNotFoundError:
+            return {}
+        try:
+            meta = json.loads(data.decode("utf-8"))
+        except ValueError as exc:
+            raise StorageError(f"project metadata {self.url_for(key)} is corrupted: {_one_line(exc)}") from exc
+        if not isinstance(meta, dict):
+            raise StorageError(f"project metadata {self.url_for(key)} is corrupted: not a JSON object")
+        return meta
+
+    def has_image(self, project: str, artifact_id: str) -> bool:
+        return self.fs.exists(self._image_key(project, artifact_id))
+
+    def has_thumb(self, project: str, artifact_id: str) -> bool:
+        return self.fs.exists(self._thumb_key(project, artifact_id))
+
+    def _list(self, directory: str) -> list[dict[str, Any]]:
+        try:
+            return self.fs.ls(directory, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def projects(self) -> list[str]:
+        """Slugs of the projects that have a folder, sorted."""
+        out = []
+        for entry in self._list(self._join("projects")):
+            name = posixpath.basename(entry["name"].rstrip("/"))
+            if entry.get("type") == "directory" and _NAME.match(name) and TMP_MARKER not in name:
+                out.append(name)
+        return sorted(set(out))
+
+    def catalog_parts(self, project: str) -> list[str]:
+        """Paths of the project's catalog parts, oldest first."""
+        return [self.url_for(e["name"]) for e in self._part_entries(project)]
+
+    def _part_entries(self, project: str) -> list[dict[str, Any]]:
+        entries = [
+            e
+            for e in self._list(self._catalog_dir(project))
+            if e.get("type") == "file" and _PART.match(posixpath.basename(e["name"]))
+        ]
+        return sorted(entries, key=lambda e: posixpath.basename(e["name"]))
+
+    def _read_part(self, entry: dict[str, Any]) -> pa.Table:
+        path = entry["name"]
+        stamp = entry.get("mtime") or entry.get("created") or entry.get("LastModified") or entry.get("ETag")
+        cache_key = (path, entry.get("size"), str(stamp))
+        cached = self._part_cache.get(cache_key)
+        if cached is not None:
+            return cached
+        try:
+            table = pq.read_table(io.BytesIO(self.fs.cat_file(path)))
+        except FileNotFoundError as exc:
+            raise StorageError(f"catalog part {self.url_for(path)} disappeared while reading") from exc
+        except Exception as exc:  # ArrowInvalid, OSError...
+            raise StorageError(f"catalog part {self.url_for(path)} is corrupted: {_one_line(exc)}") from exc
+        missing = [c for c in CATALOG_COLUMNS if c not in table.column_names]
+        if missing:
+            raise StorageError(f"catalog part {self.url_for(path)} is corrupted: missing columns {', '.join(missing)}")
+        try:
+            table = table.select(list(CATALOG_COLUMNS)).cast(CATALOG_SCHEMA)
+        except Exception as exc:
+            raise StorageError(f"catalog part {self.url_for(path)} is corrupted: {_one_line(exc)}") from exc
+        self._part_cache[cache_key] = table
+        return table
+
+    def catalog(self, project: str | None = None) -> pd.DataFrame:
+        """All catalog rows (of one project or all), one per (project, artifact_id), sorted by created.
+
+        A re-appended artifact keeps its earliest row. A damaged part raises `StorageError`.
+        """
+        projects = [_check_name("project", project)] if project is not None else self.projects()
+        tables = [self._read_part(e) for p in projects for e in self._part_entries(p)]
+        if not tables:
+            return empty_catalog()
+        frame = pa.concat_tables(tables).to_pandas()
+        frame = frame.sort_values("created", kind="stable")
+        frame = frame.drop_duplicates(subset=["project", "artifact_id"], keep="first")
+        return frame.reset_index(drop=True)
+
+    def record(self, project: str, artifact_id: str) -> ArtifactRecord:
+        _check_name("artifact id", artifact_id)
+        frame = self.catalog(project)
+        rows = frame[frame["artifact_id"] == artifact_id]
+        if rows.empty:
+            raise NotFoundError(f"artifact {artifact_id!r} not found in project {project!r}")
+        return self._record_from_row(rows.iloc[0])
+
+    def _record_from_row(self, row: pd.Series) -> ArtifactRecord:
+        try:
+            return ArtifactRecord.model_validate_json(row["record_json"])
+        except Exception as exc:
+            raise StorageError(
+                f"catalog record {row['project']}/{row['artifact_id']} is corrupted: {_one_line(exc)}"
+            ) from exc
+
+    def find(self, id_or_prefix: str, project: str | None = None) -> ArtifactRecord:
+        """The artifact with this id or unique id prefix (>= 4 characters); `project/id` also works."""
+        query = str(id_or_prefix or "").strip()
+        if "/" in query and project is None:
+            project, query = query.rsplit("/", 1)
+        if len(query) < MIN_PREFIX:
+            raise InvalidInputError(
+                f"artifact id {query!r} is too short: give at least {MIN_PREFIX} characters of the id"
+            )
+        frame = self.catalog(project)
+        if frame.empty:
+            where = f" in project {project!r}" if project else ""
+            raise NotFoundError(f"no artifact matches {query!r}{where}")
+        ids = frame["artifact_id"]
+        matches = frame[ids == query]
+        if matches.empty:
+            matches = frame[ids.str.startswith(query)]
+        if matches.empty:
+            where = f" in project {project!r}" if project else ""
+            raise NotFoundError(f"no artifact matches {query!r}{where}")
+        if len(matches) > 1:
+            names = [f"{p}/{a}" for p, a in zip(matches["project"], matches["artifact_id"])]
+            more = f" and {len(names) - MAX_CANDIDATES} more" if len(names) > MAX_CANDIDATES else ""
+            raise InvalidInputError(
+                f"artifact id {query!r} is ambiguous ({len(names)} matches): "
+                f"{', '.join(names[:MAX_CANDIDATES])}{more}; give more characters or the project"
+            )
+        return self._record_from_row(matches.iloc[0])
+
+    def _resolve(self, record_or_project: ArtifactRecord | str, artifact_id: str | None) -> tuple[str, str]:
+        if isinstance(record_or_project, ArtifactRecord):
+            return record_or_project.project, record_or_project.artifact_id
+        if artifact_id is None:
+            raise InvalidInputError("load_image needs an ArtifactRecord or a project and an artifact id")
+        return record_or_project, artifact_id
+
+    def read_bytes(self, project: str, artifact_id: str) -> bytes:
+        """The stored PNG bytes; `StorageError` when the file is missing or unreadable."""
+        key = self._image_key(project, artifact_id)
+        try:
+            return self.fs.cat_file(key)
+        except FileNotFoundError:
+            raise StorageError(f"image {self.url_for(key)} is missing") from None
+        except OSError as exc:
+            raise StorageError(f"image {self.url_for(key)} cannot be read: {_reason(exc)}") from exc
+
+    def load_image(self, record_or_project: ArtifactRecord | str, artifact_id: str | None = None) -> Image.Image:
+        """The stored image, fully loaded, as RGB. `StorageError` when missing or corrupted."""
+        project, artifact_id = self._resolve(record_or_project, artifact_id)
+        data = self.read_bytes(project, artifact_id)
+        image = decode_png(data, self.image_path(project, artifact_id))
+        if image.mode == "RGB":
+            return image
+        rgb = image.convert("RGB")
+        image.close()
+        return rgb
+
+    def read_png(self, project: str, artifact_id: str) -> tuple[str | None, ArtifactRecord | None]:
+        """(A1111 `parameters` text, embedded echo record) of a stored PNG."""
+        return read_png_metadata(self.read_bytes(project, artifact_id), self.image_path(project, artifact_id))
+
+    # ----------------------------------------------------------------------------------------------
+    # Crash recovery
+
+    def reconcile(self, project: str, min_tmp_age_s: float = 0.0) -> int:
+        """Repair a project after a crash; returns how many orphan PNGs were added to the catalog.
+
+        See `reconcile_report` for everything it does.
+        """
+        return len(self.reconcile_report(project, min_tmp_age_s=min_tmp_age_s).recovered)
+
+    def reconcile_report(self, project: str, min_tmp_age_s: float = 0.0) -> ReconcileReport:
+        """Crash recovery for one project.
+
+        * PNGs under images/ missing from the catalog are added from their `echo` chunk (sha256
+          recomputed); corrupted ones, or ones without a usable record, are left alone and reported.
+        * Leftover `*.tmp-*` files are deleted (only those older than `min_tmp_age_s` seconds, when
+          the filesystem reports times; 0 deletes all: do not run it while writers are active).
+        * Missing thumbnails are regenerated.
+        """
+        report = ReconcileReport(project=project)
+        project_dir = self._project_dir(project)
+        images_dir = posixpath.join(project_dir, "images")
+        thumbs_dir = posixpath.join(project_dir, "thumbs")
+
+        # 1. Temporary files of interrupted writes.
+        now = datetime.now(timezone.utc).timestamp()
+        for directory in (project_dir, images_dir, thumbs_dir, self._catalog_dir(project)):
+            for entry in self._list(directory):
+                name = entry["name"]
+                if entry.get("type") != "file" or TMP_MARKER not in posixpath.basename(name):
+                    continue
+                if min_tmp_age_s > 0:
+                    stamp = _entry_time(entry)
+                    if stamp is not None and now - stamp < min_tmp_age_s:
+                        continue
+                try:
+                    self.fs.rm(name)
+                    report.tmp_removed.append(self.url_for(name))
+                except FileNotFoundError:
+                    pass
+
+        # 2. Orphan images.
+        frame = self.catalog(project)
+        catalogued = set(frame["artifact_id"])
+        image_ids = sorted(
+            posixpath.basename(e["name"])[: -len(".png")]
+            for e in self._list(images_dir)
+            if e.get("type") == "file" and e["name"].endswith(".png")
+        )
+        image_ids = [i for i in image_ids if _NAME.match(i) and TMP_MARKER not in i]
+        recovered: list[ArtifactRecord] = []
+        broken: set[str] = set()
+        for artifact_id in image_ids:
+            if artifact_id in catalogued:
+                continue
+            path = self.image_path(project, artifact_id)
+            try:
+                data = self.read_bytes(project, artifact_id)
+                image = decode_png(data, path)
+            except StorageError as exc:
+                broken.add(artifact_id)
+                report.unrecoverable.append(f"{path}: {exc}")
+                log.warning("reconcile: leaving %s", exc)
+                continue
+            record = record_from_png_text(getattr(image, "text", {}) or {}, path)
+            problem = None
+            if record is None:
+                problem = "it has no readable 'echo' record"
+            elif record.artifact_id != artifact_id or record.project != project:
+                problem = f"its 'echo' record is for {record.project}/{record.artifact_id}"
+            if problem:
+                image.close()
+                report.unrecoverable.append(f"{path}: {problem}")
+                log.warning("reconcile: cannot recover %s: %s", path, problem)
+                continue
+            recovered.append(
+                record.model_copy(update={"sha256": sha256_hex(data), "width": image.width, "height": image.height})
+            )
+            if not self.has_thumb(project, artifact_id):
+                self._write_atomic(self._thumb_key(project, artifact_id), make_thumbnail(image))
+                report.thumbs_regenerated.append(artifact_id)
+            image.close()
+        if recovered:
+            self.append_catalog(project, recovered)
+            report.recovered = [r.artifact_id for r in recovered]
+            log.info("reconcile: added %d orphan image(s) of %s to the catalog", len(recovered), project)
+
+        # 3. Missing thumbnails of the other images.
+        thumbs = {
+            posixpath.basename(e["name"])[: -len(".jpg")]
+            for e in self._list(thumbs_dir)
+            if e.get("type") == "file" and e["name"].endswith(".jpg")
+        }
+        for artifact_id in image_ids:
+            if artifact_id in thumbs or artifact_id in broken or artifact_id in report.thumbs_regenerated:
+                continue
+            if artifact_id not in catalogued and artifact_id not in report.recovered:
+                continue  # unrecoverable orphan: leave it alone
+            try:
+                self.write_thumbnail(project, artifact_id)
+                report.thumbs_regenerated.append(artifact_id)
+            except StorageError as exc:
+                report.unrecoverable.append(f"{self.image_path(project, artifact_id)}: {exc}")
+                log.warning("reconcile: cannot make a thumbnail: %s", exc)
+
+        # 4. Catalogued artifacts whose PNG is gone (reported only).
+        present = set(image_ids)
+        report.missing_images = sorted(i for i in catalogued if i not in present)
+        for artifact_id in report.missing_images:
+            log.warning("reconcile: catalogued image %s is missing", self.image_path(project, artifact_id))
+        return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _make_fs(root: str):
+    protocol, _ = split_protocol(root)
+    try:
+        return url_to_fs(root)
+    except ImportError as exc:
+        name = (protocol or "").split("::")[0]
+        hint = known_implementations.get(name, {}).get("err") or _one_line(exc)
+        raise StorageError(f"artifact root {root!r} needs an optional package: {hint}") from exc
+    except ValueError as exc:
+        if "protocol not known" in str(exc).lower() or (
+            protocol and any(p not in fsspec.available_protocols() for p in protocol.split("::"))
+        ):
+            unknown = next((p for p in (protocol or "").split("::") if p not in fsspec.available_protocols()), protocol)
+            raise StorageError(
+                f"unknown artifact root protocol {unknown!r} in {root!r}: use a local path or an fsspec URL "
+                f"such as memory://, file://, s3://, gs://, az://"
+            ) from exc
+        raise StorageError(f"artifact root {root!r} cannot be used: {_one_line(exc)}") from exc
+    except Exception as exc:
+        raise StorageError(f"artifact root {root!r} cannot be used: {_one_line(exc)}") from exc
+
+
+def _entry_time(entry: dict[str, Any]) -> float | None:
+    for key in ("mtime", "created", "LastModified", "last_modified", "updated"):
+        value = entry.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return None
+
+
+def make_thumbnail(image: Image.Image) -> bytes:
+    """JPEG bytes, longest side at most 256 px."""
+    thumb = image.copy()
+    if thumb.mode != "RGB":
+        if "A" in thumb.getbands() or thumb.mode == "P":
+            rgba = thumb.convert("RGBA")
+            thumb = Image.new("RGB", rgba.size, (255, 255, 255))
+            thumb.paste(rgba, mask=rgba.getchannel("A"))
+        else:
+            thumb = thumb.convert("RGB")
+    thumb.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE))
+    buf = io.BytesIO()
+    thumb.save(buf, format="JPEG", quality=THUMB_QUALITY)
+    return buf.getvalue()
+
+
+def empty_catalog() -> pd.DataFrame:
+    """A catalog DataFrame with no rows and the usual columns and dtypes."""
+    return CATALOG_SCHEMA.empty_table().to_pandas()
