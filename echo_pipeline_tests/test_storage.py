@@ -435,3 +435,17 @@ def test_relative_root_becomes_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     store = ArtifactStore.open("./artifacts")
     assert store.image_path("p", "abcd") == str(tmp_path / "artifacts" / "projects" / "p" / "images" / "abcd.png")
+
+
+def test_project_files_round_trip_and_reject_escapes(tmp_path):
+    from echo_pipeline.artifacts.storage import ArtifactStore as _Store
+    from echo_pipeline.errors import InvalidInputError as _Invalid
+
+    store = _Store.open(str(tmp_path / "root"))
+    assert store.read_project_file("p", "resonance/scores.parquet") is None
+    url = store.write_project_file("p", "resonance/scores.parquet", b"abc")
+    assert store.read_project_file("p", "resonance/scores.parquet") == b"abc"
+    assert url == store.project_file_path("p", "resonance/scores.parquet")
+    for bad in ("../x", "a/../../b", "", "gallery/x.tmp-1"):
+        with pytest.raises(_Invalid):
+            store.write_project_file("p", bad, b"x")

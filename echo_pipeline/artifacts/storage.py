@@ -315,6 +315,28 @@ class ArtifactStore:
         data = json.dumps(meta, ensure_ascii=False, indent=2, sort_keys=True, default=str) + "\n"
         self._write_atomic(self._meta_key(project), data.encode("utf-8"))
 
+    def _project_file_key(self, project: str, relpath: str) -> str:
+        parts = [p for p in str(relpath).split("/") if p]
+        if not parts or any(p in (".", "..") or TMP_MARKER in p or not _NAME.match(p) for p in parts):
+            raise InvalidInputError(f"invalid project file path {relpath!r}")
+        return posixpath.join(self._project_dir(project), *parts)
+
+    def write_project_file(self, project: str, relpath: str, data: bytes) -> str:
+        """Atomically write a derived file (scores, style memory, gallery) under the project; returns its URL."""
+        key = self._project_file_key(project, relpath)
+        self._write_atomic(key, data)
+        return self.url_for(key)
+
+    def read_project_file(self, project: str, relpath: str) -> bytes | None:
+        """A file written by `write_project_file`, or None when there is none."""
+        try:
+            return self.fs.cat_file(self._project_file_key(project, relpath))
+        except FileNotFoundError:
+            return None
+
+    def project_file_path(self, project: str, relpath: str) -> str:
+        return self.url_for(self._project_file_key(project, relpath))
+
     # ----------------------------------------------------------------------------------------------
     # Reading
 
