@@ -32,3 +32,7 @@ class StorageError(EchoError, OSError):
 
 class BackendUnavailableError(EchoError, RuntimeError):
     """A backend that cannot run here (not installed, no API, no server)."""
+
+
+class ProjectBusyError(EchoError, RuntimeError):
+    """Another run is writing the same project right now."""

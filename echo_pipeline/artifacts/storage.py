@@ -21,7 +21,8 @@ import os
 import posixpath
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -43,7 +44,7 @@ from echo_pipeline.artifacts.metadata import (
     sha256_hex,
 )
 from echo_pipeline.artifacts.records import ArtifactRecord
-from echo_pipeline.errors import InvalidInputError, NotFoundError, StorageError
+from echo_pipeline.errors import InvalidInputError, NotFoundError, ProjectBusyError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +338,32 @@ class ArtifactStore:
     def project_file_path(self, project: str, relpath: str) -> str:
         return self.url_for(self._project_file_key(project, relpath))
 
+    @contextmanager
+    def project_lock(self, project: str) -> Iterator[None]:
+        """Exclusive write access to one project on this machine (two batches never interleave).
+
+        Local roots use an OS file lock that dies with its process (a SIGKILLed run never leaves a
+        stale lock). Remote roots rely on Dagster's run queue (one run per project tag).
+        """
+        if not self._local:
+            yield
+            return
+        from filelock import FileLock, Timeout
+
+        directory = self._project_dir(project)
+        self._ensure_dir(directory)
+        lock = FileLock(posixpath.join(directory, ".write.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ProjectBusyError(
+                f"project {project!r} is being written by another run; try again when it has finished"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
     # ----------------------------------------------------------------------------------------------
     # Reading
 
@@ -497,6 +524,18 @@ class ArtifactStore:
         rgb = image.convert("RGB")
         image.close()
         return rgb
+
+    def load_thumbnail(self, project: str, artifact_id: str) -> Image.Image:
+        """The stored thumbnail as RGB, regenerated from the PNG when it is missing or unreadable."""
+        key = self._thumb_key(project, artifact_id)
+        try:
+            with Image.open(io.BytesIO(self.fs.cat_file(key))) as thumb:
+                return thumb.convert("RGB")
+        except (FileNotFoundError, OSError, SyntaxError):
+            image = self.load_image(project, artifact_id)
+            self.write_thumbnail(project, artifact_id, image)
+            image.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE), Image.Resampling.LANCZOS)
+            return image
 
     def read_png(self, project: str, artifact_id: str) -> tuple[str | None, ArtifactRecord | None]:
         """(A1111 `parameters` text, embedded echo record) of a stored PNG."""

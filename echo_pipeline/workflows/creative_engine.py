@@ -1,0 +1,62 @@
+"""The creative engine: the one service the CLI, the API and the Dagster assets call.
+
+It wires settings to the artifact store, the style library, the prompt engine and a backend, so each
+interface stays a thin client: parse arguments, call the engine, present the result.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from echo_pipeline.artifacts.storage import ArtifactStore
+from echo_pipeline.naming import DEFAULT_PROJECT, project_slug
+from echo_pipeline.render.backends.registry import create_backend
+from echo_pipeline.render.batch_processor import BatchProcessor, BatchResult, ProgressCallback
+from echo_pipeline.render.prompt_engine import PromptEngine, PromptSpec
+from echo_pipeline.render.requests import RenderRequest
+from echo_pipeline.render.style_manager import StyleLibrary
+from echo_pipeline.settings import Settings
+
+
+class CreativeEngine:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings.load()
+
+    @cached_property
+    def styles(self) -> StyleLibrary:
+        return StyleLibrary(self.settings.styles_dir)
+
+    @cached_property
+    def prompts(self) -> PromptEngine:
+        return PromptEngine(self.styles, self.settings.config_dir / "wildcards")
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        return ArtifactStore.open(self.settings.artifact_root)
+
+    @cached_property
+    def projects(self):
+        from echo_pipeline.workflows.projects import ProjectRegistry
+
+        return ProjectRegistry(self.settings.config_dir / "projects")
+
+    def plan_requests(self, spec: PromptSpec) -> list[RenderRequest]:
+        """Validate the spec (project name, style, size, count) and expand it into requests."""
+        project = project_slug(spec.project or DEFAULT_PROJECT)
+        return self.prompts.build_requests(spec.model_copy(update={"project": project}))
+
+    def render(
+        self,
+        spec: PromptSpec,
+        backend: str | None = None,
+        *,
+        run_id: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> BatchResult:
+        """Render every request of `spec` not already stored; everything is validated before any work."""
+        requests = self.plan_requests(spec)
+        image_backend = create_backend(backend or self.settings.default_backend)
+        try:
+            return BatchProcessor(self.store, image_backend).run(requests, run_id=run_id, progress=progress)
+        finally:
+            image_backend.close()
