@@ -1,0 +1,24 @@
+"""The single `dg.Definitions` Dagster loads (workspace.yaml and pyproject's [tool.dagster] point here)."""
+
+import dagster as dg
+
+from echo_pipeline.defs.assets import PIPELINE_ASSETS
+from echo_pipeline.defs.jobs import batch_job, plan_job
+from echo_pipeline.defs.render_job import render_job
+from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
+from echo_pipeline.defs.schedules import nightly_batch
+from echo_pipeline.defs.sensors import project_files_sensor
+
+defs = dg.Definitions(
+    assets=PIPELINE_ASSETS,
+    jobs=[batch_job, plan_job, render_job],
+    schedules=[nightly_batch],
+    sensors=[project_files_sensor],
+    resources={
+        "echo": EchoResource(
+            artifact_root=dg.EnvVar("ECHO_ARTIFACT_ROOT").get_value(None),
+            config_dir=dg.EnvVar("ECHO_CONFIG_DIR").get_value(None),
+        ),
+        "image_backend": ImageBackendResource(),
+    },
+)

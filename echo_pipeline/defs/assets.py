@@ -1,0 +1,126 @@
+"""The per-project asset graph. Each asset is a thin wrapper over one ProjectPipeline step.
+
+intent -> plan -> prompt_set -> generated_images -> quality_scores -> style_memory -> gallery
+
+Metadata makes the UI useful (counts, a thumbnail grid, tables of new images and scores);
+`data_version` is a content hash of what the step produced, so staleness downstream is real;
+`code_version` is bumped when a change alters the step's output (pixels included).
+"""
+
+
+from typing import Optional
+
+import dagster as dg
+
+from echo_pipeline.defs.partitions import projects_partitions
+from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
+from echo_pipeline.workflows.project_pipeline import ProjectPipeline, StepResult
+
+GROUP = "echo"
+
+
+class PromptSetConfig(dg.Config):
+    """One-off overrides for a batch (`echo-os batch --count N --style S`)."""
+
+    count: Optional[int] = None
+    style: Optional[str] = None
+
+
+def _table_md(rows: list[dict]) -> str:
+    if not rows:
+        return "_none_"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(row[k]).replace("|", "\\|").replace("\n", " ")[:120] for k in header]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _result(step: StepResult, *, table: str | None = None, check_results=None) -> dg.MaterializeResult:
+    metadata: dict = {k: v for k, v in step.summary.items() if v is not None}
+    if step.rows:
+        metadata[table or "table"] = dg.MetadataValue.md(_table_md(step.rows))
+    if step.images:
+        from echo_pipeline.artifacts.gallery import thumbnail_grid_markdown
+
+        metadata["preview"] = dg.MetadataValue.md(thumbnail_grid_markdown(step.images))
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(step.data_version),
+                                check_results=check_results)
+
+
+def _pipeline(context: dg.AssetExecutionContext, echo: EchoResource) -> ProjectPipeline:
+    return ProjectPipeline(echo.engine(), context.partition_key)
+
+
+@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", kinds={"python"})
+def intent(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.MaterializeResult:
+    """The project's normalized intent, from configs/projects/<slug>.yaml."""
+    return _result(_pipeline(context, echo).intent())
+
+
+@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[intent])
+def plan(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.MaterializeResult:
+    """Typed tasks (image, texture, video, 3d_model) with dependencies."""
+    return _result(_pipeline(context, echo).plan(), table="tasks")
+
+
+@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[plan])
+def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, echo: EchoResource,
+               image_backend: ImageBackendResource) -> dg.MaterializeResult:
+    """Seeded render requests for the next batch; each id is a hash of what determines the pixels."""
+    pipeline = _pipeline(context, echo)
+    backend = image_backend.get(pipeline.spec.backend)
+    return _result(pipeline.prompt_set(backend, count=config.count, style=config.style), table="requests")
+
+
+@dg.asset(
+    partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[prompt_set], pool="gpu",
+    check_specs=[dg.AssetCheckSpec("unique_images", asset="generated_images", blocking=True,
+                                   description="No two images of the batch are near-duplicates (pHash distance <= 4).")],
+)
+def generated_images(context: dg.AssetExecutionContext, echo: EchoResource,
+                     image_backend: ImageBackendResource) -> dg.MaterializeResult:
+    """Renders the prompt set's requests not already stored (resumable, idempotent)."""
+    pipeline = _pipeline(context, echo)
+    step = pipeline.generate(image_backend.get(pipeline.spec.backend), run_id=context.run_id)
+    duplicates = step.check["near_duplicates"]
+    check = dg.AssetCheckResult(
+        check_name="unique_images", passed=step.check["passed"],
+        metadata={"near_duplicate_pairs": len(duplicates),
+                  "pairs": dg.MetadataValue.json([list(p) for p in duplicates[:20]])},
+    )
+    context.log.info(f"{step.summary['new_images']} new, {step.summary['already_stored']} already stored")
+    return _result(step, table="images", check_results=[check])
+
+
+@dg.asset(
+    partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[generated_images],
+    check_specs=[dg.AssetCheckSpec("style_consistency", asset="quality_scores",
+                                   description="Mean style consistency is at least the project's threshold.")],
+)
+def quality_scores(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.MaterializeResult:
+    """Per-image scores (technical, style consistency, uniqueness, total); scores only new images."""
+    step = _pipeline(context, echo).score()
+    check = dg.AssetCheckResult(
+        check_name="style_consistency", passed=step.check["passed"],
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"mean_style_consistency": float(step.check["mean_style_consistency"]),
+                  "threshold": float(step.check["threshold"])},
+    )
+    return _result(step, table="new scores", check_results=[check])
+
+
+@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[quality_scores])
+def style_memory(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.MaterializeResult:
+    """The project's learned style: centroid and spread of accepted images, exemplars, history."""
+    return _result(_pipeline(context, echo).learn())
+
+
+@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[style_memory])
+def gallery(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.MaterializeResult:
+    """HTML gallery and contact sheet, regenerated from the catalog and scores."""
+    return _result(_pipeline(context, echo).gallery())
+
+
+PIPELINE_ASSETS = [intent, plan, prompt_set, generated_images, quality_scores, style_memory, gallery]

@@ -1,0 +1,4 @@
+import dagster as dg
+
+# One partition per project; keys are slugs (`ruzgar-nft-collection`), display names live in metadata.
+projects_partitions = dg.DynamicPartitionsDefinition(name="projects")
