@@ -1,0 +1,276 @@
+"""The visual planner: a project spec -> a plan of typed tasks with dependencies -> prompt specs.
+
+Planning is deterministic: the same spec gives an identical plan (same task ids, prompts, counts),
+and `Plan.created_from` is a hash of exactly the spec fields that decide the plan, so a stored plan
+can be checked for staleness (`plan_is_current`).
+
+How a project's `count` (n images per batch) is split across renderable tasks, by what the intent
+(plus the spec's media_types) implies:
+
+- 3D / game assets: t1-concept (image, ceil(n/2)), t2-texture (texture, floor(n/2), <- t1),
+  t3-model (3d_model, <- t1, t2);
+- textures only (the text itself names textures/materials/patterns): t1-texture (texture, n);
+- images and textures: t1-images (image, ceil(n/2)), t2-texture (texture, floor(n/2), <- t1);
+- a collection (NFT, collection, series): t1-collection (image, n), one coherent series;
+- anything else: t1-images (image, n);
+- with video, the image task is t1-keyframes (unless it is a concept/collection task) and a last
+  task tN-video (video, 1 clip, <- t1) is added.
+
+3d_model and video tasks are planned (with their inputs as dependencies) but not rendered: see
+`multi_modal`. When `count` is too small to give every renderable task an image (count 1 with
+concept + texture), the task left without images is kept in the plan, not renderable, with a note.
+
+Seeds (`task_prompt_specs`): batch b of a task starts at
+    base = spec.seed if set, else stable_seed("<slug>|<task id>|<task prompt>")
+    seed = (base + b * BATCH_SEED_STRIDE) mod 2**32,   BATCH_SEED_STRIDE = 100_003
+and image k of the batch gets seed + k (prompt_engine). The stride is a prime above MAX_COUNT (1000),
+so batches never share seeds (until the 32-bit wrap after ~42,900 batches); the same batch number
+always yields the same requests (a killed batch resumes without duplicates) and the next batch
+number yields new images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from pydantic import BaseModel, Field, model_validator
+
+from echo_pipeline.errors import InvalidInputError
+from echo_pipeline.render.prompt_engine import PromptSpec, stable_seed
+from echo_pipeline.render.requests import MAX_SEED, MAX_SIDE, MIN_SIDE, MediaType
+from echo_pipeline.workflows.intent import Intent, parse_intent
+from echo_pipeline.workflows.multi_modal import (
+    media_defaults,
+    media_prompt,
+    not_renderable_reason,
+    order_media_types,
+)
+from echo_pipeline.workflows.projects import ProjectSpec
+
+#: Bump when a planner change alters plans (task ids, prompts, splits): it is part of `created_from`.
+PLANNER_VERSION = "1"
+#: Seed distance between successive batches of the same task (prime, > MAX_COUNT images per batch).
+BATCH_SEED_STRIDE = 100_003
+#: Spec fields that decide the plan (seed, backend, schedule and style_threshold do not).
+PLAN_FIELDS = ("name", "slug", "intent", "constraints", "style", "width", "height", "count", "media_types")
+
+_TEXTURE_WORDS = re.compile(r"\b(?:textures?|materials?|patterns?|seamless|tileable|tiling)\b", re.IGNORECASE)
+_RANGE = re.compile(r"(?<![\w.])(\d{1,4})\s*-\s*(\d{1,4})(?![\w.])")
+
+
+class Task(BaseModel):
+    id: str = Field(description="stable id, e.g. 't1-concept'")
+    media_type: MediaType
+    title: str
+    prompt: str = Field(description="engineered prompt (style and negative terms are applied when rendering)")
+    count: int = Field(ge=0, description="images (or planned outputs) per batch")
+    style: str | None = None
+    width: int = Field(ge=MIN_SIDE, le=MAX_SIDE)
+    height: int = Field(ge=MIN_SIDE, le=MAX_SIDE)
+    tiling: bool = False
+    depends_on: list[str] = Field(default_factory=list)
+    renderable: bool = True
+    notes: str = ""
+
+
+class Plan(BaseModel):
+    project: str = Field(description="project slug")
+    intent: Intent
+    tasks: list[Task]
+    created_from: str = Field(description="hash of the spec fields that decide the plan (PLAN_FIELDS + planner version)")
+
+    @model_validator(mode="after")
+    def _check_graph(self) -> "Plan":
+        ids = [t.id for t in self.tasks]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate task id {dupes[0]!r}")
+        known = set(ids)
+        for task in self.tasks:
+            for dep in task.depends_on:
+                if dep not in known:
+                    raise ValueError(f"task {task.id!r} depends on unknown task {dep!r}")
+                if dep == task.id:
+                    raise ValueError(f"task {task.id!r} depends on itself")
+        self.ordered()  # raises on cycles
+        return self
+
+    def get(self, task_id: str) -> Task:
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise InvalidInputError(f"plan of {self.project!r} has no task {task_id!r} (tasks: {', '.join(t.id for t in self.tasks)})")
+
+    def ordered(self) -> list[Task]:
+        """Tasks in dependency order (Kahn's algorithm; ties keep plan order)."""
+        remaining = {t.id: set(t.depends_on) for t in self.tasks}
+        done: set[str] = set()
+        order: list[Task] = []
+        while remaining:
+            ready = [t for t in self.tasks if t.id in remaining and remaining[t.id] <= done]
+            if not ready:
+                raise ValueError(f"plan of {self.project!r} has a dependency cycle among {', '.join(sorted(remaining))}")
+            for task in ready:
+                order.append(task)
+                done.add(task.id)
+                del remaining[task.id]
+        return order
+
+    def renderable_tasks(self) -> list[Task]:
+        """Tasks rendered in a batch, in dependency order."""
+        return [t for t in self.ordered() if t.renderable and t.count > 0]
+
+    @property
+    def image_count(self) -> int:
+        """Images rendered per batch (the spec's count)."""
+        return sum(t.count for t in self.renderable_tasks())
+
+    @property
+    def media_types(self) -> list[str]:
+        return order_media_types(t.media_type for t in self.tasks)
+
+    def to_table_rows(self) -> list[dict[str, str]]:
+        """One row of strings per task, in dependency order, for a Rich table or --json."""
+        return [
+            {
+                "id": t.id,
+                "type": t.media_type,
+                "title": t.title,
+                "count": str(t.count),
+                "size": f"{t.width}x{t.height}" + (" tiling" if t.tiling else ""),
+                "depends_on": ", ".join(t.depends_on) or "-",
+                "status": "render" if t.renderable else "planned",
+                "prompt": t.prompt,
+                "notes": t.notes,
+            }
+            for t in self.ordered()
+        ]
+
+
+def plan_fingerprint(spec: ProjectSpec) -> str:
+    """Hash of the spec fields that decide the plan, plus the planner version."""
+    data = spec.model_dump(mode="json", include=set(PLAN_FIELDS))
+    data["planner_version"] = PLANNER_VERSION
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def plan_is_current(plan: Plan, spec: ProjectSpec) -> bool:
+    """False when the spec (or the planner) changed since the plan was made."""
+    return plan.project == spec.slug and plan.created_from == plan_fingerprint(spec)
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """Split `total` into `parts` near-equal shares, larger ones first: 5, 2 -> [3, 2]."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def plan_project(spec: ProjectSpec) -> Plan:
+    """The plan of a project (deterministic: same spec, identical plan)."""
+    intent = parse_intent(spec.name, spec.intent, spec.constraints)
+    media = set(order_media_types([*spec.media_types, *intent.media_types]))
+    subject = intent.subject
+    range_note = ""
+    stripped = " ".join(_RANGE.sub(" ", subject).split()).strip(" ,")
+    if stripped != subject and stripped:
+        range_note = f"numbered range in {subject!r} left out: the project count ({spec.count}) decides how many images"
+        subject = stripped
+
+    has_3d, has_video, has_texture = "3d_model" in media, "video" in media, "texture" in media
+    texture_only = has_texture and not has_3d and bool(_TEXTURE_WORDS.search(subject))
+    n = spec.count
+    tasks: list[Task] = []
+
+    def add(role: str, media_type: str, title: str, count: int, depends_on: list[str], notes: str, prompt_role: str | None = None) -> Task:
+        defaults = media_defaults(media_type, spec.width, spec.height)
+        renderable = defaults["renderable"] and count > 0
+        if not defaults["renderable"]:
+            notes = f"{notes}; {not_renderable_reason(media_type)}" if notes else not_renderable_reason(media_type)
+        task = Task(
+            id=f"t{len(tasks) + 1}-{role}",
+            media_type=media_type,
+            title=title,
+            prompt=media_prompt(prompt_role or media_type, subject),
+            count=count,
+            style=spec.style,
+            width=defaults["width"],
+            height=defaults["height"],
+            tiling=defaults["tiling"],
+            depends_on=depends_on,
+            renderable=renderable,
+            notes="; ".join(x for x in (notes, range_note if media_type in ("image", "texture") else "") if x),
+        )
+        tasks.append(task)
+        return task
+
+    def no_images_note(other: Task) -> str:
+        return (f"no images this batch: count {n} all goes to {other.id}; "
+                f"set the project count to 2 or more to render this task")
+
+    if has_3d:
+        c_concept, c_texture = _split(n, 2)
+        concept = add("concept", "image", f"Concept art: {subject}", c_concept, [],
+                      "concept designs the textures and 3D models are made from", prompt_role="concept")
+        texture = add("texture", "texture", f"Textures: {subject}", c_texture, [concept.id],
+                      no_images_note(concept) if c_texture == 0 else "seamless, tileable material textures for the models")
+        add("model", "3d_model", f"3D models: {subject}", c_concept, [concept.id, texture.id],
+            f"one model per concept design of {concept.id}, textured with {texture.id}")
+        first = concept
+    elif texture_only:
+        first = add("texture", "texture", f"Textures: {subject}", n, [], "seamless, tileable textures")
+    elif has_texture:
+        c_images, c_texture = _split(n, 2)
+        role = "collection" if intent.collection else ("keyframes" if has_video else "images")
+        first = add(role, "image", f"Images: {subject}", c_images, [], "reference images for the textures",
+                    prompt_role="keyframes" if role == "keyframes" else "image")
+        add("texture", "texture", f"Textures: {subject}", c_texture, [first.id],
+            no_images_note(first) if c_texture == 0 else f"seamless textures in the look of {first.id}")
+    elif intent.collection:
+        first = add("collection", "image", f"Collection: {subject}", n, [],
+                    f"the collection: all {n} images of each batch, one coherent series")
+    elif has_video:
+        first = add("keyframes", "image", f"Keyframes: {subject}", n, [], "keyframe images for the video",
+                    prompt_role="keyframes")
+    else:
+        first = add("images", "image", f"Images: {subject}", n, [], f"all {n} images of each batch")
+
+    if has_video:
+        add("video", "video", f"Video: {subject}", 1, [first.id], f"one clip per batch from the images of {first.id}")
+
+    return Plan(project=spec.slug, intent=intent, tasks=tasks, created_from=plan_fingerprint(spec))
+
+
+def batch_seed(spec: ProjectSpec, task: Task, batch: int) -> int:
+    """First seed of `task` in batch number `batch` (see the module docstring)."""
+    base = spec.seed if spec.seed is not None else stable_seed(f"{spec.slug}|{task.id}|{task.prompt}")
+    return (base + batch * BATCH_SEED_STRIDE) % (MAX_SEED + 1)
+
+
+def task_prompt_specs(plan: Plan, spec: ProjectSpec, *, batch: int = 0) -> list[PromptSpec]:
+    """One PromptSpec per renderable task of `plan`, for batch number `batch` (0, 1, 2, ...).
+
+    The same batch number always gives identical specs (and so identical render requests); the next
+    batch number gives new seeds, so new images.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+        raise InvalidInputError(f"batch number must be a whole number >= 0 (got {batch!r})")
+    if plan.project != spec.slug:
+        raise InvalidInputError(f"plan is for project {plan.project!r}, not {spec.slug!r}")
+    return [
+        PromptSpec(
+            prompt=task.prompt,
+            count=task.count,
+            seed=batch_seed(spec, task, batch),
+            style=task.style,
+            constraints=list(plan.intent.constraints),
+            width=task.width,
+            height=task.height,
+            tiling=task.tiling,
+            project=spec.slug,
+            media_type=task.media_type,
+        )
+        for task in plan.renderable_tasks()
+    ]

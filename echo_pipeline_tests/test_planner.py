@@ -1,0 +1,212 @@
+"""Intent parsing, the visual planner and multi-modal tasks, on the vision's use cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from echo_pipeline.errors import InvalidInputError
+from echo_pipeline.render.prompt_engine import PromptEngine
+from echo_pipeline.render.style_manager import StyleLibrary
+from echo_pipeline.workflows.intent import parse_intent
+from echo_pipeline.workflows.multi_modal import RENDERABLE, media_defaults
+from echo_pipeline.workflows.projects import ProjectSpec
+from echo_pipeline.workflows.visual_planner import (
+    BATCH_SEED_STRIDE,
+    Plan,
+    Task,
+    plan_fingerprint,
+    plan_is_current,
+    plan_project,
+    task_prompt_specs,
+)
+
+NFT = ProjectSpec(name="Ruzgar NFT Collection", intent="warm fractal, no human forms", count=100, style="digital art")
+GAME = ProjectSpec(name="Video Game Assets", intent="medieval fantasy weapons", count=10)
+
+
+# -- intent -----------------------------------------------------------------------------------------
+
+def test_intent_nft_collection():
+    intent = parse_intent("Ruzgar NFT Collection", "warm fractal, no human forms")
+    assert intent.subject == "warm fractal"
+    assert intent.constraints == ["human forms"]
+    assert {"human forms", "person", "face"} <= set(intent.negative_terms)
+    assert intent.keywords == ["warm", "fractal"]
+    assert intent.media_types == ["image"]
+    assert intent.collection is True
+
+
+def test_intent_game_assets():
+    intent = parse_intent("Video Game Assets", "medieval fantasy weapons")
+    assert intent.subject == "medieval fantasy weapons"
+    assert intent.constraints == [] and intent.negative_terms == []
+    assert intent.media_types == ["image", "texture", "3d_model"]  # not video: "video game" is no video
+    assert intent.collection is False
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("Stones", "seamless stone material", ["image", "texture"]),
+    ("Ocean", "waves in a looping animation", ["image", "video"]),
+    ("Props", "low poly props", ["image", "texture", "3d_model"]),
+    ("Art", "warm fractal", ["image"]),
+    ("Art", "warm fractal, no video", ["image"]),  # constraints never ask for a medium
+])
+def test_intent_media_types(name, text, expected):
+    assert parse_intent(name, text).media_types == expected
+
+
+def test_intent_inline_and_extra_constraints():
+    intent = parse_intent("P", "misty forest without people; no text", extra_constraints=["no logos", "Text"])
+    assert intent.subject == "misty forest"
+    assert intent.constraints == ["people", "text", "logos"]
+    assert "watermark" in intent.negative_terms
+
+
+def test_intent_of_only_constraints_falls_back_to_project_name():
+    assert parse_intent("Ruzgar Fractals", "no human forms").subject == "Ruzgar Fractals"
+
+
+# -- plans ------------------------------------------------------------------------------------------
+
+def test_plan_nft_collection_is_one_image_task():
+    plan = plan_project(NFT)
+    assert plan.project == "ruzgar-nft-collection"
+    [task] = plan.tasks
+    assert (task.id, task.media_type, task.prompt, task.count) == ("t1-collection", "image", "warm fractal", 100)
+    assert task.renderable and task.style == "digital art" and not task.tiling
+    assert plan.intent.constraints == ["human forms"]
+
+
+def test_plan_game_assets_concept_texture_model():
+    plan = plan_project(GAME)
+    by_id = {t.id: t for t in plan.tasks}
+    assert list(by_id) == ["t1-concept", "t2-texture", "t3-model"]
+    concept, texture, model = by_id.values()
+    assert concept.media_type == "image" and "medieval fantasy weapons" in concept.prompt
+    assert texture.media_type == "texture" and texture.tiling and texture.width == texture.height
+    assert texture.prompt.startswith("seamless texture of medieval fantasy weapons")
+    assert texture.depends_on == ["t1-concept"]
+    assert model.media_type == "3d_model" and model.depends_on == ["t1-concept", "t2-texture"]
+    assert not model.renderable and "not implemented yet" in model.notes
+    assert [t.id for t in plan.renderable_tasks()] == ["t1-concept", "t2-texture"]
+    assert concept.count + texture.count == 10
+
+
+def test_plan_is_deterministic_and_fingerprinted():
+    assert plan_project(GAME) == plan_project(GAME.model_copy())
+    assert plan_project(GAME).model_dump_json() == plan_project(GAME).model_dump_json()
+    changed = GAME.model_copy(update={"intent": "medieval fantasy shields"})
+    assert plan_fingerprint(changed) != plan_fingerprint(GAME)
+    # Fields that do not shape the plan do not make it stale.
+    assert plan_fingerprint(GAME.model_copy(update={"seed": 5, "schedule": True})) == plan_fingerprint(GAME)
+    plan = plan_project(GAME)
+    assert plan_is_current(plan, GAME) and not plan_is_current(plan, changed)
+
+
+def test_plan_dependency_order_and_validation():
+    plan = plan_project(GAME)
+    order = [t.id for t in plan.ordered()]
+    for task in plan.tasks:
+        assert all(order.index(dep) < order.index(task.id) for dep in task.depends_on)
+    # Reversed input order still sorts topologically.
+    shuffled = Plan(project=plan.project, intent=plan.intent, tasks=list(reversed(plan.tasks)),
+                    created_from=plan.created_from)
+    assert [t.id for t in shuffled.ordered()] == order
+
+    def task(tid, deps):
+        return Task(id=tid, media_type="image", title=tid, prompt="x", count=1, width=64, height=64, depends_on=deps)
+
+    with pytest.raises(ValueError, match="cycle"):
+        Plan(project="p", intent=plan.intent, tasks=[task("a", ["b"]), task("b", ["a"])], created_from="x")
+    with pytest.raises(ValueError, match="unknown task"):
+        Plan(project="p", intent=plan.intent, tasks=[task("a", ["zzz"])], created_from="x")
+    with pytest.raises(ValueError, match="duplicate"):
+        Plan(project="p", intent=plan.intent, tasks=[task("a", []), task("a", [])], created_from="x")
+
+
+def test_plan_table_rows_are_strings():
+    rows = plan_project(GAME).to_table_rows()
+    assert [r["id"] for r in rows] == ["t1-concept", "t2-texture", "t3-model"]
+    assert rows[2]["status"] == "planned" and rows[2]["depends_on"] == "t1-concept, t2-texture"
+    assert all(isinstance(v, str) for row in rows for v in row.values())
+
+
+def test_plan_video_and_texture_only_projects():
+    video = plan_project(ProjectSpec(name="Ocean", intent="ocean waves, looping animation", count=6))
+    assert [(t.id, t.media_type, t.renderable) for t in video.tasks] == [
+        ("t1-keyframes", "image", True), ("t2-video", "video", False)]
+    assert video.tasks[1].depends_on == ["t1-keyframes"]
+    textures = plan_project(ProjectSpec(name="Stones", intent="seamless stone textures", count=4))
+    [only] = textures.tasks
+    assert only.media_type == "texture" and only.count == 4 and only.tiling
+    assert "seamless texture of seamless" not in only.prompt
+
+
+def test_count_one_keeps_the_plan_and_says_why():
+    plan = plan_project(GAME.model_copy(update={"count": 1}))
+    texture = plan.get("t2-texture")
+    assert texture.count == 0 and not texture.renderable and "count" in texture.notes
+    assert [t.id for t in plan.renderable_tasks()] == ["t1-concept"]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7, 100, 1000])
+@pytest.mark.parametrize("spec", [NFT, GAME, ProjectSpec(name="Mix", intent="warm fractal", media_types=["image", "texture", "video"])])
+def test_counts_add_up_to_spec_count(spec, count):
+    spec = spec.model_copy(update={"count": count})
+    specs = task_prompt_specs(plan_project(spec), spec)
+    assert sum(s.count for s in specs) == count
+    assert all(s.count >= 1 for s in specs)
+
+
+def test_media_defaults():
+    assert RENDERABLE == {"image", "texture"}
+    assert media_defaults("texture", 768, 512) == {"width": 512, "height": 512, "tiling": True, "renderable": True,
+                                                   "reason": None, "inputs": ["image"]}
+    assert media_defaults("image", 768, 512)["width"] == 768
+    assert media_defaults("3d_model")["inputs"] == ["image", "texture"]
+    assert "not implemented" in media_defaults("video")["reason"]
+    with pytest.raises(InvalidInputError):
+        media_defaults("hologram")
+
+
+# -- prompt specs -----------------------------------------------------------------------------------
+
+def test_task_prompt_specs_carry_the_intent():
+    plan = plan_project(NFT)
+    [spec] = task_prompt_specs(plan, NFT)
+    assert spec.prompt == "warm fractal" and spec.count == 100 and spec.style == "digital art"
+    assert spec.constraints == ["human forms"]
+    assert (spec.project, spec.media_type, spec.width, spec.height, spec.tiling) == (
+        "ruzgar-nft-collection", "image", 512, 512, False)
+    game = task_prompt_specs(plan_project(GAME), GAME)
+    assert [s.media_type for s in game] == ["image", "texture"] and game[1].tiling
+
+
+def test_batches_are_reproducible_and_new():
+    plan = plan_project(GAME)
+    b0, b0_again, b1 = (task_prompt_specs(plan, GAME, batch=b) for b in (0, 0, 1))
+    assert b0 == b0_again
+    assert all(x.seed != y.seed for x, y in zip(b0, b1))
+    assert all(y.seed - x.seed == BATCH_SEED_STRIDE for x, y in zip(b0, b1))
+    seeded = GAME.model_copy(update={"seed": 42})
+    assert [s.seed for s in task_prompt_specs(plan, seeded, batch=2)] == [42 + 2 * BATCH_SEED_STRIDE] * 2
+    with pytest.raises(InvalidInputError, match="batch"):
+        task_prompt_specs(plan, GAME, batch=-1)
+    with pytest.raises(InvalidInputError, match="plan is for project"):
+        task_prompt_specs(plan, NFT)
+
+
+def test_prompt_specs_build_real_requests(config_dir):
+    """End to end through the prompt engine: negatives from constraints, no seed overlap across batches."""
+    engine = PromptEngine(StyleLibrary(config_dir / "styles"), config_dir / "wildcards")
+    spec = NFT.model_copy(update={"count": 20})
+    plan = plan_project(spec)
+    batch0 = [r for ps in task_prompt_specs(plan, spec, batch=0) for r in engine.build_requests(ps)]
+    batch1 = [r for ps in task_prompt_specs(plan, spec, batch=1) for r in engine.build_requests(ps)]
+    assert len(batch0) == len(batch1) == 20
+    assert "human forms" in batch0[0].negative_prompt and "person" in batch0[0].negative_prompt
+    assert batch0[0].project == "ruzgar-nft-collection"
+    ids0, ids1 = {r.request_id for r in batch0}, {r.request_id for r in batch1}
+    assert len(ids0) == 20 and not ids0 & ids1
+    again = [r for ps in task_prompt_specs(plan, spec, batch=0) for r in engine.build_requests(ps)]
+    assert [r.request_id for r in again] == [r.request_id for r in batch0]
