@@ -1,0 +1,361 @@
+"""The project's style memory: what its accepted images look like, learned incrementally.
+
+Learning (`learn_style`): an image is *accepted* when its total score >= `accept_threshold` (50 by
+default). The memory keeps
+
+* `centroid`: the normalised running mean of the accepted images' (unit) style embeddings. The mean
+  vector m = (1/n) * sum(e_i) is never stored separately: its length |m| equals the mean cosine
+  similarity of the accepted images to the normalised centroid, so `spread` = 1 - |m| and
+  m = centroid * (1 - spread). That makes the update exact and O(dim): m' = (n m + sum(new)) / (n + k).
+* `spread`: mean cosine distance of all accepted images to the centroid (exact, see above).
+* `exemplars`: up to 8 ids of the most central, highest-scoring accepted images, ranked by
+  0.5 * style_consistency + 0.5 * total (their embeddings are kept in `exemplar_embeddings` so they
+  can be re-ranked as the centroid moves).
+* `token_stats`: per prompt token, the Laplace-smoothed lift P(accepted | token) / P(accepted) over
+  every image seen: > 1 means prompts with that word are accepted more often than average.
+  Raw counts live in `token_seen` / `token_accepted` so the statistics update incrementally.
+* `learned_modifiers`: up to 12 tokens with lift > 1 seen in at least 2 prompts (stop words,
+  numbers and 1-2 letter tokens excluded), best first: modifiers prompt engineering can add.
+* `history`: one `MemorySnapshot` per `learn_style` call (bounded to the last `MAX_HISTORY`).
+
+Idempotent: accepted ids are kept in `learned_ids` and every id seen in `seen_ids`; an image already
+learned is skipped, an image seen but rejected is only reconsidered if it is now accepted (its token
+counts are not counted twice). Repeating a call changes nothing but adds a history snapshot (with
+`new_accepted = 0`).
+
+The centroid is "stable" (`StyleMemory.stable`) from `MIN_STABLE_IMAGES` = 50 accepted images.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import unicodedata
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from echo_pipeline.errors import InvalidInputError, StorageError
+from echo_pipeline.resonance.embedders import StyleDescriptor
+from echo_pipeline.resonance.quality_assessor import SCORE_COLUMNS, consistency_from_distance, empty_scores
+
+MIN_STABLE_IMAGES = 50
+MAX_EXEMPLARS = 8
+MAX_MODIFIERS = 12
+MIN_TOKEN_SUPPORT = 2
+MAX_HISTORY = 500
+MEMORY_FILE = "resonance/style_memory.json"
+SCORES_FILE = "resonance/scores.parquet"
+
+STOP_WORDS = frozenset(
+    """a an the and or of in on at to for with without by from into over under as is are be this that
+    it its very some no not de da ve bir ile""".split()
+)
+_TOKEN = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class MemorySnapshot(BaseModel):
+    """The memory after one `learn_style` call."""
+
+    created: datetime = Field(default_factory=_now)
+    count: int = Field(description="accepted images learned from so far")
+    spread: float = Field(description="mean cosine distance of accepted images to the centroid")
+    centroid_shift: float = Field(description="cosine distance between the previous and the new centroid")
+    mean_total: float | None = Field(default=None, description="mean total score of this call's images")
+    new_accepted: int = Field(default=0, description="images newly accepted in this call")
+    seen: int = Field(default=0, description="images seen so far (accepted or not)")
+
+
+class StyleMemory(BaseModel):
+    """A project's learned style (see the module docstring)."""
+
+    project: str
+    embedder: str = StyleDescriptor.name
+    count: int = 0
+    centroid: list[float] = Field(default_factory=list)
+    spread: float = 0.0
+    exemplars: list[str] = Field(default_factory=list)
+    exemplar_embeddings: dict[str, list[float]] = Field(default_factory=dict)
+    exemplar_totals: dict[str, float] = Field(default_factory=dict)
+    token_stats: dict[str, float] = Field(default_factory=dict)
+    token_seen: dict[str, int] = Field(default_factory=dict)
+    token_accepted: dict[str, int] = Field(default_factory=dict)
+    learned_modifiers: list[str] = Field(default_factory=list)
+    learned_ids: list[str] = Field(default_factory=list)
+    seen_ids: list[str] = Field(default_factory=list)
+    accept_threshold: float = 50.0
+    history: list[MemorySnapshot] = Field(default_factory=list)
+    updated: datetime = Field(default_factory=_now)
+
+    @property
+    def stable(self) -> bool:
+        return self.count >= MIN_STABLE_IMAGES
+
+    @property
+    def centroid_array(self) -> np.ndarray | None:
+        """The centroid as a float32 array, or None before anything was accepted."""
+        return np.asarray(self.centroid, dtype=np.float32) if self.centroid else None
+
+    @property
+    def seen_count(self) -> int:
+        return len(self.seen_ids)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=1)
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> "StyleMemory":
+        return cls.model_validate_json(data)
+
+    def summary(self) -> dict:
+        """A small dict for metadata / CLI output."""
+        return {
+            "project": self.project,
+            "embedder": self.embedder,
+            "count": self.count,
+            "seen": self.seen_count,
+            "stable": self.stable,
+            "spread": round(self.spread, 4),
+            "exemplars": list(self.exemplars),
+            "learned_modifiers": list(self.learned_modifiers),
+            "history": len(self.history),
+            "updated": self.updated.isoformat(),
+        }
+
+
+def tokenize(prompt: str) -> list[str]:
+    """Distinct lower-case, accent-folded word tokens of a prompt, in order (stop words dropped)."""
+    text = unicodedata.normalize("NFKD", str(prompt or "")).encode("ascii", "ignore").decode("ascii").lower()
+    out: list[str] = []
+    for tok in _TOKEN.findall(text):
+        tok = tok.strip("'-")
+        if len(tok) < 3 or tok in STOP_WORDS or tok in out:
+            continue
+        out.append(tok)
+    return out
+
+
+def _token_lift(seen: int, accepted: int, total_seen: int, total_accepted: int) -> float:
+    base = (total_accepted + 1.0) / (total_seen + 2.0)
+    return ((accepted + 1.0) / (seen + 2.0)) / base
+
+
+def _finite(x: float) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def learn_style(
+    previous: StyleMemory | None,
+    project: str,
+    embeddings: np.ndarray,
+    artifact_ids: Sequence[str],
+    prompts: Sequence[str],
+    totals: Sequence[float],
+    *,
+    accept_threshold: float = 50.0,
+    embedder: str = StyleDescriptor.name,
+) -> StyleMemory:
+    """The memory after learning from these images (accepted: total >= accept_threshold). Pure function."""
+    emb = np.asarray(embeddings, dtype=np.float64)
+    ids = [str(a) for a in artifact_ids]
+    prompts = list(prompts)
+    totals = [float(t) if _finite(t) else float("nan") for t in totals]
+    if emb.ndim != 2 and len(ids) == 0:
+        emb = emb.reshape(0, 0)
+    if emb.ndim != 2 or not (emb.shape[0] == len(ids) == len(prompts) == len(totals)):
+        raise InvalidInputError(
+            f"learn_style needs one embedding, id, prompt and total per image; got {emb.shape[0] if emb.ndim else 0} "
+            f"embeddings, {len(ids)} ids, {len(prompts)} prompts, {len(totals)} totals"
+        )
+    if previous is not None and previous.project != project:
+        raise InvalidInputError(f"style memory belongs to project {previous.project!r}, not {project!r}")
+    if previous is not None and previous.count and previous.embedder != embedder:
+        raise InvalidInputError(
+            f"style memory of {project!r} was learned with embedder {previous.embedder!r}, not {embedder!r}; "
+            "start a new memory (delete resonance/style_memory.json) to switch embedders"
+        )
+    memory = previous.model_copy(deep=True) if previous is not None else StyleMemory(project=project, embedder=embedder)
+    memory.embedder = embedder
+    memory.accept_threshold = float(accept_threshold)
+    dim = len(memory.centroid)
+    if emb.shape[0] and dim and emb.shape[1] != dim:
+        raise InvalidInputError(
+            f"embeddings have {emb.shape[1]} dimensions but the style memory of {project!r} has {dim}"
+        )
+    if emb.shape[0]:
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        emb = emb / np.maximum(norms, 1e-12)
+
+    learned = set(memory.learned_ids)
+    seen = set(memory.seen_ids)
+    old_centroid = np.asarray(memory.centroid, dtype=np.float64) if memory.centroid else None
+
+    new_rows: list[int] = []
+    batch_ids: set[str] = set()
+    for i, (artifact_id, total) in enumerate(zip(ids, totals)):
+        if artifact_id in learned or artifact_id in batch_ids:
+            continue
+        batch_ids.add(artifact_id)
+        accepted = _finite(total) and total >= accept_threshold
+        first_time = artifact_id not in seen
+        if first_time:
+            seen.add(artifact_id)
+            memory.seen_ids.append(artifact_id)
+            for tok in tokenize(prompts[i]):
+                memory.token_seen[tok] = memory.token_seen.get(tok, 0) + 1
+        if accepted:
+            new_rows.append(i)
+            learned.add(artifact_id)
+            memory.learned_ids.append(artifact_id)
+            for tok in tokenize(prompts[i]):
+                memory.token_accepted[tok] = memory.token_accepted.get(tok, 0) + 1
+
+    # Centroid: exact running mean of unit vectors (see module docstring).
+    if new_rows:
+        n = memory.count
+        mean = old_centroid * (1.0 - memory.spread) if (old_centroid is not None and n) else np.zeros(emb.shape[1])
+        mean = (mean * n + emb[new_rows].sum(axis=0)) / (n + len(new_rows))
+        length = float(np.linalg.norm(mean))
+        memory.count = n + len(new_rows)
+        memory.spread = float(min(1.0, max(0.0, 1.0 - length)))
+        centroid = mean / length if length > 1e-12 else mean
+        memory.centroid = [float(x) for x in centroid]
+
+    # Exemplars: re-rank the old exemplars and the new accepted images against the current centroid.
+    if memory.centroid:
+        centroid = np.asarray(memory.centroid, dtype=np.float64)
+        cand_emb = dict(memory.exemplar_embeddings)
+        cand_tot = dict(memory.exemplar_totals)
+        for i in new_rows:
+            cand_emb[ids[i]] = [float(x) for x in emb[i]]
+            cand_tot[ids[i]] = float(totals[i])
+        cand = list(cand_emb)
+        if cand:
+            vecs = np.asarray([cand_emb[c] for c in cand], dtype=np.float64)
+            cons = consistency_from_distance(1.0 - vecs @ centroid, memory.spread)
+            rank = 0.5 * cons + 0.5 * np.asarray([cand_tot.get(c, 0.0) for c in cand])
+            order = sorted(range(len(cand)), key=lambda k: (-rank[k], cand[k]))[:MAX_EXEMPLARS]
+            memory.exemplars = [cand[k] for k in order]
+            memory.exemplar_embeddings = {cand[k]: cand_emb[cand[k]] for k in order}
+            memory.exemplar_totals = {cand[k]: cand_tot[cand[k]] for k in order}
+
+    # Token statistics.
+    total_seen = len(memory.seen_ids)
+    total_acc = memory.count
+    memory.token_stats = {
+        tok: round(_token_lift(cnt, memory.token_accepted.get(tok, 0), total_seen, total_acc), 6)
+        for tok, cnt in sorted(memory.token_seen.items())
+    }
+    candidates = [
+        tok for tok, lift in memory.token_stats.items()
+        if lift > 1.0 and memory.token_seen.get(tok, 0) >= MIN_TOKEN_SUPPORT and not tok.isdigit()
+    ]
+    candidates.sort(key=lambda t: (-memory.token_stats[t], -memory.token_seen[t], t))
+    memory.learned_modifiers = candidates[:MAX_MODIFIERS]
+
+    # History.
+    if old_centroid is not None and memory.centroid:
+        shift = float(1.0 - np.dot(old_centroid, np.asarray(memory.centroid, dtype=np.float64)))
+    else:
+        shift = 0.0
+    finite_totals = [t for t in totals if _finite(t)]
+    memory.history.append(
+        MemorySnapshot(
+            count=memory.count,
+            spread=memory.spread,
+            centroid_shift=max(0.0, shift),
+            mean_total=float(np.mean(finite_totals)) if finite_totals else None,
+            new_accepted=len(new_rows),
+            seen=total_seen,
+        )
+    )
+    memory.history = memory.history[-MAX_HISTORY:]
+    memory.updated = _now()
+    return memory
+
+
+# --------------------------------------------------------------------------------------------------
+# Persistence
+
+
+def save_memory(store, memory: StyleMemory) -> str:
+    """Write the memory to `resonance/style_memory.json` of its project; returns the file's URL."""
+    return store.write_project_file(memory.project, MEMORY_FILE, memory.to_json().encode("utf-8"))
+
+
+def load_memory(store, project: str) -> StyleMemory | None:
+    """The project's stored memory, or None when it has none yet."""
+    data = store.read_project_file(project, MEMORY_FILE)
+    if data is None:
+        return None
+    try:
+        return StyleMemory.from_json(data)
+    except Exception as exc:
+        where = store.project_file_path(project, MEMORY_FILE)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"style memory {where} is corrupted: {first}") from exc
+
+
+def _normalise_scores(df: pd.DataFrame) -> pd.DataFrame:
+    frame = df.copy()
+    if "artifact_id" not in frame.columns:
+        raise InvalidInputError("a score table needs an 'artifact_id' column")
+    frame["artifact_id"] = frame["artifact_id"].astype(str)
+    for col in SCORE_COLUMNS:
+        if col not in frame.columns:
+            frame[col] = None if col in ("nearest_id", "phash") else float("nan")
+    for col in ("nearest_id", "phash"):
+        frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
+    ordered = list(SCORE_COLUMNS) + [c for c in frame.columns if c not in SCORE_COLUMNS]
+    return frame[ordered]
+
+
+def save_scores(store, project: str, df: pd.DataFrame) -> str:
+    """Merge `df` into the project's score table by artifact_id (new rows replace old ones); returns the URL."""
+    new = _normalise_scores(df)
+    if new["artifact_id"].duplicated().any():
+        new = new.drop_duplicates(subset="artifact_id", keep="last")
+    old = load_scores(store, project)
+    if len(old):
+        old = old[~old["artifact_id"].isin(set(new["artifact_id"]))]
+        merged = pd.concat([old, new], ignore_index=True, sort=False) if len(old) else new
+    else:
+        merged = new
+    merged = _normalise_scores(merged).reset_index(drop=True)
+    table = pa.Table.from_pandas(merged, preserve_index=False)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return store.write_project_file(project, SCORES_FILE, buf.getvalue())
+
+
+def load_scores(store, project: str) -> pd.DataFrame:
+    """The project's score table (one row per artifact); an empty table with `SCORE_COLUMNS` when none."""
+    data = store.read_project_file(project, SCORES_FILE)
+    if data is None:
+        return empty_scores()
+    try:
+        frame = pq.read_table(io.BytesIO(data)).to_pandas()
+    except Exception as exc:
+        where = store.project_file_path(project, SCORES_FILE)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"score table {where} is corrupted: {first}") from exc
+    return _normalise_scores(frame)
+
+
+__all__ = [
+    "MAX_EXEMPLARS", "MEMORY_FILE", "MIN_STABLE_IMAGES", "MemorySnapshot", "SCORES_FILE", "StyleMemory",
+    "learn_style", "load_memory", "load_scores", "save_memory", "save_scores", "tokenize",
+]

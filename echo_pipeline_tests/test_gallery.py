@@ -1,0 +1,192 @@
+"""Gallery: HTML pages, contact sheets and the small markdown thumbnail grid."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from echo_pipeline.artifacts import ArtifactRecord, ArtifactStore
+from echo_pipeline.artifacts import gallery as G
+from echo_pipeline.artifacts.gallery import build_gallery, contact_sheet, thumbnail_grid_markdown
+from echo_pipeline.errors import InvalidInputError
+from echo_pipeline.render.backends.base import BackendDescription
+from echo_pipeline.render.requests import RenderRequest
+from echo_pipeline.resonance import QualityAssessor, save_scores
+
+DESC = BackendDescription(backend="procedural", model="echo-procedural", version="1")
+EVIL = '<script>alert("x")</script> & "quotes"'
+
+
+def picture(i: int, size: int = 64) -> Image.Image:
+    rng = np.random.default_rng(i)
+    y, x = np.mgrid[0:size, 0:size]
+    arr = np.zeros((size, size, 3), np.uint8)
+    arr[..., 0] = (x * (2 + i) + 40 * i) % 256
+    arr[..., 1] = (y * 3 + 25 * i) % 256
+    arr[..., 2] = rng.integers(0, 256, (size, size))
+    return Image.fromarray(arr, "RGB")
+
+
+def add_images(store: ArtifactStore, n: int, project: str = "p", prompt: str = "warm fractal", **fields):
+    records = []
+    for i in range(n):
+        req = RenderRequest(prompt=prompt, seed=i, width=64, height=64, project=project, **fields)
+        record = ArtifactRecord(artifact_id=req.request_id, project=project, request=req, backend=DESC)
+        records.append(store.save(record, picture(i)))
+    store.append_catalog(project, records)
+    return records
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request, tmp_path, memory_root):
+    root = str(tmp_path / "a") if request.param == "local" else memory_root
+    return ArtifactStore.open(root)
+
+
+def read_text(store: ArtifactStore, path: str) -> str:
+    return store.fs.cat_file(path).decode("utf-8")
+
+
+def tile_ids(page: str) -> list[str]:
+    return re.findall(r'<figure class="tile" id="a-([^"]+)"', page)
+
+
+# --------------------------------------------------------------------------------------------------
+# build_gallery
+
+
+def test_gallery_all_escapes_prompts_and_has_one_tile_per_image(store):
+    records = add_images(store, 5, prompt=EVIL, style="nft-collection")
+    result = build_gallery(store, "p", title="My <Collection>")
+    assert result.count == 5 and result.filter == "all" and result.total_images == 5
+    assert result.html_path.endswith("gallery/index.html")
+    page = read_text(store, result.html_path)
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;" in page
+    assert "My &lt;Collection&gt;" in page and "<h1>My <Collection>" not in page
+    # Newest first (the catalog is oldest first; all records share one part, so it is the reverse order).
+    assert tile_ids(page) == [r.artifact_id for r in records][::-1]
+    for record in records:
+        assert f'src="../thumbs/{record.artifact_id}.jpg"' in page
+        assert f'href="../images/{record.artifact_id}.png"' in page
+    assert "seed 3" in page and "style nft-collection" in page and "64×64" in page
+    assert "http://" not in page and "https://" not in page  # self-contained
+    sheet = Image.open(io.BytesIO(store.fs.cat_file(result.contact_sheet_path)))
+    assert sheet.format == "JPEG" and result.contact_sheet_path.endswith("gallery/contact_sheet.jpg")
+    assert sheet.size == (3 * 128 + 4 * 4, 2 * 128 + 3 * 4)  # 5 images -> 3 columns x 2 rows
+
+
+def test_gallery_shows_scores_and_best_picks_top_quarter(store):
+    records = add_images(store, 8)
+    ids = [r.artifact_id for r in records]
+    totals = [10, 95, 30, 40, 88, 20, 60, 50]
+    scores = pd.DataFrame({
+        "artifact_id": ids, "total": totals, "technical": [70.0] * 8, "style_consistency": [90.0] * 8,
+        "uniqueness": [100.0] * 8,
+    })
+    best = build_gallery(store, "p", scores=scores, filter="best")
+    assert best.count == 2 and best.html_path.endswith("gallery/best.html")
+    page = read_text(store, best.html_path)
+    assert tile_ids(page) == [ids[1], ids[4]]  # 95 then 88
+    assert best.mean_total == pytest.approx(91.5)
+    assert "mean score <b>91.5</b>" in page
+    assert ">95</span>" in page and "technical" in page and "style" in page
+    full = build_gallery(store, "p", scores=scores)
+    assert full.count == 8 and full.mean_total == pytest.approx(np.mean(totals))
+    # The "all" page links to the "best" page now that it exists.
+    assert 'href="best.html"' in read_text(store, full.html_path)
+
+
+def test_gallery_uses_stored_scores_and_best_falls_back_to_technical(tmp_path):
+    store = ArtifactStore.open(str(tmp_path / "a"))
+    records = add_images(store, 3)
+    fallback = build_gallery(store, "p", filter="best")
+    assert fallback.count == 1 and fallback.note and "technical" in fallback.note
+    assert "No score table yet" in read_text(store, fallback.html_path)
+    frame = QualityAssessor().assess([(r.artifact_id, store.load_image(r)) for r in records])
+    save_scores(store, "p", frame)
+    stored = build_gallery(store, "p", filter="best")
+    assert stored.note is None and stored.count == 1
+    best_id = frame.sort_values("total").iloc[-1]["artifact_id"]
+    assert tile_ids(read_text(store, stored.html_path)) == [best_id]
+
+
+def test_gallery_recent_and_lineage(store, monkeypatch):
+    records = add_images(store, 4)
+    parent = records[0]
+    child_req = RenderRequest(prompt="warm fractal refined", seed=9, width=64, height=64, project="p",
+                              parent_id=parent.artifact_id, strength=0.35)
+    child = ArtifactRecord(artifact_id=child_req.request_id, project="p", request=child_req, backend=DESC,
+                           parent_id=parent.artifact_id)
+    store.append_catalog("p", [store.save(child, picture(9))])
+
+    page = read_text(store, build_gallery(store, "p").html_path)
+    assert f'href="#a-{parent.artifact_id}"' in page and "refined from" in page and "strength 0.35" in page
+
+    monkeypatch.setattr(G, "RECENT_COUNT", 2)
+    recent = build_gallery(store, "p", filter="recent")
+    assert recent.count == 2 and recent.html_path.endswith("gallery/recent.html")
+    shown = tile_ids(read_text(store, recent.html_path))
+    assert shown[0] == child.artifact_id and len(shown) == 2
+    # The parent is not on the recent page: the lineage link points at its image instead.
+    assert f'href="../images/{parent.artifact_id}.png"' in read_text(store, recent.html_path)
+
+
+def test_gallery_empty_project_and_unknown_filter(store):
+    result = build_gallery(store, "empty")
+    assert result.count == 0 and result.total_images == 0
+    page = read_text(store, result.html_path)
+    assert "No images yet" in page and "<figure" not in page
+    assert store.fs.exists(result.contact_sheet_path)
+    with pytest.raises(InvalidInputError) as err:
+        build_gallery(store, "p", filter="favourites")
+    assert "all" in str(err.value) and "best" in str(err.value) and "recent" in str(err.value)
+
+
+def test_gallery_survives_missing_thumbnail(tmp_path):
+    store = ArtifactStore.open(str(tmp_path / "a"))
+    records = add_images(store, 2)
+    store.fs.rm(store.thumb_path("p", records[0].artifact_id))
+    result = build_gallery(store, "p")
+    assert result.count == 2
+    assert Image.open(io.BytesIO(store.fs.cat_file(result.contact_sheet_path))).size == (2 * 128 + 3 * 4, 128 + 8)
+
+
+# --------------------------------------------------------------------------------------------------
+# contact_sheet / thumbnail_grid_markdown
+
+
+def test_contact_sheet_size_and_layout():
+    images = [picture(i, 50 + 10 * i) for i in range(5)]
+    sheet = contact_sheet(images, columns=3, cell=32, gap=2)
+    assert sheet.size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2) and sheet.mode == "RGB"
+    assert sheet.getpixel((0, 0)) == G.BACKGROUND
+    assert sheet.getpixel((2 + 16, 2 + 16)) != G.BACKGROUND  # first cell is filled
+    assert sheet.getpixel((sheet.width - 3, sheet.height - 3)) == G.BACKGROUND  # 6th cell stays empty
+    wide = contact_sheet([Image.new("RGB", (200, 100), (255, 0, 0))], cell=64, gap=0)
+    assert wide.size == (64, 64)
+    assert wide.getpixel((32, 2)) == G.BACKGROUND and wide.getpixel((32, 32))[0] > 200  # letterboxed
+    assert contact_sheet([], cell=10, gap=3).size == (16, 16)
+    assert contact_sheet(images).size == (3 * 128 + 16, 2 * 128 + 12)  # default: ceil(sqrt(5)) columns
+
+
+def test_thumbnail_markdown_fits_budget():
+    rng = np.random.default_rng(0)
+    noisy = [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(20)]
+    for budget in (12_000, 4_000):
+        text = thumbnail_grid_markdown(noisy, max_bytes=budget)
+        assert len(text) <= budget
+        match = re.fullmatch(r"!\[thumbnails\]\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", text)
+        assert match, text[:80]
+        assert Image.open(io.BytesIO(base64.b64decode(match.group(1)))).format == "JPEG"
+    small = thumbnail_grid_markdown([picture(i) for i in range(4)])
+    assert small.startswith("![thumbnails](data:image/jpeg;base64,") and len(small) <= 12_000
+    tiny = thumbnail_grid_markdown(noisy, max_bytes=80)
+    assert len(tiny) <= 80 and "data:image" not in tiny
+    assert thumbnail_grid_markdown([]) == "_no images yet_"
