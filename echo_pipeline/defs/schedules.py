@@ -21,7 +21,7 @@ def nightly_batch(context: dg.ScheduleEvaluationContext, echo: EchoResource):
         return dg.SkipReason("no project has `schedule: true` in configs/projects/")
     known = set(context.instance.get_dynamic_partitions(projects_partitions.name))
     missing = [s.slug for s in specs if s.slug not in known]
-    stamp = context.scheduled_execution_time.strftime("%Y%m%d") if context.scheduled_execution_time else "now"
+    stamp = context.scheduled_execution_time.strftime("%Y%m%d")
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(run_key=f"{s.slug}-{stamp}", partition_key=s.slug, tags={"echo/project": s.slug})

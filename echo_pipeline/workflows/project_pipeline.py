@@ -1,0 +1,233 @@
+"""The per-project pipeline behind the Dagster asset graph, as plain Python.
+
+intent -> plan -> prompt_set -> generated_images -> quality_scores -> style_memory -> gallery
+
+Each step reads what the previous one stored under `projects/<slug>/pipeline/` in the artifact
+store, does its work idempotently (skipping what is already done and saying so), writes its own
+output atomically and returns a `StepResult`: a summary for materialization metadata and a content
+hash for `data_version`. Dagster assets (echo_pipeline.defs.assets) are thin wrappers around these.
+
+Batches: the prompt set of batch k is deterministic (see visual_planner.task_prompt_specs), and k
+only advances once batch k's images are all stored. So a killed batch re-runs the same requests
+(resuming, no duplicates) and the next batch renders new images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from echo_pipeline.errors import InvalidInputError
+from echo_pipeline.render.backends.base import ImageBackend
+from echo_pipeline.render.batch_processor import BatchProcessor, ProgressCallback
+from echo_pipeline.render.requests import RenderRequest
+from echo_pipeline.workflows.creative_engine import CreativeEngine
+
+INTENT_FILE = "pipeline/intent.json"
+PLAN_FILE = "pipeline/plan.json"
+PROMPT_SET_FILE = "pipeline/prompt_set.json"
+BATCH_KEY = "batches_completed"
+
+
+def content_hash(payload: Any) -> str:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@dataclass
+class StepResult:
+    summary: dict[str, Any]
+    data_version: str
+    rows: list[dict[str, Any]] = field(default_factory=list)  # a table for the UI
+    images: list[Any] = field(default_factory=list)  # PIL thumbnails for a preview grid
+    check: dict[str, Any] | None = None
+
+
+class ProjectPipeline:
+    def __init__(self, engine: CreativeEngine, slug: str):
+        self.engine = engine
+        self.slug = slug
+        self.store = engine.store
+        self.spec = engine.projects.load(slug)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _write_json(self, relpath: str, payload: Any) -> str:
+        data = json.dumps(payload, indent=2, sort_keys=True, default=str, ensure_ascii=False).encode()
+        self.store.write_project_file(self.slug, relpath, data)
+        return content_hash(data)
+
+    def _read_json(self, relpath: str, step: str) -> Any:
+        data = self.store.read_project_file(self.slug, relpath)
+        if data is None:
+            raise InvalidInputError(f"project {self.slug!r} has no {step} yet; materialize {step} first")
+        return json.loads(data)
+
+    @property
+    def batches_completed(self) -> int:
+        return int(self.store.read_project_meta(self.slug).get(BATCH_KEY, 0))
+
+    # -- steps -----------------------------------------------------------------------------------
+    def intent(self) -> StepResult:
+        from echo_pipeline.workflows.intent import parse_intent
+
+        intent = parse_intent(self.spec.name, self.spec.intent, self.spec.constraints)
+        payload = {"spec": self.spec.model_dump(mode="json"), "intent": intent.model_dump(mode="json")}
+        version = self._write_json(INTENT_FILE, payload)
+        meta = self.store.read_project_meta(self.slug)
+        self.store.write_project_meta(self.slug, meta | {"name": self.spec.name, "slug": self.slug})
+        return StepResult(
+            summary={"project": self.spec.name, "slug": self.slug, "intent": self.spec.intent,
+                     "subject": intent.subject, "constraints": ", ".join(intent.constraints) or "-",
+                     "media_types": ", ".join(intent.media_types)},
+            data_version=version,
+        )
+
+    def plan(self) -> StepResult:
+        from echo_pipeline.workflows.visual_planner import plan_project
+
+        plan = plan_project(self.spec)
+        version = self._write_json(PLAN_FILE, plan.model_dump(mode="json"))
+        return StepResult(
+            summary={"tasks": len(plan.tasks), "renderable_tasks": len(plan.renderable_tasks())},
+            data_version=version,
+            rows=[{"id": t.id, "type": t.media_type, "title": t.title, "count": t.count,
+                   "depends_on": ", ".join(t.depends_on) or "-", "renderable": t.renderable} for t in plan.ordered()],
+        )
+
+    def prompt_set(self, backend: ImageBackend, *, count: int | None = None, style: str | None = None) -> StepResult:
+        from echo_pipeline.workflows.visual_planner import Plan, task_prompt_specs
+
+        plan = Plan.model_validate(self._read_json(PLAN_FILE, "plan"))
+        spec = self.spec
+        if count is not None or style is not None:
+            spec = spec.model_copy(update={k: v for k, v in (("count", count), ("style", style)) if v is not None})
+            plan = plan_from_spec(spec)
+        batch = self.batches_completed
+        requests: list[RenderRequest] = []
+        for prompt_spec in task_prompt_specs(plan, spec, batch=batch):
+            requests.extend(self.engine.plan_requests(prompt_spec))
+        requests = [backend.prepare(r).model_copy(update={"index": i}) for i, r in enumerate(requests)]
+        backend.check_requests(requests)
+        payload = {"batch": batch, "backend": backend.describe().model_dump(),
+                   "requests": [r.model_dump(mode="json") for r in requests]}
+        version = self._write_json(PROMPT_SET_FILE, payload)
+        return StepResult(
+            summary={"batch": batch, "requests": len(requests), "style": spec.style or "-", "backend": backend.name},
+            data_version=version,
+            rows=[{"request_id": r.request_id, "prompt": r.prompt, "seed": r.seed, "size": f"{r.width}x{r.height}"}
+                  for r in requests[:50]],
+        )
+
+    def load_prompt_set(self) -> tuple[int, list[RenderRequest]]:
+        payload = self._read_json(PROMPT_SET_FILE, "prompt_set")
+        return payload["batch"], [RenderRequest.model_validate(r) for r in payload["requests"]]
+
+    def generate(self, backend: ImageBackend, *, run_id: str | None = None,
+                 progress: ProgressCallback | None = None) -> StepResult:
+        from echo_pipeline.resonance.quality_assessor import QualityAssessor, near_duplicates
+
+        batch, requests = self.load_prompt_set()
+        result = BatchProcessor(self.store, backend).run(requests, run_id=run_id, progress=progress)
+        meta = self.store.read_project_meta(self.slug)
+        if int(meta.get(BATCH_KEY, 0)) <= batch:
+            self.store.write_project_meta(self.slug, meta | {BATCH_KEY: batch + 1})
+        records = result.new + result.existing
+        thumbs = [self.store.load_thumbnail(r.project, r.artifact_id) for r in records[:16]]
+        # Uniqueness within this batch: no near-duplicate pair (perceptual hash distance <= 4).
+        items = [(r.artifact_id, self.store.load_thumbnail(r.project, r.artifact_id)) for r in records]
+        scores = QualityAssessor().assess(items) if len(items) > 1 else pd.DataFrame()
+        duplicates = near_duplicates(scores) if len(scores) else []
+        return StepResult(
+            summary={"batch": batch, "new_images": len(result.new), "already_stored": len(result.existing),
+                     "recovered_from_interrupted_run": result.recovered, "seconds": round(result.seconds, 2),
+                     "images_per_minute": round(result.images_per_minute, 1)},
+            data_version=content_hash(sorted(r.artifact_id for r in records)),
+            rows=[{"artifact_id": r.artifact_id, "prompt": r.request.prompt, "seed": r.request.seed,
+                   "status": "new" if r in result.new else "stored"} for r in records[:50]],
+            images=thumbs,
+            check={"near_duplicates": duplicates, "passed": not duplicates},
+        )
+
+    def score(self) -> StepResult:
+        from echo_pipeline.resonance.memory_system import load_memory, load_scores, save_scores
+        from echo_pipeline.resonance.quality_assessor import QualityAssessor
+
+        catalog = self.store.catalog(self.slug)
+        previous = load_scores(self.store, self.slug)
+        done = set(previous["artifact_id"]) if len(previous) else set()
+        todo = catalog[~catalog.artifact_id.isin(done)]
+        memory = load_memory(self.store, self.slug)
+        if len(todo):
+            items = [(aid, self.store.load_image(self.slug, aid)) for aid in todo.artifact_id]
+            reference = dict(zip(previous.artifact_id, previous.phash)) if len(previous) else None
+            centroid = np.asarray(memory.centroid, dtype=np.float32) if memory and memory.count else None
+            fresh = QualityAssessor().assess(items, centroid=centroid, spread=memory.spread if memory else None,
+                                             reference_hashes=reference)
+            save_scores(self.store, self.slug, fresh)
+        scores = load_scores(self.store, self.slug)
+        batch_scores = scores[scores.artifact_id.isin(todo.artifact_id)] if len(todo) else scores.iloc[0:0]
+        consistency = float(scores.style_consistency.mean()) if len(scores) else float("nan")
+        threshold = self.spec.style_threshold
+        return StepResult(
+            summary={"scored_now": len(todo), "already_scored": len(done), "images": len(scores),
+                     "mean_total": round(float(scores.total.mean()), 1) if len(scores) else None,
+                     "mean_technical": round(float(scores.technical.mean()), 1) if len(scores) else None,
+                     "mean_style_consistency": None if np.isnan(consistency) else round(consistency, 1),
+                     "style_threshold": threshold},
+            data_version=content_hash(scores.round(4).to_json(orient="records").encode()) if len(scores) else "empty",
+            rows=batch_scores.sort_values("total", ascending=False).head(50)[
+                ["artifact_id", "total", "technical", "style_consistency", "uniqueness"]].round(1).to_dict("records"),
+            check={"passed": bool(np.isnan(consistency) or consistency >= threshold),
+                   "mean_style_consistency": consistency, "threshold": threshold},
+        )
+
+    def learn(self) -> StepResult:
+        from echo_pipeline.resonance.embedders import get_embedder
+        from echo_pipeline.resonance.memory_system import learn_style, load_memory, load_scores, save_memory
+
+        scores = load_scores(self.store, self.slug)
+        memory = load_memory(self.store, self.slug)
+        learned = set(getattr(memory, "learned_ids", []) or []) if memory else set()
+        todo = scores[~scores.artifact_id.isin(learned)] if len(scores) else scores
+        if len(todo):
+            catalog = self.store.catalog(self.slug).set_index("artifact_id")
+            embedder = get_embedder()
+            images = [self.store.load_thumbnail(self.slug, aid) for aid in todo.artifact_id]
+            memory = learn_style(memory, self.slug, embedder.embed(images), list(todo.artifact_id),
+                                 [catalog.loc[a, "prompt"] for a in todo.artifact_id], list(todo.total),
+                                 embedder=embedder.name)
+            save_memory(self.store, memory)
+        if memory is None:
+            return StepResult(summary={"learned_now": 0, "count": 0}, data_version="empty")
+        return StepResult(
+            summary={"learned_now": len(todo), "count": memory.count, "stable": memory.stable,
+                     "spread": round(memory.spread, 4), "exemplars": ", ".join(memory.exemplars) or "-",
+                     "learned_modifiers": ", ".join(memory.learned_modifiers) or "-",
+                     "history_entries": len(memory.history)},
+            data_version=content_hash({"c": [round(x, 5) for x in memory.centroid], "n": memory.count}),
+            images=[self.store.load_thumbnail(self.slug, a) for a in memory.exemplars[:8]],
+        )
+
+    def gallery(self) -> StepResult:
+        from echo_pipeline.artifacts.gallery import build_gallery
+        from echo_pipeline.resonance.memory_system import load_scores
+
+        scores = load_scores(self.store, self.slug)
+        result = build_gallery(self.store, self.slug, title=self.spec.name, scores=scores if len(scores) else None)
+        html = self.store.read_project_file(self.slug, "gallery/index.html") or b""
+        return StepResult(
+            summary={"images": result.count, "html": result.html_path, "contact_sheet": result.contact_sheet_path},
+            data_version=content_hash(html),
+        )
+
+
+def plan_from_spec(spec):
+    from echo_pipeline.workflows.visual_planner import plan_project
+
+    return plan_project(spec)

@@ -1,0 +1,102 @@
+"""The Dagster layer: definitions load, the batch job materializes all seven assets per project,
+successive batches render new images, and the sensor and schedule fan out per project."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+
+from echo_pipeline.settings import Settings
+from echo_pipeline.workflows.creative_engine import CreativeEngine
+
+PIPELINE = ["intent", "plan", "prompt_set", "generated_images", "quality_scores", "style_memory", "gallery"]
+
+
+@pytest.fixture
+def env(monkeypatch, config_dir, artifact_root):
+    monkeypatch.setenv("ECHO_CONFIG_DIR", str(config_dir))
+    monkeypatch.setenv("ECHO_ARTIFACT_ROOT", str(artifact_root))
+    engine = CreativeEngine(Settings.load())
+    from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
+
+    resources = {"echo": EchoResource(artifact_root=str(artifact_root), config_dir=str(config_dir)),
+                 "image_backend": ImageBackendResource()}
+    return engine, resources
+
+
+def _job(name: str):
+    from echo_pipeline.definitions import defs
+
+    return defs.resolve_job_def(name)
+
+
+def test_definitions_validate():
+    from echo_pipeline.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} >= set(PIPELINE)
+
+
+def test_batch_job_materializes_the_graph_and_next_batch_is_new(env):
+    engine, _resources = env
+    spec = engine.projects.create("Ruzgar NFT Collection", "warm fractal, no human forms", count=3, width=96, height=96)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("projects", [spec.slug])
+    result = _job("batch").execute_in_process(instance=instance, partition_key=spec.slug)
+    assert result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == set(PIPELINE)
+    meta = result.asset_materializations_for_node("generated_images")[0].metadata
+    assert meta["new_images"].value == 3 and "data:image/jpeg;base64," in meta["preview"].value
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"unique_images": True, "style_consistency": True}
+    catalog = engine.store.catalog(spec.slug)
+    assert len(catalog) == 3 and set(catalog.run_id) == {result.run_id}
+    assert "human forms" in catalog.negative_prompt.iloc[0]
+
+    again = _job("batch").execute_in_process(instance=instance, partition_key=spec.slug)
+    assert again.asset_materializations_for_node("generated_images")[0].metadata["new_images"].value == 3
+    assert len(engine.store.catalog(spec.slug)) == 6 and engine.store.catalog(spec.slug).artifact_id.is_unique
+    scores = again.asset_materializations_for_node("quality_scores")[0].metadata
+    assert scores["scored_now"].value == 3 and scores["already_scored"].value == 3
+
+
+def test_sensor_adds_partitions_and_requests_runs(env):
+    engine, resources = env
+    from echo_pipeline.defs.sensors import project_files_sensor
+
+    engine.projects.create("Alpha Project", "cool waves")
+    instance = dg.DagsterInstance.ephemeral()
+    def evaluate(cursor=None):
+        with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
+            return project_files_sensor(ctx)
+
+    result = evaluate()
+    assert [r.partition_key for r in result.run_requests] == ["alpha-project"]
+    assert result.run_requests[0].job_name == "batch"
+    assert result.dynamic_partitions_requests[0].partition_keys == ["alpha-project"]
+    cursor = result.cursor
+    assert isinstance(evaluate(cursor), dg.SkipReason)
+    engine.projects.create("Alpha Project", "cool waves, intricate")
+    changed = evaluate(cursor)
+    assert [(r.partition_key, r.job_name) for r in changed.run_requests] == [("alpha-project", "plan_project")]
+    assert json.loads(changed.cursor).keys() == {"alpha-project"}
+
+
+def test_schedule_fans_out_one_run_per_scheduled_project(env):
+    engine, resources = env
+    from echo_pipeline.defs.schedules import nightly_batch
+
+    engine.projects.create("Night One", "warm fractal", schedule=True)
+    engine.projects.create("Night Two", "neon city", schedule=True)
+    engine.projects.create("Manual", "cool waves", schedule=False)
+    with dg.instance_for_test() as instance, \
+            dg.build_schedule_context(instance=instance, resources=resources,
+                                      scheduled_execution_time=datetime(2026, 11, 25, 3, tzinfo=timezone.utc)) as ctx:
+        result = nightly_batch(ctx)
+    assert sorted(r.partition_key for r in result.run_requests) == ["night-one", "night-two"]
+    assert all(r.tags["echo/project"] == r.partition_key for r in result.run_requests)
+    assert {r.run_key for r in result.run_requests} == {"night-one-20261125", "night-two-20261125"}
