@@ -1,0 +1,95 @@
+"""`ProceduralBackend`: the offline default renderer (generative art from prompt + seed, no weights)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from echo_pipeline.render.backends.base import (
+    BackendCapabilities,
+    BackendDescription,
+    ImageBackend,
+    ParentImage,
+    ProgressCallback,
+    RenderedImage,
+)
+from echo_pipeline.render.backends.procedural import params as P
+from echo_pipeline.render.requests import RenderRequest
+
+PROCEDURAL_VERSION = P.PROCEDURAL_VERSION
+
+
+def _info(params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    info = {
+        "motif": params["motif"],
+        "kind": params["motif_params"].get("kind") or params["motif_params"].get("style"),
+        "palette": params["palette"]["name"],
+        "effects": sorted(k for k, v in params["effects"].items() if v > 0),
+        "params": params,
+    }
+    info.update(extra)
+    return info
+
+
+class ProceduralBackend(ImageBackend):
+    """Fractals, flow fields, waves, landscapes, patterns, skylines and nebulae from prompt words."""
+
+    name = "procedural"
+    capabilities = BackendCapabilities(
+        txt2img=True, img2img=True, tiling=True, negative_prompt=True, min_side=64, max_side=2048, size_multiple=1
+    )
+
+    def __init__(self) -> None:
+        self._description = BackendDescription(
+            backend="procedural", model="echo-procedural", model_hash="", version=PROCEDURAL_VERSION
+        )
+
+    def describe(self) -> BackendDescription:
+        return self._description
+
+    @staticmethod
+    def params_for(request: RenderRequest) -> dict[str, Any]:
+        """The parameters a txt2img request is drawn from (what `info["params"]` records)."""
+        return P.build_params(request.prompt, request.negative_prompt, request.seed, request.width, request.height,
+                              request.tiling)
+
+    def render(
+        self, requests: Sequence[RenderRequest], progress: ProgressCallback | None = None
+    ) -> Iterator[RenderedImage]:
+        requests = list(requests)
+        self.check_requests(requests)
+        total = len(requests)
+        for done, request in enumerate(requests, start=1):
+            params = self.params_for(request)
+            image = P.render_params(params, request.width, request.height, request.tiling)
+            yield RenderedImage(request=request, image=image, info=_info(params))
+            if progress is not None:
+                progress(done, total)
+
+    def refine(self, parent: ParentImage, request: RenderRequest) -> RenderedImage:
+        """img2img as a parameter-space variation of `parent` (strength 0 = same, 1 = free)."""
+        self.check_requests([request])
+        parent_params = parent.info.get("params") if isinstance(parent.info, dict) else None
+        if not _usable(parent_params):
+            parent_params = self.params_for(parent.request)
+        strength = 0.5 if request.strength is None else float(request.strength)
+        params, changes = P.refine_params(
+            parent_params, parent.request.prompt, request.prompt, request.negative_prompt, request.seed, strength,
+            request.width, request.height, request.tiling,
+        )
+        image = P.render_params(params, request.width, request.height, request.tiling)
+        info = _info(params, parent_params=parent_params, parent_artifact_id=parent.artifact_id,
+                     strength=strength, changes=changes)
+        return RenderedImage(request=request, image=image, info=info)
+
+
+def _usable(params: Any) -> bool:
+    """Parent params from this backend's format (any version: refine re-renders them with this one)."""
+    if not isinstance(params, dict):
+        return False
+    needed = ("motif", "seed", "palette", "effects", "motif_params", "detail", "light", "saturation")
+    if any(key not in params for key in needed):
+        return False
+    from echo_pipeline.render.backends.procedural import motifs
+
+    return params["motif"] in motifs.MOTIF_MODULES and isinstance(params["palette"], dict)

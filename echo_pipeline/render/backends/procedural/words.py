@@ -1,0 +1,281 @@
+"""Prompt parsing: which motif, palette, effects and modifiers the words ask for.
+
+Rules (all case- and accent-insensitive, plurals folded):
+- Motif and palette: the EARLIEST matching word wins. Prompts are "user words, style words", so the
+  user's choice beats a style preset's. Motif words come in two tiers: nouns that name a family
+  ("fractal", "city", "flow") beat contextual words ("cyberpunk", "texture", "stars"), whatever their
+  order, because some presets put such words *before* the user's prompt ("cyberpunk {prompt}",
+  "seamless texture of {prompt}").
+- Multi-word keys ("neon noir", "burning ship", "more detail") match as one phrase at their first word;
+  at the same position the longer phrase wins.
+- Negative-prompt words exclude every motif, palette and effect they name.
+- Effects are additive: every effect word present switches that effect on.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import zlib
+from dataclasses import dataclass, field
+
+MOTIFS = ("fractal", "flow", "waves", "landscape", "geometric", "city", "nebula")
+
+# family -> (strong words, weak words)
+MOTIF_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "fractal": (("fractal", "mandelbrot", "julia", "burning ship", "burningship", "fractals", "mandelbrot set",
+                 "julia set", "self similar", "recursive", "recursion"),
+                ("infinite", "infinity", "zoom", "chaos")),
+    "flow": (("flow", "flowing", "flowfield", "flow field", "wind", "windy", "stream", "silk", "silky", "current",
+              "ruzgar", "breeze", "streamlines", "swirl", "swirling", "turbulence", "turbulent", "brushstroke",
+              "strokes", "threads", "hair", "smoke"),
+             ("lines", "brush", "motion", "wisps", "ribbons", "fluid")),
+    "waves": (("wave", "wavy", "ripple", "rippling", "interference", "moire", "cymatics", "chladni", "resonance",
+               "vibration", "oscillation", "sine", "sinusoidal", "rings"),
+              ("water", "pond", "liquid", "sound", "frequency", "dalga")),
+    "landscape": (("landscape", "mountain", "mountains", "mountainous", "hill", "ridge", "valley", "peak",
+                   "terrain", "vista", "scenery", "dune", "alps", "manzara", "dag"),
+                  ("horizon", "nature", "wilderness", "outdoor", "sunrise", "dawn")),
+    "geometric": (("geometric", "geometry", "truchet", "hexagon", "hexagonal", "hex", "mandala", "kaleidoscope",
+                   "kaleidoscopic", "tessellation", "mosaic", "lattice", "ornament", "ornamental", "islamic",
+                   "arabesque", "symmetry", "symmetric", "isometric", "weave", "celtic", "labyrinth", "maze"),
+                  ("pattern", "texture", "tile", "tiles", "tiling", "tileable", "seamless", "grid", "shapes",
+                   "desen", "doku")),
+    "city": (("city", "cityscape", "skyline", "urban", "metropolis", "downtown", "skyscraper", "building",
+              "buildings", "town", "sehir", "megacity"),
+             ("cyberpunk", "street", "blade runner", "futuristic", "dystopian", "tokyo")),
+    "nebula": (("nebula", "nebulae", "galaxy", "galactic", "cosmic", "cosmos", "space", "universe", "interstellar",
+                "starfield", "celestial", "astral", "supernova", "milky way", "uzay"),
+               ("star", "stars", "starry", "astronomy", "aurora", "dust")),
+}
+
+# Sub-kinds a word asks for inside a family (motif modules read `Parsed.kinds`).
+KIND_WORDS: dict[str, str] = {
+    "mandelbrot": "mandelbrot", "mandelbrot set": "mandelbrot", "julia": "julia", "julia set": "julia",
+    "burning ship": "ship", "burningship": "ship",
+    "truchet": "truchet", "hex": "hex", "hexagon": "hex", "hexagonal": "hex", "mandala": "mandala",
+    "kaleidoscope": "mandala", "kaleidoscopic": "mandala", "islamic": "hex", "weave": "truchet",
+    "maze": "truchet", "labyrinth": "truchet", "celtic": "truchet",
+    "moire": "moire", "chladni": "chladni", "cymatics": "chladni", "ripple": "ripples", "rippling": "ripples",
+    "pond": "ripples", "interference": "ripples",
+    "silk": "silk", "silky": "silk", "smoke": "silk", "hair": "silk", "threads": "silk",
+    "brushstroke": "ink", "strokes": "ink", "brush": "ink", "ink": "ink",
+    "wind": "wind", "windy": "wind", "breeze": "wind", "ruzgar": "wind", "stream": "stream", "current": "stream",
+    "swirl": "swirl", "swirling": "swirl", "turbulence": "swirl", "turbulent": "swirl",
+    "galaxy": "galaxy", "galactic": "galaxy", "milky way": "galaxy",
+    "street": "street", "streets": "street", "wet": "street", "reflection": "street", "reflections": "street",
+    "sign": "signs", "signs": "signs", "neon lights": "signs",
+    "night": "night", "midnight": "night", "moon": "night", "moonlight": "night", "moonlit": "night",
+    "sun": "sun", "sunny": "sun", "lake": "lake", "reflection lake": "lake", "forest": "trees", "trees": "trees",
+    "pine": "trees", "pines": "trees", "desert": "dunes", "dune": "dunes", "dunes": "dunes",
+}
+
+PALETTE_WORDS: dict[str, str] = {
+    "warm": "warm", "warmer": "warm", "hot": "warm", "orange": "warm", "sicak": "warm",
+    "cool": "cool", "cooler": "cool", "cold": "cool", "blue": "cool", "soguk": "cool",
+    "neon": "neon", "fluorescent": "neon", "electric": "neon", "magenta": "neon",
+    "neon noir": "neon noir", "cyber noir": "neon noir", "neon lights": "neon",
+    "noir": "noir", "gothic": "noir",
+    "pastel": "pastel", "pastels": "pastel", "soft colors": "pastel", "candy": "pastel",
+    "monochrome": "monochrome", "monochromatic": "monochrome", "grayscale": "monochrome",
+    "greyscale": "monochrome", "black and white": "monochrome", "bw": "monochrome", "gray": "monochrome",
+    "earthy": "earthy", "earth tones": "earthy", "earthen": "earthy", "terracotta": "earthy", "rustic": "earthy",
+    "sepia": "earthy", "brown": "earthy",
+    "sunset": "sunset", "dusk": "sunset", "sundown": "sunset", "twilight": "sunset",
+    "ocean": "ocean", "sea": "ocean", "marine": "ocean", "aqua": "ocean", "teal": "ocean", "turquoise": "ocean",
+    "underwater": "ocean", "deniz": "ocean",
+    "forest": "forest", "jungle": "forest", "green": "forest", "emerald": "forest", "woodland": "forest",
+    "fire": "fire", "fiery": "fire", "flame": "fire", "flames": "fire", "lava": "fire", "inferno": "fire",
+    "ember": "fire", "embers": "fire", "magma": "fire", "volcanic": "fire", "red": "fire", "ates": "fire",
+    "ice": "ice", "icy": "ice", "frozen": "ice", "frost": "ice", "winter": "ice", "arctic": "ice",
+    "glacier": "ice", "glacial": "ice",
+    "gold": "gold", "golden": "gold", "gilded": "gold", "amber": "gold", "yellow": "gold",
+    "vaporwave": "vaporwave", "synthwave": "vaporwave", "retrowave": "vaporwave", "outrun": "vaporwave",
+    "autumn": "autumn", "autumnal": "autumn", "fall colors": "autumn", "harvest": "autumn",
+    "purple": "purple", "violet": "purple", "amethyst": "purple", "lavender": "purple", "ultraviolet": "purple",
+    "mor": "purple",
+}
+
+EFFECT_WORDS: dict[str, str] = {
+    "rain": "rain", "rainy": "rain", "raining": "rain", "rainfall": "rain", "drizzle": "rain", "storm": "rain",
+    "yagmur": "rain",
+    "snow": "snow", "snowy": "snow", "snowing": "snow", "snowfall": "snow", "blizzard": "snow", "kar": "snow",
+    "fog": "fog", "foggy": "fog", "mist": "fog", "misty": "fog", "haze": "fog", "hazy": "fog", "sis": "fog",
+    "atmospheric": "fog", "volumetric": "fog",
+    "glow": "glow", "glowing": "glow", "bloom": "glow", "luminous": "glow", "radiant": "glow",
+    "neon lights": "glow",
+    "vignette": "vignette", "cinematic": "vignette",
+    "grain": "grain", "grainy": "grain", "film": "grain", "analog": "grain", "noise": "grain",
+    "film grain": "grain", "vintage": "grain",
+    "soft": "soft", "dreamy": "soft", "ethereal": "soft", "blurry": "soft", "blur": "soft", "gentle": "soft",
+    "pixel": "pixel", "pixel art": "pixel", "pixelated": "pixel", "8 bit": "pixel", "16 bit": "pixel",
+    "retro game": "pixel",
+}
+
+# Modifiers: word -> (axis, value)
+MODIFIER_WORDS: dict[str, tuple[str, float]] = {
+    "minimal": ("detail", -1), "minimalist": ("detail", -1), "minimalistic": ("detail", -1),
+    "simple": ("detail", -1), "clean": ("detail", -1), "sparse": ("detail", -1), "calm": ("detail", -1),
+    "simpler": ("detail", -1), "less detail": ("detail", -1),
+    "intricate": ("detail", 1), "detailed": ("detail", 1), "highly detailed": ("detail", 1),
+    "complex": ("detail", 1), "ornate": ("detail", 1), "elaborate": ("detail", 1), "more detail": ("detail", 1),
+    "more detailed": ("detail", 1), "high detail": ("detail", 1), "busy": ("detail", 1), "dense": ("detail", 1),
+    "dark": ("light", -1), "darker": ("light", -1), "moody": ("light", -1), "night": ("light", -1),
+    "shadows": ("light", -1), "deep shadows": ("light", -1), "midnight": ("light", -1), "dim": ("light", -1),
+    "bright": ("light", 1), "brighter": ("light", 1), "sunny": ("light", 1), "cheerful": ("light", 1),
+    "daylight": ("light", 1), "day": ("light", 1), "vivid": ("light", 0.5),
+    "vibrant": ("saturation", 1), "saturated": ("saturation", 1), "colorful": ("saturation", 1),
+    "colourful": ("saturation", 1),
+    "muted": ("saturation", -1), "desaturated": ("saturation", -1), "faded": ("saturation", -1),
+    "washed out": ("saturation", -1),
+    "negative space": ("detail", -1),
+}
+
+# Words that turn the next effect/modifier word off ("no rain", "without fog", "remove grain").
+NEGATORS = frozenset({"no", "without", "remove", "less", "minus", "sans", "not"})
+
+_TURKISH = str.maketrans({"ı": "i", "İ": "i", "ş": "s", "ğ": "g", "ç": "c", "ö": "o", "ü": "u"})
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words with accents folded ('Rüzgâr' -> 'ruzgar'); digits kept as words."""
+    text = (text or "").translate(_TURKISH).lower()
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = text.replace("&", " and ").replace("b and w", "black and white")
+    return re.findall(r"[a-z0-9]+", text)
+
+
+def _all_keys() -> set[str]:
+    keys: set[str] = set(PALETTE_WORDS) | set(EFFECT_WORDS) | set(MODIFIER_WORDS) | set(KIND_WORDS)
+    for strong, weak in MOTIF_WORDS.values():
+        keys |= set(strong) | set(weak)
+    return keys
+
+
+_KEYS = _all_keys()
+_MAX_PHRASE = max(len(k.split()) for k in _KEYS)
+
+
+def _singular(word: str) -> str:
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def phrases(words: list[str]) -> list[tuple[int, int, str]]:
+    """Vocabulary keys in `words` as (position, length, key): greedy longest match, left to right, so
+    "neon noir" is one palette (not "neon" then "noir") and "negative space" is not "space"."""
+    found = []
+    i = 0
+    while i < len(words):
+        for n in range(min(_MAX_PHRASE, len(words) - i), 0, -1):
+            chunk = words[i:i + n]
+            key = next((c for c in (" ".join(chunk), " ".join(chunk[:-1] + [_singular(chunk[-1])])) if c in _KEYS),
+                       None)
+            if key is not None:
+                found.append((i, n, key))
+                i += n
+                break
+        else:
+            i += 1
+    return found
+
+
+@dataclass
+class Parsed:
+    """What a prompt asks for. `None` means "not named": the seed decides."""
+
+    motif: str | None = None
+    palette: str | None = None
+    kinds: list[str] = field(default_factory=list)  # sub-kind hints, prompt order
+    effects: dict[str, float] = field(default_factory=dict)  # effect -> +1 on / -1 explicitly off
+    detail: float = 0.0  # -1 minimal .. +1 intricate (summed, clipped)
+    light: float = 0.0  # -1 dark .. +1 bright
+    saturation: float = 0.0
+    excluded_motifs: set[str] = field(default_factory=set)
+    excluded_palettes: set[str] = field(default_factory=set)
+    excluded_effects: set[str] = field(default_factory=set)
+    excluded_kinds: set[str] = field(default_factory=set)
+    words: list[str] = field(default_factory=list)
+
+
+def _motif_of(key: str) -> tuple[str, int] | None:
+    for motif, (strong, weak) in MOTIF_WORDS.items():
+        if key in strong:
+            return motif, 0
+        if key in weak:
+            return motif, 1
+    return None
+
+
+def parse(prompt: str, negative: str = "") -> Parsed:
+    words = tokenize(prompt)
+    result = Parsed(words=words)
+    neg = phrases(tokenize(negative))
+    for _, _, key in neg:
+        hit = _motif_of(key)
+        if hit:
+            result.excluded_motifs.add(hit[0])
+        if key in PALETTE_WORDS:
+            result.excluded_palettes.add(PALETTE_WORDS[key])
+        if key in EFFECT_WORDS:
+            result.excluded_effects.add(EFFECT_WORDS[key])
+        if key in KIND_WORDS:
+            result.excluded_kinds.add(KIND_WORDS[key])
+    # "neon" excluded also rules out "neon noir"; "noir" alone does not (it is a different look).
+    if "neon" in result.excluded_palettes:
+        result.excluded_palettes.add("neon noir")
+
+    for _, _, key in neg:
+        # "ornate" in a negative prompt pushes detail down, "daylight" pushes towards dark, etc.
+        if key in MODIFIER_WORDS:
+            axis, value = MODIFIER_WORDS[key]
+            setattr(result, axis, float(max(-1.0, min(1.0, getattr(result, axis) - 0.5 * value))))
+
+    motif_best: tuple[int, int] | None = None  # (tier, position)
+    for pos, _length, key in phrases(words):
+        negated = pos > 0 and words[pos - 1] in NEGATORS
+        hit = _motif_of(key)
+        if hit and hit[0] not in result.excluded_motifs and not negated:
+            if motif_best is None or (hit[1], pos) < motif_best:
+                motif_best, result.motif = (hit[1], pos), hit[0]
+        if key in PALETTE_WORDS and not negated and result.palette is None:
+            if PALETTE_WORDS[key] not in result.excluded_palettes:
+                result.palette = PALETTE_WORDS[key]  # phrases come in prompt order: first one wins
+        if key in KIND_WORDS and not negated:
+            kind = KIND_WORDS[key]
+            if kind not in result.excluded_kinds and kind not in result.kinds:
+                result.kinds.append(kind)
+        if key in EFFECT_WORDS:
+            effect = EFFECT_WORDS[key]
+            if negated:
+                result.effects[effect] = -1.0
+            elif effect not in result.excluded_effects and result.effects.get(effect, 0) >= 0:
+                result.effects[effect] = 1.0
+        if key in MODIFIER_WORDS:
+            axis, value = MODIFIER_WORDS[key]
+            value = -value if negated else value
+            setattr(result, axis, float(max(-1.0, min(1.0, getattr(result, axis) + value))))
+    for effect in result.excluded_effects:
+        result.effects[effect] = -1.0
+    return result
+
+
+def vocabulary_free_hash(prompt: str) -> int:
+    """Stable hash (crc32) of the prompt words that are NOT vocabulary.
+
+    Mixed into the seed so "warm fractal 01" and "warm fractal 02" differ even with one seed, while
+    "warm fractal 01" and "cool fractal 01" keep the same composition and only change colour.
+    """
+    words = tokenize(prompt)
+    vocab_positions: set[int] = set()
+    for pos, length, _ in phrases(words):
+        vocab_positions.update(range(pos, pos + length))
+    rest = " ".join(w for i, w in enumerate(words) if i not in vocab_positions)
+    return zlib.crc32(rest.encode("utf-8"))
+
+
+def stable_key(*parts: str) -> int:
+    """crc32 of text parts: a process-independent integer for seeding (never Python's salted hash())."""
+    return zlib.crc32("\x1f".join(parts).encode("utf-8"))

@@ -1,0 +1,331 @@
+"""Procedural backend: words pick motif/palette/effects, seeds reproduce, sizes, tiling, refine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from echo_pipeline.errors import InvalidInputError
+from echo_pipeline.render.backends import ParentImage, create_backend
+from echo_pipeline.render.backends.procedural import PROCEDURAL_VERSION, ProceduralBackend
+from echo_pipeline.render.backends.procedural import words
+from echo_pipeline.render.requests import RenderRequest
+
+FAMILIES = {
+    "fractal": "fractal",
+    "flow": "flow field",
+    "waves": "ripples",
+    "landscape": "mountains",
+    "geometric": "geometric pattern",
+    "city": "city skyline",
+    "nebula": "nebula",
+}
+
+
+@pytest.fixture(scope="module")
+def backend() -> ProceduralBackend:
+    return ProceduralBackend()
+
+
+def req(prompt: str, seed: int = 1, size: int | tuple[int, int] = 96, **kw) -> RenderRequest:
+    w, h = (size, size) if isinstance(size, int) else size
+    return RenderRequest(prompt=prompt, seed=seed, width=w, height=h, **kw)
+
+
+def render_one(backend: ProceduralBackend, request: RenderRequest):
+    (out,) = list(backend.render([request]))
+    return out
+
+
+def pixels(out) -> np.ndarray:
+    return np.asarray(out.image, dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------- protocol
+def test_identity_and_capabilities(backend):
+    assert backend.name == "procedural"
+    caps = backend.capabilities
+    assert (caps.txt2img, caps.img2img, caps.tiling, caps.negative_prompt) == (True, True, True, True)
+    assert (caps.min_side, caps.max_side, caps.size_multiple) == (64, 2048, 1)
+    desc = backend.describe()
+    assert (desc.backend, desc.model, desc.model_hash, desc.version) == ("procedural", "echo-procedural", "",
+                                                                         PROCEDURAL_VERSION)
+    assert isinstance(create_backend("procedural"), ProceduralBackend)
+    prepared = backend.prepare(req("warm fractal"))
+    assert prepared.backend_version == PROCEDURAL_VERSION and prepared.model == "echo-procedural"
+
+
+def test_constructor_takes_no_options():
+    with pytest.raises(TypeError):
+        ProceduralBackend(device="cuda")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("side", [32, 4096])
+def test_check_requests_rejects_out_of_range_sizes(backend, side):
+    # RenderRequest itself validates sizes; model_construct skips that, as a caller bypassing it would
+    bad = RenderRequest.model_construct(**{**req("fractal").model_dump(), "width": side})
+    with pytest.raises(InvalidInputError):
+        backend.check_requests([bad])
+    with pytest.raises(InvalidInputError):
+        list(backend.render([req("fractal"), bad]))  # validated up front, before any image
+
+
+def test_progress_called_per_image_and_info_is_json(backend):
+    calls = []
+    requests = [req(FAMILIES[m], seed=i) for i, m in enumerate(FAMILIES)]
+    outs = list(backend.render(requests, progress=lambda done, total: calls.append((done, total))))
+    assert calls == [(i, len(requests)) for i in range(1, len(requests) + 1)]
+    for out, motif in zip(outs, FAMILIES):
+        assert out.image.mode == "RGB" and out.image.size == (96, 96)
+        info = json.loads(json.dumps(out.info))
+        assert info["motif"] == motif
+        assert {"motif", "palette", "params"} <= set(info)
+        assert info["params"]["motif"] == motif and info["params"]["palette"]["name"] == info["palette"]
+
+
+# --------------------------------------------------------------------------------- determinism
+def test_same_request_same_bytes_different_seed_differs(backend):
+    a = render_one(backend, req("warm fractal 01, digital art", seed=7))
+    b = render_one(ProceduralBackend(), req("warm fractal 01, digital art", seed=7))
+    assert a.image.tobytes() == b.image.tobytes()
+    assert a.info == b.info
+    c = render_one(backend, req("warm fractal 01, digital art", seed=8))
+    assert np.abs(pixels(a) - pixels(c)).mean() > 5
+
+
+@pytest.mark.parametrize("motif", sorted(FAMILIES))
+def test_every_family_is_deterministic_and_seed_sensitive(backend, motif):
+    prompt = FAMILIES[motif]
+    first = render_one(backend, req(prompt, seed=3, size=72))
+    again = render_one(backend, req(prompt, seed=3, size=72))
+    other = render_one(backend, req(prompt, seed=4, size=72))
+    assert first.image.tobytes() == again.image.tobytes()
+    assert np.abs(pixels(first) - pixels(other)).mean() > 2
+
+
+def test_pixels_do_not_depend_on_python_hash_seed(backend):
+    """String hashing is salted per process; seeding must not use it."""
+    code = (
+        "import hashlib;from echo_pipeline.render.backends.procedural import ProceduralBackend;"
+        "from echo_pipeline.render.requests import RenderRequest;"
+        "r=RenderRequest(prompt='neon flow field, rain',seed=11,width=64,height=64);"
+        "print(hashlib.sha256(next(iter(ProceduralBackend().render([r]))).image.tobytes()).hexdigest())"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={"PYTHONHASHSEED": str(salt), "PATH": ""}).stdout.strip()
+        for salt in (1, 2)
+    }
+    local = hashlib.sha256(render_one(backend, req("neon flow field, rain", seed=11, size=64)).image.tobytes())
+    assert digests == {local.hexdigest()}
+
+
+# --------------------------------------------------------------------------------------- words
+@pytest.mark.parametrize("motif,prompt", [
+    ("fractal", "a mandelbrot zoom"), ("fractal", "julia set"), ("fractal", "burning ship"),
+    ("flow", "silk in the wind"), ("flow", "Rüzgâr"), ("flow", "ruzgar gibi"), ("flow", "ocean currents, flowing"),
+    ("waves", "interference of waves"), ("waves", "moire"), ("waves", "ripples"),
+    ("landscape", "misty mountains"), ("landscape", "a quiet valley"),
+    ("geometric", "texture"), ("geometric", "tile"), ("geometric", "mandala"), ("geometric", "hexagon pattern"),
+    ("city", "cyberpunk cityscape"), ("city", "urban skyline"),
+    ("nebula", "galaxy"), ("nebula", "cosmic dust, space"),
+])
+def test_motif_chosen_by_words(backend, motif, prompt):
+    assert render_one(backend, req(prompt, size=64)).info["motif"] == motif
+
+
+def test_sub_kinds_follow_words(backend):
+    assert render_one(backend, req("julia fractal", size=64)).info["params"]["motif_params"]["kind"] == "julia"
+    assert render_one(backend, req("burning ship", size=64)).info["params"]["motif_params"]["kind"] == "ship"
+    assert render_one(backend, req("mandala", size=64)).info["params"]["motif_params"]["style"] == "mandala"
+    assert render_one(backend, req("moire waves", size=64)).info["params"]["motif_params"]["style"] == "moire"
+
+
+def test_no_motif_word_picks_an_attractive_default_by_seed(backend):
+    motifs = {render_one(backend, req("untitled dream", seed=s, size=64)).info["motif"] for s in range(12)}
+    assert len(motifs) >= 3
+    assert motifs <= {"fractal", "flow", "nebula", "landscape", "waves"}
+
+
+def test_earliest_word_wins(backend):
+    assert render_one(backend, req("warm cool fractal", size=64)).info["palette"] == "warm"
+    assert render_one(backend, req("cool warm fractal", size=64)).info["palette"] == "cool"
+    assert render_one(backend, req("flow over mountains", size=64)).info["motif"] == "flow"
+    assert render_one(backend, req("mountains with flowing mist", size=64)).info["motif"] == "landscape"
+    # a style preset appended after the user's words does not take over
+    styled = "warm fractal 01, neon noir, rain-slick streets, glowing magenta and cyan signs, night"
+    out = render_one(backend, req(styled, size=64))
+    assert (out.info["motif"], out.info["palette"]) == ("fractal", "warm")
+    # contextual words a preset puts first ("cyberpunk {prompt}") lose to the family the user named
+    assert render_one(backend, req("cyberpunk warm fractal, neon lights", size=64)).info["motif"] == "fractal"
+
+
+def test_neon_noir_is_one_palette():
+    assert words.parse("cyberpunk cityscape, neon noir").palette == "neon noir"
+    assert words.parse("neon city, noir").palette == "neon"
+
+
+def test_negative_prompt_excludes_motifs_palettes_and_effects(backend):
+    for seed in range(4):
+        out = render_one(backend, req("city skyline at night, cyberpunk", seed=seed, size=64,
+                                      negative_prompt="city, human, person, figure"))
+        assert out.info["motif"] != "city"
+    out = render_one(backend, req("neon rain over mountains", size=64, negative_prompt="neon, rain"))
+    assert out.info["palette"] not in ("neon", "neon noir")
+    assert "rain" not in out.info["effects"]
+    assert render_one(backend, req("landscape, vignette", size=64, negative_prompt="vignette")).info["params"][
+        "effects"]["vignette"] == 0
+
+
+def test_effect_words_switch_effects_on(backend):
+    out = render_one(backend, req("mountains, rain, fog, glow, film grain, dreamy", size=64))
+    assert {"rain", "fog", "glow", "grain", "soft", "vignette"} <= set(out.info["effects"])
+    plain = render_one(backend, req("mountains", size=64))
+    assert "rain" not in plain.info["effects"]
+    assert np.abs(pixels(out) - pixels(plain)).mean() > 2
+
+
+def test_detail_words_change_detail(backend):
+    lo = render_one(backend, req("minimal flow field", size=64)).info["params"]["detail"]
+    mid = render_one(backend, req("flow field", size=64)).info["params"]["detail"]
+    hi = render_one(backend, req("intricate flow field", size=64)).info["params"]["detail"]
+    assert lo < mid < hi
+
+
+def test_palette_word_recolours_without_recomposing(backend):
+    warm = render_one(backend, req("warm flow field", seed=5, size=64)).info["params"]
+    cool = render_one(backend, req("cool flow field", seed=5, size=64)).info["params"]
+    assert warm["motif_params"] == cool["motif_params"]
+    assert warm["palette"]["name"] == "warm" and cool["palette"]["name"] == "cool"
+
+
+# ------------------------------------------------------------------------------------ palettes
+@pytest.mark.parametrize("motif", sorted(FAMILIES))
+def test_palettes_read_as_named(backend, motif):
+    prompt = FAMILIES[motif]
+    warm = [pixels(render_one(backend, req(f"warm {prompt}", seed=s, size=72))) for s in (1, 2)]
+    cool = [pixels(render_one(backend, req(f"cool {prompt}", seed=s, size=72))) for s in (1, 2)]
+    noir = [pixels(render_one(backend, req(f"noir {prompt}", seed=s, size=72))) for s in (1, 2)]
+    for img in warm:
+        assert img[..., 0].mean() > img[..., 2].mean() + 20  # reds/oranges/golds dominate
+    for img in cool:
+        assert img[..., 2].mean() > img[..., 0].mean() + 15
+    for img in noir:
+        assert img.mean() < 85  # dark
+        assert np.abs(img[..., 0] - img[..., 2]).mean() < 40  # few colour accents
+
+
+@pytest.mark.parametrize("prompt", ["neon flow field", "neon fractal", "neon nebula", "neon city skyline"])
+def test_neon_is_saturated_on_dark(backend, prompt):
+    for seed in (1, 2):
+        img = pixels(render_one(backend, req(prompt, seed=seed, size=96)))
+        lum = img.mean(axis=2)
+        assert np.percentile(lum, 25) < 60  # a dark ground shows
+        bright = img[lum > np.percentile(lum, 90)]
+        chroma = bright.max(axis=1) - bright.min(axis=1)
+        assert chroma.mean() > 60  # the light is coloured (magenta/cyan), not white
+
+
+# --------------------------------------------------------------------------------------- sizes
+@pytest.mark.parametrize("size", [(64, 64), (97, 131), (640, 360), (2048, 64), (64, 2048)])
+def test_any_size_and_aspect(backend, size):
+    motifs = ["fractal", "landscape", "city skyline"] if max(size) < 1000 else ["mountains"]
+    for prompt in motifs:
+        out = render_one(backend, req(prompt, seed=2, size=size))
+        assert out.image.size == size and out.image.mode == "RGB"
+        assert pixels(out).std() > 3  # not a blank frame
+
+
+# -------------------------------------------------------------------------------------- tiling
+def _seam_ratio(img: np.ndarray) -> tuple[float, float]:
+    """Wrap-around edge difference relative to the typical neighbour difference, per axis."""
+    inner_x = np.abs(np.diff(img, axis=1)).mean()
+    inner_y = np.abs(np.diff(img, axis=0)).mean()
+    edge_x = np.abs(img[:, 0] - img[:, -1]).mean()
+    edge_y = np.abs(img[0] - img[-1]).mean()
+    return edge_x / (inner_x + 1.0), edge_y / (inner_y + 1.0)
+
+
+@pytest.mark.parametrize("prompt", ["fractal", "flow field, rain", "ripples", "chladni waves", "truchet pattern",
+                                    "hexagon texture", "mountains", "city skyline", "nebula, glow", "mandala"])
+def test_tiling_is_seamless(backend, prompt):
+    out = render_one(backend, req(prompt, seed=3, size=(112, 96), tiling=True))
+    img = pixels(out)
+    rx, ry = _seam_ratio(img)
+    assert rx < 2.0 and ry < 2.0, (rx, ry)
+    # the same check on a rolled copy: the old border is now in the middle and must not show
+    rolled = np.roll(np.roll(img, img.shape[0] // 2, axis=0), img.shape[1] // 2, axis=1)
+    mid_x = np.abs(rolled[:, img.shape[1] // 2] - rolled[:, img.shape[1] // 2 - 1]).mean()
+    assert mid_x < 2.0 * (np.abs(np.diff(img, axis=1)).mean() + 1.0)
+    assert out.info["params"]["effects"]["vignette"] == 0
+
+
+def test_untiled_fractal_has_a_visible_wraparound_seam(backend):
+    """The seam check above is not vacuous: an ordinary render does not tile."""
+    img = pixels(render_one(backend, req("fractal", seed=3, size=(112, 96))))
+    assert max(_seam_ratio(img)) > 2.0
+
+
+# -------------------------------------------------------------------------------------- refine
+def _parent(backend, prompt="warm flow field", seed=5, size=96):
+    request = req(prompt, seed=seed, size=size)
+    out = render_one(backend, request)
+    return ParentImage(artifact_id="parent-1", image=out.image, request=request, info=out.info), out
+
+
+def _refine_req(prompt, strength, seed=9, size=96):
+    return req(prompt, seed=seed, size=size, parent_id="parent-1", strength=strength)
+
+
+@pytest.mark.parametrize("prompt", ["warm flow field", "fractal", "city skyline", "nebula"])
+def test_refine_strength_zero_is_the_parent(backend, prompt):
+    parent, out = _parent(backend, prompt)
+    same = backend.refine(parent, _refine_req(prompt, 0.0))
+    assert np.abs(pixels(same) - pixels(out)).mean() < 1.0
+    assert same.info["parent_params"] == out.info["params"]
+    assert same.info["parent_artifact_id"] == "parent-1"
+
+
+@pytest.mark.parametrize("prompt", ["warm flow field", "fractal", "ripples", "mountains", "truchet pattern",
+                                    "city skyline", "nebula"])
+def test_refine_moves_with_strength_and_keeps_the_motif(backend, prompt):
+    parent, out = _parent(backend, prompt)
+    moved = backend.refine(parent, _refine_req(prompt, 0.6))
+    assert moved.info["motif"] == out.info["motif"]
+    assert np.abs(pixels(moved) - pixels(out)).mean() > 1.0
+    again = backend.refine(parent, _refine_req(prompt, 0.6))
+    assert moved.image.tobytes() == again.image.tobytes()  # refine is deterministic too
+    json.dumps(moved.info)
+
+
+def test_refine_applies_new_words(backend):
+    parent, out = _parent(backend, "warm flow field")
+    rainy = backend.refine(parent, _refine_req("warm flow field, add rain effects", 0.2))
+    assert "rain" in rainy.info["effects"] and "rain" not in out.info["effects"]
+    cooler = backend.refine(parent, _refine_req("cooler", 0.2))
+    assert cooler.info["palette"] == "cool"
+    img = pixels(cooler)
+    assert img[..., 2].mean() > img[..., 0].mean()
+    detailed = backend.refine(parent, _refine_req("more detail", 0.2))
+    assert detailed.info["params"]["detail"] > out.info["params"]["detail"]
+    no_rain = backend.refine(ParentImage("r", rainy.image, rainy.request, rainy.info), _refine_req("no rain", 0.1))
+    assert "rain" not in no_rain.info["effects"]
+
+
+def test_refine_without_params_rederives_them(backend):
+    parent, out = _parent(backend, "mountains, sunset")
+    bare = ParentImage(artifact_id="parent-1", image=parent.image, request=parent.request, info={})
+    same = backend.refine(bare, _refine_req("mountains, sunset", 0.0))
+    assert same.image.tobytes() == out.image.tobytes()
+
+
+def test_refine_rejects_bad_sizes(backend):
+    parent, _ = _parent(backend)
+    bad = RenderRequest.model_construct(**{**_refine_req("x", 0.5).model_dump(), "height": 4096})
+    with pytest.raises(InvalidInputError):
+        backend.refine(parent, bad)
