@@ -83,7 +83,7 @@ def generated_images(context: dg.AssetExecutionContext, echo: EchoResource,
                      image_backend: ImageBackendResource) -> dg.MaterializeResult:
     """Renders the prompt set's requests not already stored (resumable, idempotent)."""
     pipeline = _pipeline(context, echo)
-    step = pipeline.generate(image_backend.get(pipeline.spec.backend), run_id=context.run_id)
+    step = pipeline.generate(image_backend.get(pipeline.spec.backend), run_id=context.run.run_id)
     duplicates = step.check["near_duplicates"]
     check = dg.AssetCheckResult(
         check_name="unique_images", passed=step.check["passed"],

@@ -1,15 +1,14 @@
 import dagster as dg
 
 from echo_pipeline.defs.assets import PIPELINE_ASSETS, intent, plan
-from echo_pipeline.defs.partitions import projects_partitions
 
 # The whole graph for one project: what `echo-os batch`, the schedule and backfills run.
 batch_job = dg.define_asset_job(
-    "batch", selection=dg.AssetSelection.assets(*PIPELINE_ASSETS), partitions_def=projects_partitions,
+    "batch", selection=dg.AssetSelection.assets(*PIPELINE_ASSETS),
     description="Render the next batch of a project and score, learn from and show it.",
 )
 # Intent and plan only: what `echo-os plan` runs and the sensor requests for a new project file.
 plan_job = dg.define_asset_job(
-    "plan_project", selection=dg.AssetSelection.assets(intent, plan), partitions_def=projects_partitions,
+    "plan_project", selection=dg.AssetSelection.assets(intent, plan),
     description="Parse a project's intent and plan its tasks.",
 )
