@@ -15,10 +15,8 @@ defs = dg.Definitions(
     schedules=[nightly_batch],
     sensors=[project_files_sensor],
     resources={
-        "echo": EchoResource(
-            artifact_root=dg.EnvVar("ECHO_ARTIFACT_ROOT").get_value(None),
-            config_dir=dg.EnvVar("ECHO_CONFIG_DIR").get_value(None),
-        ),
+        # Unset fields fall back to ECHO_ARTIFACT_ROOT / ECHO_CONFIG_DIR, read when a run starts.
+        "echo": EchoResource(),
         "image_backend": ImageBackendResource(),
     },
 )

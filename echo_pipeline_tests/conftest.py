@@ -14,6 +14,12 @@ from echo_pipeline.settings import REPO_CONFIG_DIR, Settings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _isolated_dagster_home(monkeypatch, tmp_path):
+    """Every test gets its own DAGSTER_HOME: nothing is written into the checkout's ./.dagster_home."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+
+
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
     """A copy of the repo's configs/ without any user styles, so tests never touch the checkout."""

@@ -90,7 +90,8 @@ def test_uncatalogued_png_from_a_killed_run_is_adopted(store):
 @pytest.mark.slow
 def test_sigkill_mid_render_then_rerun_loses_and_duplicates_nothing(tmp_path, config_dir):
     root = tmp_path / "artifacts"
-    env = dict(os.environ, ECHO_ARTIFACT_ROOT=str(root), ECHO_CONFIG_DIR=str(config_dir))
+    env = dict(os.environ, ECHO_ARTIFACT_ROOT=str(root), ECHO_CONFIG_DIR=str(config_dir),
+               DAGSTER_HOME=str(tmp_path / "dagster_home"))
     cmd = [sys.executable, "-m", "echo_pipeline.cli.app", "render", "flow field 01-40", "--size", "160x160", "--json"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     images = root / "projects" / "default" / "images"

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from echo_pipeline import __version__
-from echo_pipeline.cli import artifacts, render, style
+from echo_pipeline.cli import artifacts, pipeline, render, style
 from echo_pipeline.errors import EchoError
 
 app = typer.Typer(
@@ -18,7 +18,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.command("plan")(pipeline.plan)
+app.command("batch")(pipeline.batch)
 app.command("render")(render.render)
+app.command("backfill")(pipeline.backfill)
+app.command("runs")(pipeline.runs)
+app.command("ui")(pipeline.ui)
 app.add_typer(style.app, name="style")
 app.add_typer(artifacts.app, name="artifacts")
 
@@ -49,7 +54,7 @@ def main() -> None:
         app()
     except EchoError as exc:
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         err_console.print("interrupted; stored images are kept and the next run resumes")
         sys.exit(130)

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from echo_pipeline.cli.common import console, display_path, engine, err_console, print_json, shorten
+from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.render.prompt_engine import MAX_COUNT
 
@@ -40,16 +41,13 @@ def render(
         prompt=prompt, style=style, project=project, count=count, seed=seed, width=width, height=height,
         negative_prompt=negative, media_type=media_type, tiling=tiling or media_type == "texture",
     )
-    if as_json:
-        result = eng.render(spec, backend)
-    else:
-        result = _render_with_progress(eng, spec, backend)
-
+    result = _render_as_dagster_run(eng, spec, backend, show_progress=not as_json)
     rows = [(r, "new") for r in result.new] + [(r, "stored") for r in result.existing]
     rows.sort(key=lambda item: item[0].request.index)
     if as_json:
         print_json({
             "project": result.requests[0].project,
+            "run_id": result.run_id,
             "backend": result.requests[0].backend,
             "new": len(result.new),
             "already_stored": len(result.existing),
@@ -80,14 +78,28 @@ def render(
         console.print(f"Recovered {result.recovered} image(s) left uncatalogued by an interrupted run.")
 
 
-def _render_with_progress(eng, spec, backend):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _render_as_dagster_run(eng, spec, backend: str | None, *, show_progress: bool):
+    """Validate everything here (bad input never becomes a failed run), then render as a Dagster run."""
+    from echo_pipeline.cli.dagster_runs import execute
+    from echo_pipeline.render.backends.registry import create_backend
+    from echo_pipeline.render.batch_processor import BatchResult
 
-    with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
-        task = bar.add_task("render", total=None)
-
-        def progress(done: int, total: int, _record) -> None:
-            bar.update(task, completed=done, total=total)
-
-        return eng.render(spec, backend, progress=progress)
+    requests = eng.plan_requests(spec)
+    probe = create_backend(backend or eng.settings.default_backend)
+    try:
+        probe.check_requests([probe.prepare(r) for r in requests])
+    finally:
+        probe.close()
+    eng.store.check_writable()
+    config = spec.model_dump(mode="json") | {"backend": backend}
+    run = execute(eng, "render_job", run_config={"ops": {"render_prompt": {"config": config}}},
+                  progress_label="rendering" if show_progress else None)
+    output = run.output_for_node("render_prompt")
+    project = requests[0].project
+    catalog = eng.store.catalog(project).set_index("artifact_id")
+    records = {aid: ArtifactRecord.model_validate_json(catalog.at[aid, "record_json"])
+               for aid in output["new"] + output["existing"]}
+    result = BatchResult(requests=[records[a].request for a in output["new"] + output["existing"]],
+                         new=[records[a] for a in output["new"]], existing=[records[a] for a in output["existing"]],
+                         recovered=output["recovered"], seconds=output["seconds"], run_id=run.run_id)
+    return result

@@ -21,6 +21,9 @@ class EchoResource(dg.ConfigurableResource):
     config_dir: Optional[str] = None
     _engine: Optional[CreativeEngine] = PrivateAttr(default=None)
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._engine = None  # settings (and their environment) are read fresh for every run
+
     def engine(self) -> CreativeEngine:
         if self._engine is None:
             self._engine = CreativeEngine(Settings.load(self.artifact_root, self.config_dir))

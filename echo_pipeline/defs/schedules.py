@@ -24,7 +24,7 @@ def nightly_batch(context: dg.ScheduleEvaluationContext, echo: EchoResource):
     stamp = context.scheduled_execution_time.strftime("%Y%m%d")
     return dg.SensorResult(
         run_requests=[
-            dg.RunRequest(run_key=f"{s.slug}-{stamp}", partition_key=s.slug, tags={"echo/project": s.slug})
+            dg.RunRequest(run_key=f"{s.slug}-{stamp}", partition_key=s.slug)
             for s in specs
         ],
         dynamic_partitions_requests=[projects_partitions.build_add_request(missing)] if missing else [],

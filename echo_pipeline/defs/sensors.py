@@ -41,10 +41,8 @@ def project_files_sensor(context: dg.SensorEvaluationContext, echo: EchoResource
     if not new and not changed:
         return dg.SkipReason("no new or changed project files")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"new-{s}-{current[s]}", partition_key=s, job_name=batch_job.name,
-                                    tags={"echo/project": s}) for s in new]
-        + [dg.RunRequest(run_key=f"changed-{s}-{current[s]}", partition_key=s, job_name=plan_job.name,
-                         tags={"echo/project": s}) for s in changed],
+        run_requests=[dg.RunRequest(run_key=f"new-{s}-{current[s]}", partition_key=s, job_name=batch_job.name) for s in new]
+        + [dg.RunRequest(run_key=f"changed-{s}-{current[s]}", partition_key=s, job_name=plan_job.name) for s in changed],
         dynamic_partitions_requests=[projects_partitions.build_add_request(to_add)] if to_add else [],
         cursor=json.dumps(current, sort_keys=True),
     )

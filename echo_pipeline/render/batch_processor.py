@@ -9,8 +9,8 @@ store's `reconcile` adopts PNGs that were written but not yet catalogued before 
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
-from collections.abc import Callable, Sequence
+from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from echo_pipeline.artifacts.records import ArtifactRecord
@@ -22,6 +22,19 @@ CATALOG_FLUSH_EVERY = 16  # images per catalog part: fewer small files, little l
 
 ProgressCallback = Callable[[int, int, ArtifactRecord | None], None]  # (done, total, record just stored)
 
+# Listeners that see every batch's progress in this process: how `echo-os batch` draws a progress bar
+# for a Dagster run it executes in-process, without threading a callback through Dagster.
+_listeners: list[ProgressCallback] = []
+
+
+@contextmanager
+def progress_listener(callback: ProgressCallback) -> Iterator[None]:
+    _listeners.append(callback)
+    try:
+        yield
+    finally:
+        _listeners.remove(callback)
+
 
 @dataclass
 class BatchResult:
@@ -30,6 +43,7 @@ class BatchResult:
     existing: list[ArtifactRecord] = field(default_factory=list)
     recovered: int = 0  # PNGs from an interrupted earlier run adopted into the catalog
     seconds: float = 0.0
+    run_id: str | None = None  # the Dagster run, when there was one
 
     @property
     def images_per_minute(self) -> float:
@@ -63,7 +77,7 @@ class BatchProcessor:
 
     def _run_locked(self, prepared: list[RenderRequest], started: float, run_id: str | None,
                     progress: ProgressCallback | None) -> BatchResult:
-        result = BatchResult(requests=prepared)
+        result = BatchResult(requests=prepared, run_id=run_id)
         for project in sorted({r.project for r in prepared}):
             result.recovered += self.store.reconcile(project)
 
@@ -84,8 +98,9 @@ class BatchProcessor:
                 todo.append(request)
 
         total, done = len(todo), 0
-        if progress:
-            progress(0, total, None)
+        callbacks = [c for c in (progress, *_listeners) if c is not None]
+        for callback in callbacks:
+            callback(0, total, None)
         pending: list[ArtifactRecord] = []
         description = self.backend.describe()
         try:
@@ -101,8 +116,8 @@ class BatchProcessor:
                 if len(pending) >= CATALOG_FLUSH_EVERY:
                     self._flush(pending)
                 done += 1
-                if progress:
-                    progress(done, total, stored)
+                for callback in callbacks:
+                    callback(done, total, stored)
         finally:
             # Also on Ctrl-C or a backend error: whatever was stored gets catalogued.
             self._flush(pending)
