@@ -72,7 +72,7 @@ def test_check_requests_rejects_out_of_range_sizes(backend, side):
     with pytest.raises(InvalidInputError):
         backend.check_requests([bad])
     with pytest.raises(InvalidInputError):
-        list(backend.render([req("fractal"), bad]))  # validated up front, before any image
+        backend.render([req("fractal"), bad])  # validated at the call, before any image is drawn
 
 
 def test_progress_called_per_image_and_info_is_json(backend):
@@ -82,7 +82,7 @@ def test_progress_called_per_image_and_info_is_json(backend):
     assert calls == [(i, len(requests)) for i in range(1, len(requests) + 1)]
     for out, motif in zip(outs, FAMILIES):
         assert out.image.mode == "RGB" and out.image.size == (96, 96)
-        info = json.loads(json.dumps(out.info))
+        info = json.loads(json.dumps(out.info, allow_nan=False))  # strict JSON: no NaN/inf
         assert info["motif"] == motif
         assert {"motif", "palette", "params"} <= set(info)
         assert info["params"]["motif"] == motif and info["params"]["palette"]["name"] == info["palette"]
@@ -300,7 +300,7 @@ def test_refine_moves_with_strength_and_keeps_the_motif(backend, prompt):
     assert np.abs(pixels(moved) - pixels(out)).mean() > 1.0
     again = backend.refine(parent, _refine_req(prompt, 0.6))
     assert moved.image.tobytes() == again.image.tobytes()  # refine is deterministic too
-    json.dumps(moved.info)
+    json.dumps(moved.info, allow_nan=False)
 
 
 def test_refine_applies_new_words(backend):

@@ -56,8 +56,13 @@ class ProceduralBackend(ImageBackend):
     def render(
         self, requests: Sequence[RenderRequest], progress: ProgressCallback | None = None
     ) -> Iterator[RenderedImage]:
+        """Validate every request now (errors surface at the call, not at the first `next()`), then
+        stream the images one by one."""
         requests = list(requests)
         self.check_requests(requests)
+        return self._stream(requests, progress)
+
+    def _stream(self, requests: list[RenderRequest], progress: ProgressCallback | None) -> Iterator[RenderedImage]:
         total = len(requests)
         for done, request in enumerate(requests, start=1):
             params = self.params_for(request)

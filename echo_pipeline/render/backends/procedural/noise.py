@@ -77,7 +77,7 @@ def fbm2(h: int, w: int, freq: float, octaves: int, seed, *, unit: float | None 
     base = list(seed) if isinstance(seed, (list, tuple)) else [int(seed)]
     for octave in range(octaves):
         cy, cx = cells_for(h, unit, f), cells_for(w, unit, f)
-        if octave and (cy > h / 3 or cx > w / 3):
+        if octave and (cy > h / 5 or cx > w / 5):  # finer than ~5 px: invisible, and costly
             break
         n = value2(h, w, cy, cx, base + [octave], (phase[0] + 0.37 * octave, phase[1] + 0.61 * octave), morph)
         if ridged:
@@ -98,7 +98,7 @@ def fbm1(n: int, freq: float, octaves: int, seed, *, unit: float | None = None, 
     base = list(seed) if isinstance(seed, (list, tuple)) else [int(seed)]
     for octave in range(octaves):
         cells = cells_for(n, unit, f)
-        if octave and cells > n / 3:
+        if octave and cells > n / 4:
             break
         m = _matrix(n, cells, (phase + 0.37 * octave) * cells)
         v = m @ lattice(base + [octave], (cells,), morph)

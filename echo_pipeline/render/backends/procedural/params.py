@@ -104,6 +104,8 @@ def build_params(prompt: str, negative: str, seed: int, width: int, height: int,
         "saturation": round(parsed.saturation, 4),
         "effects": effects_for(parsed, motif, palette, tiling),
         "kinds": list(parsed.kinds),
+        "size": [int(width), int(height)],  # what it was drawn at (a refine may choose another size)
+        "tiling": bool(tiling),
     }
     canvas = canvas_for(params, width, height, tiling)
     params["motif_params"] = motifs.get(motif).make(structure, canvas, parsed.kinds)
@@ -136,6 +138,7 @@ def refine_params(parent: dict[str, Any], parent_prompt: str, prompt: str, negat
     changes: list[str] = []
     params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in parent.items()}
     params["version"] = PROCEDURAL_VERSION
+    params["size"], params["tiling"] = [int(width), int(height)], bool(tiling)
     kinds = list(dict.fromkeys(list(parent.get("kinds", [])) + parsed.kinds))
     params["kinds"] = kinds
 

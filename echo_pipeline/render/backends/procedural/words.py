@@ -6,10 +6,12 @@ Rules (all case- and accent-insensitive, plurals folded):
   ("fractal", "city", "flow") beat contextual words ("cyberpunk", "texture", "stars"), whatever their
   order, because some presets put such words *before* the user's prompt ("cyberpunk {prompt}",
   "seamless texture of {prompt}").
-- Multi-word keys ("neon noir", "burning ship", "more detail") match as one phrase at their first word;
-  at the same position the longer phrase wins.
-- Negative-prompt words exclude every motif, palette and effect they name.
-- Effects are additive: every effect word present switches that effect on.
+- Multi-word keys ("neon noir", "burning ship", "more detail") match greedily, longest first, so
+  "neon noir" is its own palette and "negative space" never means outer space.
+- Negative-prompt words exclude every motif, palette and effect they name (and push modifiers the
+  other way: a negative "ornate" lowers detail).
+- Effects are additive: every effect word present switches that effect on; "no"/"without" before an
+  effect word switches it off.
 """
 
 from __future__ import annotations

@@ -117,9 +117,10 @@ def draw(params: dict, canvas: Canvas) -> np.ndarray:
     H, W = h * ss, w * ss
     scale = canvas.unit / 512.0
 
-    # field on a grid at 1/2 output resolution (it is smooth), as complex vx + i*vy
-    gf = 2
-    gh, gw = max(8, h // gf), max(8, w // gf)
+    # field on a grid at ~1/2 output resolution (it is smooth), as complex vx + i*vy; grid units per
+    # pixel are kept separately per axis so the field's period is exactly the image's (tiling)
+    gh, gw = max(8, h // 2), max(8, w // 2)
+    fy_s, fx_s = np.float32(gh / h), np.float32(gw / w)
     vy_f, vx_f = _field(params, canvas, gh, gw)
     field = (vx_f + 1j * vy_f).astype(np.complex64)
 
@@ -137,7 +138,7 @@ def draw(params: dict, canvas: Canvas) -> np.ndarray:
     steps = int(min(np.percentile(life, 97), 320))
     life = np.minimum(life, steps)
     tone_field = noise.fbm2(gh, gw, params["colour_freq"], 2, canvas.seed + [13], unit=float(np.sqrt(gh * gw)))
-    tone = 0.5 + 0.5 * noise.sample(tone_field, py / gf, px / gf)
+    tone = 0.5 + 0.5 * noise.sample(tone_field, py * fy_s, px * fx_s)
     tone = ((tone + rng.normal(0, 0.06, n) + params["colour_shift"]) % 1.0).astype(np.float32)
     pweight = rng.uniform(0.55, 1.0, n).astype(np.float32)
     # negative space: a slow envelope thins the strokes out in some regions (composition, and the
@@ -146,20 +147,19 @@ def draw(params: dict, canvas: Canvas) -> np.ndarray:
     if pal.name in DARK_GROUND:
         space = max(space, 0.35)  # neon/noir: keep plenty of dark ground
     env_field = noise.fbm2(gh, gw, 1.3, 2, canvas.seed + [15], unit=float(np.sqrt(gh * gw)))
-    env = noise.sample(env_field, py / gf, px / gf)
+    env = noise.sample(env_field, py * fy_s, px * fx_s)
     thr = float(np.quantile(env, space))  # `space` = the share of seeds that stay empty
     pweight *= np.clip((env - thr) / (0.35 * (float(env.max()) - thr) + 1e-6), 0.0, 1.0) ** 1.5
 
     # trace all particles in lock-step (midpoint rule: smooth curves, two lookups per step)
     pos = np.empty((steps, n), np.complex64)
     p = (px + 1j * py).astype(np.complex64)
-    half = np.float32(0.5 * step / gf)
+    half = np.float32(0.5 * step)
     for i in range(steps):
         pos[i] = p
-        q = p / gf
-        v = _bilinear(field, q.imag, q.real)
-        q = q + v * half
-        v = _bilinear(field, q.imag, q.real)
+        v = _bilinear(field, p.imag * fy_s, p.real * fx_s)
+        q = p + v * half
+        v = _bilinear(field, q.imag * fy_s, q.real * fx_s)
         p = p + v * np.float32(step)
 
     k = np.arange(steps, dtype=np.float32)[:, None]
@@ -211,7 +211,7 @@ def draw(params: dict, canvas: Canvas) -> np.ndarray:
         light = 1.0 - np.exp(-density * (0.3 if style == "silk" else 0.7))
         img = base * (1 - 0.9 * light[..., None]) + colour * (light[..., None] * (1.15 if style == "silk" else 1.0))
     else:
-        colour = pal.at(0.78 * tone_px)
+        colour = pal.at((0.6 if pal.light else 0.78) * tone_px)  # darker inks on a light ground
         # paper tinted by the palette's lightest colour: cream for warm palettes, icy for cool ones
         paper = pal.bg if pal.light else (pal.at(0.97) * 0.75 + np.array([0.80, 0.72, 0.60], np.float32) * 0.1)
         grain = noise.fbm2(h, w, 60.0, 2, canvas.seed + [14])

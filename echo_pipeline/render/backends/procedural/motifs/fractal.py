@@ -8,13 +8,20 @@ tone, and the pixels that still differ from their neighbours get four more sampl
 supersampling), so boundaries are anti-aliased without paying for 4x everywhere.
 
 Speed: samples that escaped are marked NaN (NaN arithmetic is as fast and never "escapes" again)
-and the arrays are compacted once enough of them are dead; complex64 is used unless the zoom needs
-complex128; the iteration limit comes from a low-resolution preview of the same view.
+and the arrays are compacted once enough of them are dead; samples caught in an attracting cycle
+(Brent-style check) are inside and stop early; complex64 is used unless the zoom needs complex128;
+the iteration limit comes from a low-resolution preview of the same view.
+
+Views: each seed draws candidate views (curated neighbourhoods, or random points just outside the
+set found by a cheap escape-count probe) and grades a 56-px preview of each — how much of it lies
+near the boundary, how much is interior or empty exterior, whether the detail sits mid-frame — so
+low-detail, mostly-black or lopsided frames are rejected deterministically.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from echo_pipeline.render.backends.procedural.motifs import Canvas, blend
 from echo_pipeline.render.backends.procedural.palettes import DARK_GROUND
@@ -41,7 +48,7 @@ SHIP_SPOTS = (
     (-1.7615, -0.0287, 0.035, 0.12),  # the ship
     (-1.861, -0.0020, 0.015, 0.05),  # the armada along the antenna
     (-1.9415, -0.0010, 0.004, 0.012),  # a smaller ship further out
-    (-1.7625, -0.0450, 0.012, 0.03),  # up in the rigging
+    (-1.7740, -0.0450, 0.035, 0.05),  # up in the rigging
 )
 JULIA_CS = (
     (-0.8, 0.156), (-0.4, 0.6), (0.285, 0.01), (-0.70176, -0.3842), (-0.835, -0.2321), (0.355, 0.355),
@@ -236,6 +243,12 @@ def _score(kind, centre, width, rot, flip, julia_c, aspect, power=2):
     score = -abs(near - 0.32) * 2.0 - max(0.0, f_in - 0.3) * 3.0 - max(0.0, far - 0.45) * 2.5
     if near < 0.04:
         score -= 2.0  # nothing there
+    # composition: the detail should sit around the middle, not crowd one edge of the frame
+    busy = (de_px < 3.0).reshape(ph, pw)
+    if busy.any():
+        yy, xx = np.nonzero(busy)
+        off = np.hypot(yy.mean() / ph - 0.5, xx.mean() / pw - 0.5)
+        score -= max(0.0, off - 0.15) * 3.0
     ext = nu[~inside]
     p99 = float(np.percentile(ext, 99)) if ext.size else 100.0
     return float(score), p99
@@ -267,7 +280,7 @@ def make(rng: np.random.Generator, canvas: Canvas, kinds: list[str]) -> dict:
     styles = STYLES if kind != "ship" else STYLES[1:]  # the ship's folded map has no smooth normal
     params = {
         "kind": kind,
-        "style": str(rng.choice(styles, p=[0.42, 0.33, 0.25] if kind != "ship" else [0.55, 0.45])),
+        "style": str(rng.choice(styles, p=[0.42, 0.33, 0.25] if kind != "ship" else [0.6, 0.4])),
         "freq": float(rng.uniform(0.5, 1.6)),
         "offset": float(rng.uniform(0, 1)),
         "light_angle": float(rng.uniform(0, 2 * np.pi)),
@@ -407,4 +420,31 @@ def draw(params: dict, canvas: Canvas) -> np.ndarray:
         acc[:n4] /= 5.0
         acc[n4:] /= 3.0
         col[ys, xs] = acc
-    return col
+    return _settle_dense(col, log_de.reshape(h, w), px, canvas.tiling)
+
+
+def _settle_dense(col: np.ndarray, log_de: np.ndarray, px: float, wrap: bool) -> np.ndarray:
+    """Smooth the regions where the set's filaments are packed closer than a pixel.
+
+    There the true colour varies faster than any affordable sampling can follow, and what shows is
+    salt-and-pepper. The share of near-set pixels in each 3x3 neighbourhood says how packed a region
+    is: packed regions are replaced by their local average (a calm texture), while an isolated
+    filament (few near-set neighbours) keeps its crisp edge.
+    """
+    near = (np.exp(np.minimum(log_de, 30.0)) / px < 1.5).astype(np.float32)
+    near = ndimage.uniform_filter(near, 3, mode="wrap" if wrap else "nearest")
+    m = np.clip((near - 0.45) / 0.45, 0, 1) ** 1.5
+    if not m.any():
+        return col
+    mode = "wrap" if wrap else "nearest"
+    soft = ndimage.uniform_filter(col, (3, 3, 1), mode=mode)
+    # averaging neighbours of different hues greys them out (magenta + cyan = lavender): give the
+    # average back the neighbourhood's mean chroma so packed regions keep their colour
+    weights = np.array([0.2126, 0.7152, 0.0722], np.float32)
+    lum, slum = col @ weights, soft @ weights
+    chroma = np.linalg.norm(col - lum[..., None], axis=-1)
+    want = ndimage.uniform_filter(chroma, 3, mode=mode)
+    have = np.linalg.norm(soft - slum[..., None], axis=-1)
+    gain = np.clip(want / (have + 1e-6), 1.0, 3.0)[..., None]
+    soft = np.maximum(slum[..., None] + (soft - slum[..., None]) * gain, 0)
+    return col * (1 - m[..., None]) + soft * m[..., None]

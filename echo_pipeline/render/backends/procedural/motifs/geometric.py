@@ -16,6 +16,7 @@ import numpy as np
 
 from echo_pipeline.render.backends.procedural import noise
 from echo_pipeline.render.backends.procedural.motifs import Canvas, blend
+from echo_pipeline.render.backends.procedural.palettes import DARK_GROUND
 
 STYLES = ("truchet", "hex", "mandala")
 SQ3 = float(np.sqrt(3.0))
@@ -84,7 +85,7 @@ def _tone_field(params, canvas, y, x):
 
 def _background(params, canvas, y, x):
     pal = canvas.palette
-    light = pal.light or params["light_bg"] and pal.name not in ("noir", "neon", "neon noir")
+    light = pal.light or (params["light_bg"] and pal.name not in DARK_GROUND)
     h, w = canvas.height, canvas.width
     base = pal.bg if not light else pal.at(0.96)
     tex = noise.fbm2(h, w, 24.0, 3, canvas.seed + [42])
@@ -92,7 +93,7 @@ def _background(params, canvas, y, x):
     return img, light
 
 
-def _tube(img, dist, half, tone, pal, light_bg, shadow_dist, shadow, stripes):
+def _tube(img, dist, half, tone, pal, shadow_dist, shadow, stripes):
     """Composite a tube of half-width `half` px around distance field `dist` (px)."""
     # soft drop shadow first (from a shifted distance field)
     if shadow_dist is not None:
@@ -142,7 +143,7 @@ def _truchet(params, canvas, y, x, img, light):
     sfx = np.where(sflip, 1.0 - sfx, sfx)
     shadow_dist = dist_at(sfx, sfy)
     tone = _tone_field(params, canvas, y, x)
-    return _tube(img, dist, half, tone, pal, light, shadow_dist, params["shadow"], params["stripes"])
+    return _tube(img, dist, half, tone, pal, shadow_dist, params["shadow"], params["stripes"])
 
 
 def _hex_cells(X, Y):
@@ -197,7 +198,7 @@ def _hex(params, canvas, y, x, img, light):
         dist = np.minimum(dist, np.abs(np.sqrt((dx - vx) ** 2 + (dy - vy) ** 2) - 0.5))
     dist = dist * spx
     half = params["thickness"] * spx * 0.5 * 1.4
-    return _tube(img, dist, half, tone, pal, light, None, 0.0, params["stripes"])
+    return _tube(img, dist, half, tone, pal, None, 0.0, params["stripes"])
 
 
 def _mandala(params, canvas, y, x, img, light):
@@ -226,14 +227,22 @@ def _mandala(params, canvas, y, x, img, light):
     img = img * (1 - 0.25 * glow[..., None]) + pal.at(0.45 if not light else 0.85) * (0.25 * glow)[..., None]
     ink = pal.at(0.97) * 0.9 if not light else pal.at(0.0) * 0.5
     edges = radius * (np.linspace(0.12, 1.0, n + 1) ** 0.85)  # rings widen a little outwards
+    # Each ring only touches the pixels of its annulus: work on those (flat indices), not the frame.
+    flat_img = img.reshape(-1, 3)
+    r_flat, a_flat = r.reshape(-1), a.reshape(-1)
     for k in range(n):
         ring = rings[k]
         r0, r1 = edges[k], edges[k + 1]
         band = r1 - r0
-        uu = (r - r0) / band  # 0..1 across the ring
-        aa = a if not ring["offset"] else np.abs(a - sector / 2)
-        v = r * aa  # px from the spoke along the arc
-        span = np.maximum(r * sector / 2, 1e-3)  # px from spoke to sector edge
+        sel = np.nonzero((r_flat > r0 - 2.5) & (r_flat < r1 + 2.5))[0]
+        if sel.size == 0:
+            continue
+        rr, a_k = r_flat[sel], a_flat[sel]
+        px_img = flat_img[sel]
+        uu = (rr - r0) / band  # 0..1 across the ring
+        aa = a_k if not ring["offset"] else np.abs(a_k - sector / 2)
+        v = rr * aa  # px from the spoke along the arc
+        span = np.maximum(rr * sector / 2, 1e-3)  # px from spoke to sector edge
         shape = ring["shape"]
         if shape == "petal":  # pointed petal filling the ring
             prof = span * 0.95 * np.clip(np.sin(np.pi * np.clip(uu, 0, 1)), 0, 1) ** 0.7
@@ -242,23 +251,23 @@ def _mandala(params, canvas, y, x, img, light):
             prof = span * 0.95 * np.clip(1 - uu, 0, 1)
             d = np.maximum(v - prof, np.maximum(-uu, uu - 1) * band)
         elif shape == "dots":
-            rad = min(band * 0.38, 1e9) * ring["width"]
-            d = np.sqrt((r - (r0 + r1) / 2) ** 2 + v * v) - np.minimum(rad, span * 0.8)
+            rad = band * 0.38 * ring["width"]
+            d = np.sqrt((rr - (r0 + r1) / 2) ** 2 + v * v) - np.minimum(rad, span * 0.8)
         else:  # scalloped band
-            d = np.abs(r - (r0 + r1) / 2) - band * 0.42 * (0.6 + 0.4 * np.cos(a * folds))
-        d = np.where((r > r0 - 2) & (r < r1 + 2), d, 99.0)
-        ring_in = np.clip(np.minimum(r - r0, r1 - r) + 0.5, 0, 1)[..., None]
+            d = np.abs(rr - (r0 + r1) / 2) - band * 0.42 * (0.6 + 0.4 * np.cos(a_k * folds))
+        ring_in = np.clip(np.minimum(rr - r0, r1 - rr) + 0.5, 0, 1)[:, None]
         # the ring's ground, alternating, then the ornament, then a crisp ink line around both
         ground = pal.at(0.12 + 0.1 * (k % 2)) if not light else pal.at(0.9 - 0.08 * (k % 2))
-        img = img * (1 - ring_in * 0.85) + ground * ring_in * 0.85
+        px_img = px_img * (1 - ring_in * 0.85) + ground * ring_in * 0.85
         c = pal.at(np.clip(0.35 + 0.6 * ring["tone"], 0, 1) if not light else np.clip(0.1 + 0.6 * ring["tone"], 0, 1))
-        cov = np.clip(0.5 - d, 0, 1)[..., None]
-        inner = np.clip(-d / (band * 0.25 + 1e-3), 0, 1)[..., None]
-        img = img * (1 - cov) + c * (0.7 + 0.4 * inner) * cov
-        line = np.clip(1.0 - np.abs(d) / 0.9, 0, 1)[..., None]
-        img = img * (1 - line * 0.8) + ink * line * 0.8
-        rim = np.clip(1.0 - np.abs(r - r1) / 0.8, 0, 1)[..., None]
-        img = img * (1 - rim * 0.6) + ink * rim * 0.6
+        cov = np.clip(0.5 - d, 0, 1)[:, None]
+        inner = np.clip(-d / (band * 0.25 + 1e-3), 0, 1)[:, None]
+        px_img = px_img * (1 - cov) + c * (0.7 + 0.4 * inner) * cov
+        line = np.clip(1.0 - np.abs(d) / 0.9, 0, 1)[:, None]
+        px_img = px_img * (1 - line * 0.8) + ink * line * 0.8
+        rim = np.clip(1.0 - np.abs(rr - r1) / 0.8, 0, 1)[:, None]
+        flat_img[sel] = px_img * (1 - rim * 0.6) + ink * rim * 0.6
+    img = flat_img.reshape(img.shape)
     d = r - edges[0]
     cov = np.clip(0.5 - d, 0, 1)[..., None]
     img = img * (1 - cov) + pal.at(0.95) * cov

@@ -121,7 +121,8 @@ def draw(params: dict, canvas: Canvas) -> np.ndarray:
         dens2 = np.clip((0.5 + 0.5 * g2 - thr - 0.15) / (1 - thr), 0, 1) ** 2.5 * params["second"] * env
     dust = np.clip(0.5 + 0.5 * dd, 0, 1) ** 3 * params["dust"]
     tone = params["tone"]
-    sky = pal.bg * 0.5 + pal.at(0.05) * 0.5
+    # space stays dark even for light palettes (pastel): their darkest stop, deepened
+    sky = pal.at(0.0) * 0.2 if pal.light else pal.bg * 0.5 + pal.at(0.05) * 0.5
     img = np.broadcast_to(sky.astype(np.float32), (h, w, 3)).copy()
     stars = _stars(canvas, h, w, params["stars"] * (0.7 + 0.3 * canvas.detail), rng, pal)
     # gas: emission coloured along the palette by density; the hue drifts with the warp field
