@@ -1,0 +1,140 @@
+"""The vision's use case 1 through `echo-os plan | batch | runs | backfill`, and their bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+
+def test_use_case_1_plan_then_batch_by_name_prefix(cli, artifact_root, config_dir):
+    code, out, err = cli("plan", "Ruzgar NFT Collection", "warm fractal, no human forms", "--size", "96x96", "--json")
+    assert code == 0, err
+    planned = json.loads(out)
+    assert planned["slug"] == "ruzgar-nft-collection"
+    assert (config_dir / "projects" / "ruzgar-nft-collection.yaml").is_file()
+    assert [t["type"] for t in planned["tasks"]] == ["image"]
+
+    code, out, err = cli("batch", "--project=Ruzgar NFT", "--count=4", "--style=digital art", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["slug"] == "ruzgar-nft-collection" and summary["new_images"] == 4
+    assert summary["mean_quality"] > 0 and summary["mean_style_consistency"] > 0
+    assert Path(summary["gallery"]).is_file()
+    images = list((artifact_root / "projects" / "ruzgar-nft-collection" / "images").glob("*.png"))
+    assert len(images) == 4
+
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(summary["run_id"])
+        assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == "ruzgar-nft-collection"
+        materialized = {
+            key.to_user_string()
+            for key in ("intent", "plan", "prompt_set", "generated_images", "quality_scores", "style_memory", "gallery")
+            for key in [dg.AssetKey(key)]
+            if instance.get_latest_materialization_event(key) is not None
+        }
+        assert len(materialized) == 7
+
+    # The vision's positional form; the next batch renders new images.
+    code, out, err = cli("batch", "ruzgar", "--count=2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["new_images"] == 2 and json.loads(out)["batch"] == 1
+
+    code, out, _ = cli("runs", "--project", "Ruzgar", "--json")
+    assert code == 0 and [r["job"] for r in json.loads(out)] == ["batch", "batch", "plan_project"]
+
+
+def test_render_is_recorded_as_a_dagster_run(cli):
+    code, out, err = cli("render", "cool waves", "--size", "64", "--json")
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+    code, out, _ = cli("runs", "--json")
+    assert [(r["run_id"], r["job"], r["status"]) for r in json.loads(out)] == [(run_id, "render_job", "SUCCESS")]
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ([], ["batch", "--project", "Nope"], "no projects yet"),
+        ([["plan", "Alpha One", "cool waves"]], ["batch", "--project", "Alpah One"], "did you mean"),
+        ([["plan", "Alpha One", "cool waves"], ["plan", "Alpha Two", "warm waves"]], ["batch", "alpha"], "ambiguous"),
+        ([["plan", "Alpha One", "cool waves"]], ["batch", "alpha", "--count", "0"], "--count"),
+        ([["plan", "Alpha One", "cool waves"]], ["batch", "alpha", "--style", "nope"], "unknown style"),
+        ([], ["batch"], "which project"),
+        ([], ["plan", "a/b", "x"], "'/'"),
+        ([], ["plan", "Fine", "x", "--style", "nope"], "unknown style"),
+        ([], ["backfill"], "--projects"),
+    ],
+)
+def test_bad_input_exit_2(cli, setup, args, message):
+    for step in setup:
+        assert cli(*step)[0] == 0
+    code, _, err = cli(*args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err.strip(), err
+
+
+def test_broken_spec_file_names_the_field(cli, config_dir):
+    (config_dir / "projects").mkdir(exist_ok=True)
+    (config_dir / "projects" / "broken.yaml").write_text("name: Broken\nintent: cool waves\ncount: 0\n")
+    code, _, err = cli("batch", "--project", "broken")
+    assert code == 2 and "broken.yaml" in err and "count" in err
+
+
+def test_second_batch_on_a_busy_project_is_refused(cli, artifact_root, config_dir):
+    assert cli("plan", "Busy Project", "cool waves", "--size", "64")[0] == 0
+    from echo_pipeline.artifacts.storage import ArtifactStore
+
+    with ArtifactStore.open(str(artifact_root)).project_lock("busy-project"):
+        code, _, err = cli("batch", "busy")
+    assert code == 2 and "another run" in err
+
+
+@pytest.mark.slow
+def test_sigkill_mid_batch_then_rerun_loses_and_duplicates_nothing(cli, artifact_root, config_dir, tmp_path):
+    assert cli("plan", "Kill Test", "flow field", "--size", "192x192", "--count", "30")[0] == 0
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "echo_pipeline.cli.app", "batch", "kill-test", "--json"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    images = artifact_root / "projects" / "kill-test" / "images"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(images.glob("*.png"))) < 5:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_with = len(list(images.glob("*.png")))
+    assert 5 <= killed_with < 30
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["batch"] == 0, "the killed batch is resumed, not skipped"
+    assert summary["new_images"] + summary["already_stored"] == 30
+    from echo_pipeline.artifacts.storage import ArtifactStore
+
+    catalog = ArtifactStore.open(str(artifact_root)).catalog("kill-test")
+    assert len(catalog) == 30 and catalog.artifact_id.is_unique
+    assert sorted(p.stem for p in images.glob("*.png")) == sorted(catalog.artifact_id)
+    assert not list(artifact_root.rglob("*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_backfill_over_two_projects_runs_both(cli, artifact_root):
+    assert cli("plan", "Back One", "warm fractal", "--size", "64", "--count", "2")[0] == 0
+    assert cli("plan", "Back Two", "neon city", "--size", "64", "--count", "2")[0] == 0
+    code, out, err = cli("backfill", "--projects", "Back One,back-two", "--wait", "--timeout", "240", "--json")
+    assert code == 0, err
+    payload = json.loads(out)
+    assert sorted(r["project"] for r in payload["runs"]) == ["back-one", "back-two"]
+    assert {r["status"] for r in payload["runs"]} == {"SUCCESS"}
+    assert len({r["backfill"] for r in payload["runs"]}) == 1
+    # The daemon also runs project_files_sensor, which may add a first batch of its own: at least 2.
+    for slug in ("back-one", "back-two"):
+        assert len(list((artifact_root / "projects" / slug / "images").glob("*.png"))) >= 2
