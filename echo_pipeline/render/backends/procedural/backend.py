@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from echo_pipeline.render.backends.base import (
@@ -39,10 +42,13 @@ class ProceduralBackend(ImageBackend):
         txt2img=True, img2img=True, tiling=True, negative_prompt=True, min_side=64, max_side=2048, size_multiple=1
     )
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int | None = None) -> None:
+        """`workers`: processes for batches of 3+ images (default: one per CPU core, at most 4;
+        1 renders in this process). Images are deterministic either way."""
         self._description = BackendDescription(
             backend="procedural", model="echo-procedural", model_hash="", version=PROCEDURAL_VERSION
         )
+        self.workers = max(1, min(os.cpu_count() or 1, 4) if workers is None else int(workers))
 
     def describe(self) -> BackendDescription:
         return self._description
@@ -64,9 +70,19 @@ class ProceduralBackend(ImageBackend):
 
     def _stream(self, requests: list[RenderRequest], progress: ProgressCallback | None) -> Iterator[RenderedImage]:
         total = len(requests)
+        if self.workers > 1 and total >= 3:
+            # Rendering is pure NumPy per image: a process per core roughly multiplies throughput.
+            # `map` keeps request order and yields each image as soon as it and its predecessors are done.
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=min(self.workers, total), mp_context=context) as pool:
+                results = pool.map(_render_one, requests, chunksize=1)
+                for done, (request, (params, image)) in enumerate(zip(requests, results), start=1):
+                    yield RenderedImage(request=request, image=image, info=_info(params))
+                    if progress is not None:
+                        progress(done, total)
+            return
         for done, request in enumerate(requests, start=1):
-            params = self.params_for(request)
-            image = P.render_params(params, request.width, request.height, request.tiling)
+            params, image = _render_one(request)
             yield RenderedImage(request=request, image=image, info=_info(params))
             if progress is not None:
                 progress(done, total)
@@ -86,6 +102,12 @@ class ProceduralBackend(ImageBackend):
         info = _info(params, parent_params=parent_params, parent_artifact_id=parent.artifact_id,
                      strength=strength, changes=changes)
         return RenderedImage(request=request, image=image, info=info)
+
+
+def _render_one(request: RenderRequest) -> tuple[dict[str, Any], Any]:
+    """(params, image) for one txt2img request; module-level so worker processes can run it."""
+    params = ProceduralBackend.params_for(request)
+    return params, P.render_params(params, request.width, request.height, request.tiling)
 
 
 def _usable(params: Any) -> bool:
