@@ -335,7 +335,7 @@ def test_worker_processes_give_identical_images_in_order():
     from echo_pipeline.render.backends.procedural import ProceduralBackend as _Backend
     from echo_pipeline.render.requests import RenderRequest as _Request
 
-    requests = [_Request(prompt=f"warm fractal 0{i}", seed=i, width=64, height=48, index=i) for i in range(4)]
+    requests = [_Request(prompt=f"warm fractal 0{i}", seed=i, width=80, height=64, index=i) for i in range(4)]
     serial = [r.image.tobytes() for r in _Backend(workers=1).render(requests)]
     pooled = list(_Backend(workers=2).render(requests))
     assert [r.request.index for r in pooled] == [0, 1, 2, 3]
