@@ -22,9 +22,11 @@ def _isolated_dagster_home(monkeypatch, tmp_path):
 
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
-    """A copy of the repo's configs/ without any user styles, so tests never touch the checkout."""
+    """A copy of the repo's configs/ without user styles or example projects, so tests start empty
+    and never touch the checkout."""
     target = tmp_path / "configs"
-    shutil.copytree(REPO_CONFIG_DIR, target, ignore=shutil.ignore_patterns("user.json"))
+    shutil.copytree(REPO_CONFIG_DIR, target, ignore=shutil.ignore_patterns("user.json", "projects"))
+    (target / "projects").mkdir()
     return target
 
 

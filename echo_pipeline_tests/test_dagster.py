@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timezone
 
 import dagster as dg
+from dagster._core.definitions.data_version import StaleStatus
 import pytest
 
 from echo_pipeline.settings import Settings
@@ -75,15 +76,41 @@ def test_sensor_adds_partitions_and_requests_runs(env):
             return project_files_sensor(ctx)
 
     result = evaluate()
-    assert [r.partition_key for r in result.run_requests] == ["alpha-project"]
-    assert result.run_requests[0].job_name == "batch"
+    assert [(r.partition_key, r.job_name) for r in result.run_requests] == [("alpha-project", "batch"),
+                                                                           (None, "observe_styles")]
     assert result.dynamic_partitions_requests[0].partition_keys == ["alpha-project"]
     cursor = result.cursor
     assert isinstance(evaluate(cursor), dg.SkipReason)
     engine.projects.create("Alpha Project", "cool waves, intricate")
     changed = evaluate(cursor)
     assert [(r.partition_key, r.job_name) for r in changed.run_requests] == [("alpha-project", "plan_project")]
-    assert json.loads(changed.cursor).keys() == {"alpha-project"}
+    assert json.loads(changed.cursor).keys() == {"alpha-project", "__styles__"}
+    styles = engine.styles
+    styles.create("sensor style", "{prompt}, teal")
+    restyled = evaluate(changed.cursor)
+    assert [r.job_name for r in restyled.run_requests] == ["observe_styles"]
+
+
+def test_style_edit_makes_prompt_set_stale(env):
+    engine, _ = env
+    spec = engine.projects.create("Stale Test", "cool waves", count=1, width=64, height=64)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("projects", [spec.slug])
+        _job("observe_styles").execute_in_process(instance=instance)
+        assert _job("batch").execute_in_process(instance=instance, partition_key=spec.slug).success
+        from echo_pipeline.definitions import defs
+
+        def status():
+            # The same resolver the UI's "stale" badges come from (dagster's own test helper builds it).
+            from dagster._utils.test.data_versions import get_stale_status_resolver
+
+            assets = [a for a in defs.assets if isinstance(a, (dg.AssetsDefinition, dg.SourceAsset))]
+            return get_stale_status_resolver(instance, assets).get_status(dg.AssetKey("prompt_set"), spec.slug)
+
+        assert status() == StaleStatus.FRESH
+        engine.styles.create("new look", "{prompt}, teal glow")
+        _job("observe_styles").execute_in_process(instance=instance)
+        assert status() == StaleStatus.STALE
 
 
 def test_schedule_fans_out_one_run_per_scheduled_project(env):

@@ -53,6 +53,13 @@ def _pipeline(context: dg.AssetExecutionContext, echo: EchoResource) -> ProjectP
     return ProjectPipeline(echo.engine(), context.partition_key)
 
 
+@dg.observable_source_asset(group_name=GROUP, description="Style presets in configs/styles/ (built-in and user).")
+def style_presets(echo: EchoResource) -> dg.DataVersion:
+    """Observing records a hash of the style files: after an edit, prompt sets and everything
+    downstream show as stale in the UI until re-materialized."""
+    return dg.DataVersion(echo.engine().styles.fingerprint())
+
+
 @dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", kinds={"python"})
 def intent(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.MaterializeResult:
     """The project's normalized intent, from configs/projects/<slug>.yaml."""
@@ -65,7 +72,7 @@ def plan(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.Materializ
     return _result(_pipeline(context, echo).plan(), table="tasks")
 
 
-@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[plan])
+@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[plan, style_presets])
 def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, echo: EchoResource,
                image_backend: ImageBackendResource) -> dg.MaterializeResult:
     """Seeded render requests for the next batch; each id is a hash of what determines the pixels."""

@@ -1,6 +1,6 @@
 import dagster as dg
 
-from echo_pipeline.defs.assets import PIPELINE_ASSETS, intent, plan
+from echo_pipeline.defs.assets import PIPELINE_ASSETS, intent, plan, style_presets
 
 # The whole graph for one project: what `echo-os batch`, the schedule and backfills run.
 batch_job = dg.define_asset_job(
@@ -11,4 +11,9 @@ batch_job = dg.define_asset_job(
 plan_job = dg.define_asset_job(
     "plan_project", selection=dg.AssetSelection.assets(intent, plan),
     description="Parse a project's intent and plan its tasks.",
+)
+# Observe the style presets: what the sensor requests when a style file changes.
+observe_styles_job = dg.define_asset_job(
+    "observe_styles", selection=dg.AssetSelection.assets(style_presets.key),
+    description="Record the current version of the style presets (marks prompt sets stale after an edit).",
 )

@@ -96,6 +96,17 @@ class StyleLibrary:
             for style in _read_style_file(self.user_file, "user"):
                 self._styles.setdefault(style_key(style.name), style)
 
+    def fingerprint(self) -> str:
+        """A hash of every style file, for change detection (Dagster data versions, sensors)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        if self.styles_dir.is_dir():
+            for path in sorted(self.styles_dir.iterdir()):
+                if path.suffix in (".json", ".csv"):
+                    digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        return digest.hexdigest()[:16]
+
     def names(self) -> list[str]:
         return [s.name for s in self._styles.values()]
 
