@@ -138,3 +138,23 @@ def test_backfill_over_two_projects_runs_both(cli, artifact_root):
     # The daemon also runs project_files_sensor, which may add a first batch of its own: at least 2.
     for slug in ("back-one", "back-two"):
         assert len(list((artifact_root / "projects" / slug / "images").glob("*.png"))) >= 2
+
+
+def test_gallery_command_best_filter_and_errors(cli, artifact_root):
+    assert cli("plan", "Ruzgar NFT Collection", "warm fractal, no human forms", "--size", "64", "--count", "4")[0] == 0
+    assert cli("batch", "--project=Ruzgar NFT")[0] == 0
+    code, out, err = cli("gallery", "--project=Ruzgar NFT", "--filter=best", "--json")
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["project"] == "ruzgar-nft-collection" and payload["images_in_project"] == 4
+    assert 1 <= payload["images_shown"] < 4 and payload["mean_score"] > 0
+    html = Path(payload["html"]).read_text()
+    assert html.count("warm fractal") >= payload["images_shown"]
+    code, _, err = cli("gallery", "--project=Ruzgar NFT", "--filter=worst")
+    assert code == 2 and "filter" in err and len(err.strip().splitlines()) == 1
+    # Projects made by `render` alone (no spec file) have galleries too.
+    assert cli("render", "cool waves", "--size", "64")[0] == 0
+    code, out, _ = cli("gallery", "--project", "default", "--json")
+    assert code == 0 and json.loads(out)["images_in_project"] == 1
+    code, out, _ = cli("gallery", "--json")
+    assert {p["project"] for p in json.loads(out)} == {"default", "ruzgar-nft-collection"}

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from echo_pipeline import __version__
-from echo_pipeline.cli import artifacts, pipeline, render, style
+from echo_pipeline.cli import artifacts, gallery, pipeline, render, style
 from echo_pipeline.errors import EchoError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.command("plan")(pipeline.plan)
 app.command("batch")(pipeline.batch)
 app.command("render")(render.render)
+app.command("gallery")(gallery.gallery)
 app.command("backfill")(pipeline.backfill)
 app.command("runs")(pipeline.runs)
 app.command("ui")(pipeline.ui)

@@ -34,8 +34,15 @@ def execute(engine, job_name: str, *, partition_key: str | None = None, run_conf
             progress_label: str | None = None, quiet: bool = False):
     """Execute a job in this process on the persistent instance; returns the ExecuteInProcessResult."""
     export_settings(engine)
+    import warnings
+
+    from dagster import BetaWarning
+
     from echo_pipeline.defs.instance import ensure_partition, get_instance
-    from echo_pipeline.definitions import defs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)  # observable_source_asset is beta; not the user's concern
+        from echo_pipeline.definitions import defs
 
     instance = get_instance()
     if partition_key is not None:
