@@ -74,3 +74,18 @@ def cli(monkeypatch, capsys, config_dir, artifact_root):
         return code, out, err
 
     return run
+
+
+def sigkill_after_images(cmd: list[str], env: dict, images_dir: Path, at_least: int, timeout: float = 120) -> int:
+    """Start `cmd`, SIGKILL it once `images_dir` holds `at_least` PNGs; returns how many it left."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(list(images_dir.glob("*.png"))) < at_least:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return len(list(images_dir.glob("*.png")))

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from echo_pipeline.artifacts.storage import ArtifactStore
 from echo_pipeline.render.backends.base import BackendCapabilities, BackendDescription, ImageBackend, RenderedImage
 from echo_pipeline.render.batch_processor import BatchProcessor
 from echo_pipeline.render.requests import RenderRequest
+from echo_pipeline_tests.conftest import sigkill_after_images
 
 
 class GradientBackend(ImageBackend):
@@ -93,14 +92,8 @@ def test_sigkill_mid_render_then_rerun_loses_and_duplicates_nothing(tmp_path, co
     env = dict(os.environ, ECHO_ARTIFACT_ROOT=str(root), ECHO_CONFIG_DIR=str(config_dir),
                DAGSTER_HOME=str(tmp_path / "dagster_home"))
     cmd = [sys.executable, "-m", "echo_pipeline.cli.app", "render", "flow field 01-40", "--size", "160x160", "--json"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     images = root / "projects" / "default" / "images"
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list(images.glob("*.png"))) < 6:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_with = len(list(images.glob("*.png")))
+    killed_with = sigkill_after_images(cmd, env, images, at_least=6, timeout=60)
     assert 6 <= killed_with < 40, "the kill must land mid-batch"
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)

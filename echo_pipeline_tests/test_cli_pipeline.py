@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
+
+from echo_pipeline_tests.conftest import sigkill_after_images
 
 
 def test_use_case_1_plan_then_batch_by_name_prefix(cli, artifact_root, config_dir):
@@ -102,14 +102,8 @@ def test_sigkill_mid_batch_then_rerun_loses_and_duplicates_nothing(cli, artifact
     assert cli("plan", "Kill Test", "flow field", "--size", "192x192", "--count", "30")[0] == 0
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "echo_pipeline.cli.app", "batch", "kill-test", "--json"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     images = artifact_root / "projects" / "kill-test" / "images"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(images.glob("*.png"))) < 5:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_with = len(list(images.glob("*.png")))
+    killed_with = sigkill_after_images(cmd, env, images, at_least=5)
     assert 5 <= killed_with < 30
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -101,13 +101,13 @@ class ProjectPipeline:
         )
 
     def prompt_set(self, backend: ImageBackend, *, count: int | None = None, style: str | None = None) -> StepResult:
-        from echo_pipeline.workflows.visual_planner import Plan, task_prompt_specs
+        from echo_pipeline.workflows.visual_planner import Plan, plan_project, task_prompt_specs
 
         plan = Plan.model_validate(self._read_json(PLAN_FILE, "plan"))
         spec = self.spec
         if count is not None or style is not None:
             spec = spec.model_copy(update={k: v for k, v in (("count", count), ("style", style)) if v is not None})
-            plan = plan_from_spec(spec)
+            plan = plan_project(spec)
         batch = self.batches_completed
         requests: list[RenderRequest] = []
         for prompt_spec in task_prompt_specs(plan, spec, batch=batch):
@@ -226,8 +226,3 @@ class ProjectPipeline:
             data_version=content_hash(html),
         )
 
-
-def plan_from_spec(spec):
-    from echo_pipeline.workflows.visual_planner import plan_project
-
-    return plan_project(spec)
