@@ -132,3 +132,14 @@ def test_corrupted_png_in_store_is_reported_and_left_alone(cli, artifact_root):
 def test_help_lists_commands(cli):
     code, out, _ = cli("--help")
     assert code == 0 and all(word in out for word in ("render", "style", "artifacts"))
+
+
+def test_help_does_not_import_heavy_libraries():
+    """`echo-os --help` stays fast: no pandas, dagster, torch, diffusers or open_clip at import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, echo_pipeline.cli.app; "
+            "print(sorted(m for m in ('pandas', 'dagster', 'torch', 'diffusers', 'open_clip') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

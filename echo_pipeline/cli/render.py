@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from echo_pipeline.cli.common import console, display_path, engine, err_console, print_json, shorten
-from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.render.prompt_engine import MAX_COUNT
 
@@ -80,6 +79,7 @@ def render(
 
 def _render_as_dagster_run(eng, spec, backend: str | None, *, show_progress: bool):
     """Validate everything here (bad input never becomes a failed run), then render as a Dagster run."""
+    from echo_pipeline.artifacts.records import ArtifactRecord
     from echo_pipeline.cli.dagster_runs import execute
     from echo_pipeline.render.backends.registry import create_backend
     from echo_pipeline.render.batch_processor import BatchResult
