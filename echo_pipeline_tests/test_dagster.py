@@ -4,6 +4,7 @@ successive batches render new images, and the sensor and schedule fan out per pr
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -126,3 +127,16 @@ def test_schedule_fans_out_one_run_per_scheduled_project(env):
         result = nightly_batch(ctx)
     assert sorted(r.partition_key for r in result.run_requests) == ["night-one", "night-two"]
     assert {r.run_key for r in result.run_requests} == {"night-one-20261125", "night-two-20261125"}
+
+
+def test_cli_dagster_home_is_persistent_by_default_and_honours_the_users(monkeypatch, tmp_path):
+    from echo_pipeline.defs.instance import ensure_dagster_home
+
+    monkeypatch.delenv("DAGSTER_HOME")
+    monkeypatch.chdir(tmp_path)
+    home = ensure_dagster_home()
+    assert home == tmp_path / ".dagster_home" and (home / "dagster.yaml").is_file()
+    assert os.environ["DAGSTER_HOME"] == str(home)
+    own = tmp_path / "mine"
+    monkeypatch.setenv("DAGSTER_HOME", str(own))
+    assert ensure_dagster_home() == own and not (own / "dagster.yaml").exists()
