@@ -140,3 +140,45 @@ def test_cli_dagster_home_is_persistent_by_default_and_honours_the_users(monkeyp
     own = tmp_path / "mine"
     monkeypatch.setenv("DAGSTER_HOME", str(own))
     assert ensure_dagster_home() == own and not (own / "dagster.yaml").exists()
+
+
+class FlatBackend:
+    """Every image the same grey: the uniqueness check must fail and block what follows."""
+
+    def __new__(cls):
+        import numpy as np
+        from PIL import Image
+
+        from echo_pipeline.render.backends.base import (
+            BackendCapabilities, BackendDescription, ImageBackend, RenderedImage)
+
+        class _Flat(ImageBackend):
+            name = "flat"
+            capabilities = BackendCapabilities()
+
+            def describe(self):
+                return BackendDescription(backend="flat", model="flat-grey", version="1")
+
+            def render(self, requests, progress=None):
+                self.check_requests(requests)
+                for request in requests:
+                    pixels = np.full((request.height, request.width, 3), 128, dtype=np.uint8)
+                    yield RenderedImage(request, Image.fromarray(pixels), {})
+
+        return _Flat()
+
+
+def test_near_duplicate_batch_fails_the_blocking_uniqueness_check(env, monkeypatch):
+    engine, _ = env
+    from echo_pipeline.render.backends import registry
+
+    monkeypatch.setitem(registry._BACKENDS, "flat", "echo_pipeline_tests.test_dagster:FlatBackend")
+    spec = engine.projects.create("Flat Test", "grey", count=3, width=64, height=64, backend="flat")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("projects", [spec.slug])
+    result = _job("batch").execute_in_process(instance=instance, partition_key=spec.slug, raise_on_error=False)
+    assert not result.success
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"unique_images": False}
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "generated_images" in materialized and "quality_scores" not in materialized

@@ -130,7 +130,7 @@ class ProjectPipeline:
 
     def generate(self, backend: ImageBackend, *, run_id: str | None = None,
                  progress: ProgressCallback | None = None) -> StepResult:
-        from echo_pipeline.resonance.quality_assessor import QualityAssessor, near_duplicates
+        from echo_pipeline.resonance.quality_assessor import near_duplicates, phash_hex
 
         batch, requests = self.load_prompt_set()
         result = BatchProcessor(self.store, backend).run(requests, run_id=run_id, progress=progress)
@@ -138,19 +138,21 @@ class ProjectPipeline:
         if int(meta.get(BATCH_KEY, 0)) <= batch:
             self.store.write_project_meta(self.slug, meta | {BATCH_KEY: batch + 1})
         records = result.new + result.existing
-        thumbs = [self.store.load_thumbnail(r.project, r.artifact_id) for r in records[:16]]
+        new_ids = {r.artifact_id for r in result.new}
+        thumbs = [self.store.load_thumbnail(r.project, r.artifact_id) for r in records]
         # Uniqueness within this batch: no near-duplicate pair (perceptual hash distance <= 4).
-        items = [(r.artifact_id, self.store.load_thumbnail(r.project, r.artifact_id)) for r in records]
-        scores = QualityAssessor().assess(items) if len(items) > 1 else pd.DataFrame()
-        duplicates = near_duplicates(scores) if len(scores) else []
+        # Only hashes are needed here; full scoring is the quality_scores step.
+        hashes = pd.DataFrame({"artifact_id": [r.artifact_id for r in records],
+                               "phash": [phash_hex(t) for t in thumbs]})
+        duplicates = near_duplicates(hashes)
         return StepResult(
             summary={"batch": batch, "new_images": len(result.new), "already_stored": len(result.existing),
                      "recovered_from_interrupted_run": result.recovered, "seconds": round(result.seconds, 2),
                      "images_per_minute": round(result.images_per_minute, 1)},
             data_version=content_hash(sorted(r.artifact_id for r in records)),
             rows=[{"artifact_id": r.artifact_id, "prompt": r.request.prompt, "seed": r.request.seed,
-                   "status": "new" if r in result.new else "stored"} for r in records[:50]],
-            images=thumbs,
+                   "status": "new" if r.artifact_id in new_ids else "stored"} for r in records[:50]],
+            images=thumbs[:16],
             check={"near_duplicates": duplicates, "passed": not duplicates},
         )
 
