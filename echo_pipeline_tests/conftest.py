@@ -77,15 +77,37 @@ def cli(monkeypatch, capsys, config_dir, artifact_root):
 
 
 def sigkill_after_images(cmd: list[str], env: dict, images_dir: Path, at_least: int, timeout: float = 120) -> int:
-    """Start `cmd`, SIGKILL it once `images_dir` holds `at_least` PNGs; returns how many it left."""
+    """Start `cmd`, SIGKILL it once `images_dir` holds `at_least` PNGs; returns how many it left.
+
+    Also asserts that no process of it survives (worker processes must die with their parent).
+    """
     import signal
     import subprocess
     import time
+    import uuid
 
+    marker = f"ECHO_TEST_MARKER={uuid.uuid4().hex}"
+    env = dict(env, ECHO_TEST_MARKER=marker.split("=", 1)[1])
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
     while time.time() < deadline and len(list(images_dir.glob("*.png"))) < at_least:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    return len(list(images_dir.glob("*.png")))
+    left = len(list(images_dir.glob("*.png")))
+    deadline = time.time() + 10
+    while time.time() < deadline and _processes_with(marker):
+        time.sleep(0.1)
+    assert not _processes_with(marker), "worker processes outlived the killed command"
+    return left
+
+
+def _processes_with(env_entry: str) -> list[int]:
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if env_entry.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found

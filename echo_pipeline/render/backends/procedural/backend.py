@@ -74,7 +74,8 @@ class ProceduralBackend(ImageBackend):
             # Rendering is pure NumPy per image: a process per core roughly multiplies throughput.
             # `map` keeps request order and yields each image as soon as it and its predecessors are done.
             context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=min(self.workers, total), mp_context=context) as pool:
+            with ProcessPoolExecutor(max_workers=min(self.workers, total), mp_context=context,
+                                     initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                 results = pool.map(_render_one, requests, chunksize=1)
                 for done, (request, (params, image)) in enumerate(zip(requests, results), start=1):
                     yield RenderedImage(request=request, image=image, info=_info(params))
@@ -102,6 +103,34 @@ class ProceduralBackend(ImageBackend):
         info = _info(params, parent_params=parent_params, parent_artifact_id=parent.artifact_id,
                      strength=strength, changes=changes)
         return RenderedImage(request=request, image=image, info=info)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: exit when the parent dies (a SIGKILLed batch must not leave orphans
+    rendering, or holding the project's lock). Linux: PR_SET_PDEATHSIG; elsewhere: a watcher thread."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0:  # 1 = PR_SET_PDEATHSIG
+                if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _render_one(request: RenderRequest) -> tuple[dict[str, Any], Any]:
