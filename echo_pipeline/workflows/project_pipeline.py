@@ -166,7 +166,9 @@ class ProjectPipeline:
         todo = catalog[~catalog.artifact_id.isin(done)]
         memory = load_memory(self.store, self.slug)
         if len(todo):
-            items = [(aid, self.store.load_image(self.slug, aid)) for aid in todo.artifact_id]
+            # Thumbnails, like style_memory and the uniqueness check: the style centroid and the
+            # embeddings compared with it come from the same input (scores work at <= 256 px anyway).
+            items = [(aid, self.store.load_thumbnail(self.slug, aid)) for aid in todo.artifact_id]
             reference = dict(zip(previous.artifact_id, previous.phash)) if len(previous) else None
             centroid = np.asarray(memory.centroid, dtype=np.float32) if memory and memory.count else None
             fresh = QualityAssessor().assess(items, centroid=centroid, spread=memory.spread if memory else None,
