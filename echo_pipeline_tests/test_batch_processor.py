@@ -14,7 +14,7 @@ from PIL import Image
 
 from echo_pipeline.artifacts.storage import ArtifactStore
 from echo_pipeline.render.backends.base import BackendCapabilities, BackendDescription, ImageBackend, RenderedImage
-from echo_pipeline.render.batch_processor import BatchProcessor
+from echo_pipeline.workflows.batch_processor import BatchProcessor
 from echo_pipeline.render.requests import RenderRequest
 from echo_pipeline_tests.conftest import sigkill_after_images
 

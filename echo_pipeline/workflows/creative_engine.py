@@ -10,8 +10,8 @@ from functools import cached_property
 
 from echo_pipeline.artifacts.storage import ArtifactStore
 from echo_pipeline.naming import DEFAULT_PROJECT, project_slug
-from echo_pipeline.render.backends.registry import create_backend
-from echo_pipeline.render.batch_processor import BatchProcessor, BatchResult, ProgressCallback
+from echo_pipeline.render.backends.base import ImageBackend
+from echo_pipeline.workflows.batch_processor import BatchProcessor, BatchResult, ProgressCallback
 from echo_pipeline.render.prompt_engine import PromptEngine, PromptSpec
 from echo_pipeline.render.requests import RenderRequest
 from echo_pipeline.render.style_manager import StyleLibrary
@@ -48,15 +48,11 @@ class CreativeEngine:
     def render(
         self,
         spec: PromptSpec,
-        backend: str | None = None,
+        backend: ImageBackend,
         *,
         run_id: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> BatchResult:
-        """Render every request of `spec` not already stored; everything is validated before any work."""
-        requests = self.plan_requests(spec)
-        image_backend = create_backend(backend or self.settings.default_backend)
-        try:
-            return BatchProcessor(self.store, image_backend).run(requests, run_id=run_id, progress=progress)
-        finally:
-            image_backend.close()
+        """Render every request of `spec` not already stored with `backend` (owned by the caller, so a
+        model is loaded once per run); everything is validated before any work."""
+        return BatchProcessor(self.store, backend).run(self.plan_requests(spec), run_id=run_id, progress=progress)

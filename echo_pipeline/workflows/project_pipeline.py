@@ -25,7 +25,7 @@ import pandas as pd
 
 from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.render.backends.base import ImageBackend
-from echo_pipeline.render.batch_processor import BatchProcessor, ProgressCallback
+from echo_pipeline.workflows.batch_processor import BatchProcessor, ProgressCallback
 from echo_pipeline.render.requests import RenderRequest
 from echo_pipeline.workflows.creative_engine import CreativeEngine
 

@@ -1,5 +1,7 @@
 """Batch processor: render a prompt set into the artifact store, idempotently and resumably.
 
+Orchestration, so it lives in workflows/, above both render/ (backends) and artifacts/ (the store).
+
 One request -> one artifact whose id is the request id, so a request that is already stored is
 skipped (and reported as such). Images are written one at a time as the backend streams them and
 the catalog is appended every few images, so a crash loses at most the images in flight; the
@@ -9,8 +11,8 @@ store's `reconcile` adopts PNGs that were written but not yet catalogued before 
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack, contextmanager
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from echo_pipeline.artifacts.records import ArtifactRecord
@@ -21,19 +23,6 @@ from echo_pipeline.render.requests import RenderRequest
 CATALOG_FLUSH_EVERY = 16  # images per catalog part: fewer small files, little loss on a crash
 
 ProgressCallback = Callable[[int, int, ArtifactRecord | None], None]  # (done, total, record just stored)
-
-# Listeners that see every batch's progress in this process: how `echo-os batch` draws a progress bar
-# for a Dagster run it executes in-process, without threading a callback through Dagster.
-_listeners: list[ProgressCallback] = []
-
-
-@contextmanager
-def progress_listener(callback: ProgressCallback) -> Iterator[None]:
-    _listeners.append(callback)
-    try:
-        yield
-    finally:
-        _listeners.remove(callback)
 
 
 @dataclass
@@ -98,9 +87,8 @@ class BatchProcessor:
                 todo.append(request)
 
         total, done = len(todo), 0
-        callbacks = [c for c in (progress, *_listeners) if c is not None]
-        for callback in callbacks:
-            callback(0, total, None)
+        if progress is not None:
+            progress(0, total, None)
         pending: list[ArtifactRecord] = []
         description = self.backend.describe()
         try:
@@ -116,8 +104,8 @@ class BatchProcessor:
                 if len(pending) >= CATALOG_FLUSH_EVERY:
                     self._flush(pending)
                 done += 1
-                for callback in callbacks:
-                    callback(done, total, stored)
+                if progress is not None:
+                    progress(done, total, stored)
         finally:
             # Also on Ctrl-C or a backend error: whatever was stored gets catalogued.
             self._flush(pending)
