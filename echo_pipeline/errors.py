@@ -36,3 +36,7 @@ class BackendUnavailableError(EchoError, RuntimeError):
 
 class ProjectBusyError(EchoError, RuntimeError):
     """Another run is writing the same project right now."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a run; what was stored is kept and the next run resumes (exit 130)."""

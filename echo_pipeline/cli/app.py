@@ -1,15 +1,22 @@
-"""The `echo-os` application: global options, command groups, and one-line errors (exit code 2)."""
+"""The `echo-os` application: global options, command groups, and one-line errors.
+
+Every failure a user can cause or fix ends as one `error: ...` line and exit code 2 (`--verbose`
+adds the traceback); Ctrl-C and SIGTERM end with "interrupted; ..." and exit code 130; anything
+else is a bug and exits 1 with its traceback.
+"""
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Annotated, Optional
 
 import typer
+from typer._click import exceptions as click_errors  # typer vendors click: its own exception classes
 
 from echo_pipeline import __version__
 from echo_pipeline.cli import artifacts, gallery, pipeline, render, style
-from echo_pipeline.errors import EchoError
+from echo_pipeline.errors import EchoError, Interrupted
 
 app = typer.Typer(
     name="echo-os",
@@ -28,6 +35,8 @@ app.command("ui")(pipeline.ui)
 app.add_typer(style.app, name="style")
 app.add_typer(artifacts.app, name="artifacts")
 
+INTERRUPTED = "interrupted; stored images are kept and the next run resumes"
+
 
 def _version(value: bool) -> None:
     if value:
@@ -43,22 +52,51 @@ def _global_options(
         help="Artifact store: a path or fsspec URL (default ./artifacts).")] = None,
     config_dir: Annotated[Optional[str], typer.Option(
         "--config-dir", envvar="ECHO_CONFIG_DIR", help="Folder with styles/, wildcards/, projects/.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show tracebacks of errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
 ) -> None:
     ctx.obj = {"artifact_root": artifact_root, "config_dir": config_dir}
 
 
-def main() -> None:
+def _error(message: str, code: int) -> None:
+    from echo_pipeline.cli.common import err_console
+    from echo_pipeline.textsafe import safe_text
+
+    err_console.print(f"[bold red]error:[/bold red] {safe_text(' '.join(message.split()))}", highlight=False,
+                      soft_wrap=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in args
+    try:
+        app(args=args, prog_name="echo-os", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click_errors.NoArgsIsHelpError as exc:
+        typer.echo(exc.format_message())
+        sys.exit(exc.exit_code)
+    except click_errors.ClickException as exc:  # Typer's own parse errors: one line, not a box
+        command = getattr(getattr(exc, "ctx", None), "command_path", "echo-os")
+        _error(f"{exc.format_message()} (see {command} --help)", 2)
+    except (typer.Abort, KeyboardInterrupt, Interrupted):
+        _interrupted()
+    except EchoError as exc:
+        if verbose:
+            raise
+        _error(str(exc), getattr(exc, "exit_code", 2))
+    except OSError as exc:
+        if verbose or exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            raise
+        _error(f"{exc.strerror}: {exc.filename or ''}".rstrip(": "), 2)
+
+
+def _interrupted() -> None:
     from echo_pipeline.cli.common import err_console
 
-    try:
-        app()
-    except EchoError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(getattr(exc, "exit_code", 2))
-    except KeyboardInterrupt:
-        err_console.print("interrupted; stored images are kept and the next run resumes")
-        sys.exit(130)
+    err_console.print(INTERRUPTED, highlight=False)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,56 @@
-"""`echo-os artifacts`: browse what is stored."""
+"""`echo-os artifacts`: browse and verify what is stored.
+
+These commands only read: they open the store without the write probe, so they work on a read-only
+or full store. Text from the store (prompts, names) goes through `safe_text`: control characters are
+shown as escapes, never sent to the terminal raw.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
-from echo_pipeline.cli.common import console, engine, print_json, shorten
+from echo_pipeline.cli.common import console, engine, err_console, print_json
+from echo_pipeline.textsafe import safe_text
 
-app = typer.Typer(help="Browse stored artifacts.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from echo_pipeline.artifacts.storage import ArtifactStore
+
+app = typer.Typer(help="Browse and verify stored artifacts.", no_args_is_help=True)
+
+ID_COLUMNS = ("artifact", "project", "created", "seed", "size")
+WIDE = 110  # from this console width on, `list` also shows the time and the style
+
+
+def _store(ctx: typer.Context) -> ArtifactStore:
+    """The store, opened for reading: no write probe, nothing created (works read-only or full)."""
+    from echo_pipeline.artifacts.storage import ArtifactStore
+
+    return ArtifactStore(engine(ctx).settings.artifact_root)
+
+
+def _slug(project: str | None) -> str | None:
+    from echo_pipeline.naming import project_slug
+
+    return project_slug(project) if project else None
+
+
+def _warn(store: ArtifactStore) -> None:
+    for warning in store.warnings:
+        err_console.print(Text(f"warning: {safe_text(warning)}"), highlight=False, soft_wrap=True)
+
+
+def _cell(value: Any) -> str:
+    """Catalog cells as one-line safe text: missing values (None/NaN/'') show as '-'."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)) or value == "":
+        return "-"
+    return safe_text(str(value))
 
 
 @app.command("list")
@@ -19,11 +60,10 @@ def list_artifacts(
     limit: Annotated[int, typer.Option(help="Newest N (0 = all).")] = 20,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List artifacts, newest first."""
-    from echo_pipeline.naming import project_slug
-
-    eng = engine(ctx)
-    catalog = eng.store.catalog(project_slug(project) if project else None)
+    """List artifacts, newest first (ids are never cut; the prompt is shortened to fit the width)."""
+    store = _store(ctx)
+    catalog = store.catalog(_slug(project))
+    _warn(store)
     catalog = catalog.sort_values("created", ascending=False)
     if limit > 0:
         catalog = catalog.head(limit)
@@ -32,20 +72,31 @@ def list_artifacts(
         rows = catalog[columns].astype(object)
         print_json(rows.where(rows.notna(), None).to_dict(orient="records"))
         return
-    table = Table(title=f"{len(catalog)} artifact(s)")
-    for column in ("artifact", "project", "created", "seed", "size", "style", "prompt"):
-        table.add_column(column, no_wrap=column in ("artifact", "seed", "size"))
+    wide = console.width >= WIDE
+    show_project = project is None and catalog["project"].nunique() > 1
+    table = Table(title=f"{len(catalog)} artifact(s)", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+                  title_justify="left")
+    table.add_column("artifact", no_wrap=True, min_width=max([len(str(a)) for a in catalog["artifact_id"]] + [8]))
+    if show_project:
+        table.add_column("project", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("created", no_wrap=True)
+    table.add_column("seed", no_wrap=True, justify="right")
+    table.add_column("size", no_wrap=True)
+    if wide:
+        table.add_column("style", no_wrap=True, overflow="ellipsis", max_width=20)
+    table.add_column("prompt", no_wrap=True, overflow="ellipsis", ratio=1, min_width=8)
     for row in catalog.itertuples(index=False):
-        table.add_row(row.artifact_id, row.project, row.created.strftime("%Y-%m-%d %H:%M"), str(row.seed), f"{row.width}x{row.height}",
-                      _text(row.style), shorten(_text(row.source_prompt) if _text(row.source_prompt) != "-" else row.prompt, 50))
+        prompt = _cell(row.source_prompt) if _cell(row.source_prompt) != "-" else _cell(row.prompt)
+        cells = [Text(str(row.artifact_id))]
+        if show_project:
+            cells.append(Text(_cell(row.project)))
+        cells += [Text(row.created.strftime("%Y-%m-%d %H:%M" if wide else "%Y-%m-%d")), Text(str(row.seed)),
+                  Text(f"{row.width}x{row.height}")]
+        if wide:
+            cells.append(Text(_cell(row.style)))
+        cells.append(Text(prompt))
+        table.add_row(*cells)
     console.print(table)
-
-
-def _text(value) -> str:
-    """Catalog cells as text: missing values (None/NaN) show as '-'."""
-    import pandas as pd
-
-    return "-" if value is None or (not isinstance(value, str) and pd.isna(value)) or value == "" else str(value)
 
 
 @app.command("show")
@@ -55,25 +106,61 @@ def show_artifact(
     project: Annotated[Optional[str], typer.Option("--project", "-p")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Show one artifact's lineage record and its embedded A1111 parameters (the PNG is verified)."""
-    from echo_pipeline.naming import project_slug
+    """Show one artifact's lineage record and its embedded A1111 parameters.
 
-    eng = engine(ctx)
-    record = eng.store.find(artifact_id, project_slug(project) if project else None)
-    parameters, _embedded = eng.store.read_png(record.project, record.artifact_id)
-    path = eng.store.image_path(record.project, record.artifact_id)
+    The PNG is verified first: it must decode, have the sha256 the catalog recorded and embed its own
+    lineage record; otherwise a one-line error (exit code 2) says what is wrong.
+    """
+    store = _store(ctx)
+    try:
+        record = store.find(artifact_id, _slug(project))
+    finally:
+        _warn(store)
+    parameters, _embedded = store.read_verified_png(record)
+    path = store.image_path(record.project, record.artifact_id)
     if as_json:
-        print_json(record.model_dump(mode="json") | {"path": path, "parameters": parameters})
+        print_json(record.model_dump(mode="json") | {"path": path, "parameters": parameters, "verified": True})
         return
     req = record.request
-    console.print(f"[bold]{record.artifact_id}[/bold]  project {record.project}")
+    console.print(Text.assemble((safe_text(record.artifact_id), "bold"), f"  project {safe_text(record.project)}"))
     for label, value in (
         ("path", path), ("created", record.created.isoformat(timespec="seconds")),
         ("backend", f"{record.backend.backend} / {record.backend.model} v{record.backend.version}"),
+        ("prompt", req.prompt), ("negative", req.negative_prompt or "-"),
         ("seed", req.seed), ("size", f"{req.width}x{req.height}"), ("style", req.style or "-"),
-        ("parent", record.parent_id or "-"), ("run", record.run_id or "-"), ("sha256", record.sha256),
+        ("parent", record.parent_id or "-"), ("run", record.run_id or "-"),
+        ("sha256", f"{record.sha256} (verified)" if record.sha256 else "- (not recorded; lineage verified)"),
         ("info", ", ".join(f"{k}={v}" for k, v in record.info.items() if k != "params") or "-"),
     ):
-        console.print(f"{label:>8}: {value}", highlight=False)
-    console.print("[bold]parameters[/bold] (A1111 PNG-info):")
-    console.print(parameters or "-", highlight=False, markup=False)
+        console.print(Text(f"{label:>8}: {safe_text(str(value))}"), soft_wrap=True)
+    console.print(Text("parameters", style="bold") + Text(" (A1111 PNG-info):"))
+    console.print(Text(safe_text(parameters or "-", newlines=True)), soft_wrap=True)
+
+
+@app.command("verify")
+def verify_artifacts(
+    ctx: typer.Context,
+    project: Annotated[Optional[str], typer.Option("--project", "-p", help="Only this project (default: all).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check every stored file of a project (or of all projects) against the catalog.
+
+    Finds missing PNGs, PNGs whose sha256 is not the catalogued one (another file put in place),
+    PNGs that do not decode or do not carry their own lineage record, missing or undecodable
+    thumbnails, PNGs the catalog does not know, and damaged catalog parts. Only reads (a damaged
+    catalog part is moved to catalog/quarantine/ when the store is writable).
+
+    Exit code: 0 when everything is fine, 1 when problems were found, 2 on bad input.
+    """
+    store = _store(ctx)
+    report = store.verify(_slug(project))
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        for problem in report.problems:  # one line each: grep-able, ids and paths never split
+            where = f"{problem.project}/{problem.artifact_id}" if problem.artifact_id else problem.project
+            console.print(Text.assemble((safe_text(where), "bold"), "  ", (problem.label, "red"),
+                                        f": {safe_text(problem.detail)}"), soft_wrap=True)
+        console.print(Text(safe_text(report.summary())), soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)

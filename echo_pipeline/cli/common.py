@@ -1,35 +1,65 @@
-"""What every command shares: the engine from global options, consoles, JSON output."""
+"""What every command shares: settings and the engine from global options, consoles, safe output.
+
+Everything a user typed or a file holds is printed through `safe_text`/`safe_json`: control
+characters (ESC sequences that clear the screen or retitle the terminal) are shown, never run.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+
+from echo_pipeline.textsafe import safe_json, safe_text
+
+if TYPE_CHECKING:
+    from echo_pipeline.settings import Settings
+    from echo_pipeline.workflows.creative_engine import CreativeEngine
 
 console = Console()
 err_console = Console(stderr=True)
 
 
-def engine(ctx: typer.Context):
+def engine(ctx: typer.Context) -> CreativeEngine:
     """The CreativeEngine configured by the global options (built once per invocation)."""
-    from echo_pipeline.settings import Settings
     from echo_pipeline.workflows.creative_engine import CreativeEngine
 
     root = ctx.find_root()
     if not isinstance(root.obj, CreativeEngine):
-        options = root.obj or {}
-        root.obj = CreativeEngine(Settings.load(options.get("artifact_root"), options.get("config_dir")))
+        root.obj = CreativeEngine(settings_from_options(root.obj or {}))
     return root.obj
+
+
+def settings(ctx: typer.Context) -> Settings:
+    return engine(ctx).settings
+
+
+def settings_from_options(options: dict[str, Any]) -> Settings:
+    from echo_pipeline.settings import Settings
+
+    return Settings.load(options.get("artifact_root"), options.get("config_dir"))
+
+
+def say(text: str = "", *, err: bool = False) -> None:
+    """One line of plain output; never wrapped (paths and run ids stay whole), never markup."""
+    (err_console if err else console).print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def warn(text: str) -> None:
+    err_console.print(f"[yellow]warning:[/yellow] {safe_text(text)}", highlight=False, soft_wrap=True)
 
 
 def print_json(payload: Any) -> None:
     """Machine-readable output: plain JSON on stdout, nothing else."""
-    typer.echo(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+    typer.echo(safe_json(json.dumps(payload, indent=2, ensure_ascii=False, default=str)))
 
 
 def shorten(text: str, width: int = 60) -> str:
+    text = safe_text(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -44,3 +74,21 @@ def display_path(path: str) -> str:
     except ValueError:
         return path
     return relative if len(relative) < len(path) else path
+
+
+@contextmanager
+def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[int, int, Any], None] | None]:
+    """A progress bar on stderr for (done, total, record) callbacks; None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(safe_text(label)), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int, _record: Any = None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

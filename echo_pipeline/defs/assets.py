@@ -8,15 +8,21 @@ Metadata makes the UI useful (counts, a thumbnail grid, tables of new images and
 """
 
 
+import warnings
 from typing import Optional
 
 import dagster as dg
 
 from echo_pipeline.defs.partitions import projects_partitions
 from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
-from echo_pipeline.workflows.project_pipeline import ProjectPipeline, StepResult
+from echo_pipeline.workflows.project_pipeline import ProjectPipeline, RunObserver, StepResult
 
 GROUP = "echo"
+
+# Partitioned checks (one result per project, not the last project scored) and observable source
+# assets are preview/beta in Dagster 1.13: both used on purpose, the warnings are not the user's concern.
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 class PromptSetConfig(dg.Config):
@@ -38,6 +44,7 @@ def _table_md(rows: list[dict]) -> str:
 
 
 def _result(step: StepResult, *, table: str | None = None, check_results=None) -> dg.MaterializeResult:
+    """The step's summary, table and thumbnails as metadata, its content hash as data_version."""
     metadata: dict = {k: v for k, v in step.summary.items() if v is not None}
     if step.rows:
         metadata[table or "table"] = dg.MetadataValue.md(_table_md(step.rows))
@@ -53,6 +60,11 @@ def _pipeline(context: dg.AssetExecutionContext, echo: EchoResource) -> ProjectP
     return ProjectPipeline(echo.engine(), context.partition_key)
 
 
+def _observed(observer: RunObserver, step_name: str, step: StepResult) -> StepResult:
+    observer.step_finished(step_name, step.data)
+    return step
+
+
 @dg.observable_source_asset(group_name=GROUP, description="Style presets in configs/styles/ (built-in and user).")
 def style_presets(echo: EchoResource) -> dg.DataVersion:
     """Observing records a hash of the style files: after an edit, prompt sets and everything
@@ -61,36 +73,40 @@ def style_presets(echo: EchoResource) -> dg.DataVersion:
 
 
 @dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", kinds={"python"})
-def intent(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.MaterializeResult:
+def intent(context: dg.AssetExecutionContext, echo: EchoResource,
+           observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
     """The project's normalized intent, from configs/projects/<slug>.yaml."""
-    return _result(_pipeline(context, echo).intent())
+    return _result(_observed(observer, "intent", _pipeline(context, echo).intent()))
 
 
 @dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[intent])
-def plan(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.MaterializeResult:
+def plan(context: dg.AssetExecutionContext, echo: EchoResource,
+         observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
     """Typed tasks (image, texture, video, 3d_model) with dependencies."""
-    return _result(_pipeline(context, echo).plan(), table="tasks")
+    return _result(_observed(observer, "plan", _pipeline(context, echo).plan()), table="tasks")
 
 
 @dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[plan, style_presets])
 def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, echo: EchoResource,
-               image_backend: ImageBackendResource) -> dg.MaterializeResult:
+               image_backend: ImageBackendResource, observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
     """Seeded render requests for the next batch; each id is a hash of what determines the pixels."""
     pipeline = _pipeline(context, echo)
-    backend = image_backend.get(pipeline.spec.backend)
-    return _result(pipeline.prompt_set(backend, count=config.count, style=config.style), table="requests")
+    step = pipeline.prompt_set(image_backend.get(pipeline.spec.backend), count=config.count, style=config.style)
+    return _result(_observed(observer, "prompt_set", step), table="requests")
 
 
 @dg.asset(
     partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[prompt_set], pool="gpu",
     check_specs=[dg.AssetCheckSpec("unique_images", asset="generated_images", blocking=True,
+                                   partitions_def=projects_partitions,
                                    description="No two images of the batch are near-duplicates (pHash distance <= 4).")],
 )
-def generated_images(context: dg.AssetExecutionContext, echo: EchoResource,
-                     image_backend: ImageBackendResource) -> dg.MaterializeResult:
+def generated_images(context: dg.AssetExecutionContext, echo: EchoResource, image_backend: ImageBackendResource,
+                     observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
     """Renders the prompt set's requests not already stored (resumable, idempotent)."""
     pipeline = _pipeline(context, echo)
-    step = pipeline.generate(image_backend.get(pipeline.spec.backend), run_id=context.run.run_id)
+    step = _observed(observer, "generated_images", pipeline.generate(
+        image_backend.get(pipeline.spec.backend), run_id=context.run.run_id, progress=observer.progress))
     duplicates = step.check["near_duplicates"]
     check = dg.AssetCheckResult(
         check_name="unique_images", passed=step.check["passed"],
@@ -103,12 +119,13 @@ def generated_images(context: dg.AssetExecutionContext, echo: EchoResource,
 
 @dg.asset(
     partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[generated_images],
-    check_specs=[dg.AssetCheckSpec("style_consistency", asset="quality_scores",
+    check_specs=[dg.AssetCheckSpec("style_consistency", asset="quality_scores", partitions_def=projects_partitions,
                                    description="Mean style consistency is at least the project's threshold.")],
 )
-def quality_scores(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.MaterializeResult:
+def quality_scores(context: dg.AssetExecutionContext, echo: EchoResource,
+                   observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
     """Per-image scores (technical, style consistency, uniqueness, total); scores only new images."""
-    step = _pipeline(context, echo).score()
+    step = _observed(observer, "quality_scores", _pipeline(context, echo).score())
     check = dg.AssetCheckResult(
         check_name="style_consistency", passed=step.check["passed"],
         severity=dg.AssetCheckSeverity.WARN,
@@ -119,15 +136,17 @@ def quality_scores(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.
 
 
 @dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[quality_scores])
-def style_memory(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.MaterializeResult:
+def style_memory(context: dg.AssetExecutionContext, echo: EchoResource,
+                 observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
     """The project's learned style: centroid and spread of accepted images, exemplars, history."""
-    return _result(_pipeline(context, echo).learn())
+    return _result(_observed(observer, "style_memory", _pipeline(context, echo).learn()))
 
 
 @dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[style_memory])
-def gallery(context: dg.AssetExecutionContext, echo: EchoResource) -> dg.MaterializeResult:
+def gallery(context: dg.AssetExecutionContext, echo: EchoResource,
+            observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
     """HTML gallery and contact sheet, regenerated from the catalog and scores."""
-    return _result(_pipeline(context, echo).gallery())
+    return _result(_observed(observer, "gallery", _pipeline(context, echo).gallery()))
 
 
 PIPELINE_ASSETS = [intent, plan, prompt_set, generated_images, quality_scores, style_memory, gallery]

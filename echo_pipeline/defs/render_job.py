@@ -1,42 +1,40 @@
-"""`echo-os render` as a Dagster run: ad-hoc prompts get the same run history and lineage as batches."""
+"""`echo-os render` as a Dagster run: ad-hoc prompts get the same run history and lineage as batches.
 
+The op's config is derived from `PromptSpec` (one field per spec field, plus the backend name), so
+the run config in the UI is exactly what the user asked for and a new spec field needs no copying.
+"""
 
 from typing import Optional
 
 import dagster as dg
+from pydantic import create_model
 
-from echo_pipeline.defs.resources import EchoResource
+from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
 from echo_pipeline.render.prompt_engine import PromptSpec
+from echo_pipeline.workflows.project_pipeline import RunObserver
+
+RenderConfig = create_model(  # type: ignore[call-overload]
+    "RenderConfig", __base__=dg.Config, __doc__="A PromptSpec, plus the backend name.",
+    backend=(Optional[str], None),
+    **{name: (field.annotation, field) for name, field in PromptSpec.model_fields.items()},
+)
 
 
-class RenderConfig(dg.Config):
-    """The fields of PromptSpec, plus the backend name."""
-
-    prompt: str
-    style: Optional[str] = None
-    project: str = "default"
-    count: int = 1
-    seed: Optional[int] = None
-    width: int = 512
-    height: int = 512
-    negative_prompt: str = ""
-    constraints: list[str] = []
-    steps: int = 30
-    cfg_scale: float = 7.0
-    sampler: str = "Euler a"
-    media_type: str = "image"
-    tiling: bool = False
-    backend: Optional[str] = None
+def render_config(spec: PromptSpec, backend: str | None) -> dict:
+    """The op config for a spec (the inverse of what `render_prompt` reads)."""
+    return spec.model_dump(mode="json") | {"backend": backend}
 
 
 @dg.op(pool="gpu")
-def render_prompt(context: dg.OpExecutionContext, config: RenderConfig, echo: EchoResource) -> dict:
-    spec = PromptSpec(**config.model_dump(exclude={"backend"}))
-    result = echo.engine().render(spec, config.backend, run_id=context.run.run_id)
+def render_prompt(context: dg.OpExecutionContext, config: RenderConfig, echo: EchoResource,  # type: ignore[valid-type]
+                  image_backend: ImageBackendResource, observer: dg.ResourceParam[RunObserver]) -> None:
+    spec = PromptSpec.model_validate(config.model_dump(exclude={"backend"}))
+    result = echo.engine().render(spec, image_backend.get(config.backend), run_id=context.run.run_id,
+                                  progress=observer.progress)
+    observer.step_finished("render", result)
     context.add_output_metadata({"new_images": len(result.new), "already_stored": len(result.existing),
+                                 "recovered": result.recovered, "seconds": round(result.seconds, 2),
                                  "artifact_ids": dg.MetadataValue.json([r.artifact_id for r in result.new])})
-    return {"new": [r.artifact_id for r in result.new], "existing": [r.artifact_id for r in result.existing],
-            "recovered": result.recovered, "seconds": result.seconds}
 
 
 @dg.job(description="Render a prompt into a project (what `echo-os render` runs).")

@@ -1,8 +1,11 @@
-"""Resources: the creative engine (settings, store, styles, projects) and the image backends.
+"""Resources: the creative engine (settings, store, styles, projects), the image backends, and the
+observer of a run executed from the CLI or the API.
 
-Backends are created once per run and closed at its end, so a diffusers model is loaded once.
+Settings arrive as resource config (what `defs/launch.py` puts in every run's config, visible in the
+UI's launchpad); unset fields fall back to the same defaults as the CLI (ECHO_* environment, then
+configs/settings.yaml). Backends are created once per run and closed at its end, so a model is
+loaded once per run, never per image.
 """
-
 
 from typing import Optional
 
@@ -22,7 +25,16 @@ class EchoResource(dg.ConfigurableResource):
     _engine: Optional[CreativeEngine] = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._engine = None  # settings (and their environment) are read fresh for every run
+        from echo_pipeline.defs.instance import tag_run_process
+
+        self._engine = None  # settings are read fresh for every run
+        if context.instance is not None and context.run_id:
+            tag_run_process(context.instance, context.run_id)  # so a killed run can be told dead
+
+    @classmethod
+    def config_for(cls, settings: Settings) -> dict:
+        """This resource's run config for the given settings."""
+        return {"artifact_root": settings.artifact_root, "config_dir": str(settings.config_dir)}
 
     def engine(self) -> CreativeEngine:
         if self._engine is None:
@@ -31,7 +43,7 @@ class EchoResource(dg.ConfigurableResource):
 
 
 class ImageBackendResource(dg.ConfigurableResource):
-    """Creates each named backend once per run (the project spec names which)."""
+    """Creates each named backend once per run (the project spec or the render command names which)."""
 
     default_backend: str = "procedural"
     _backends: dict = PrivateAttr(default_factory=dict)

@@ -25,8 +25,9 @@ import pandas as pd
 
 from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.render.backends.base import ImageBackend
-from echo_pipeline.workflows.batch_processor import BatchProcessor, ProgressCallback
+from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.render.requests import RenderRequest
+from echo_pipeline.workflows.batch_processor import BatchProcessor, BatchResult, ProgressCallback
 from echo_pipeline.workflows.creative_engine import CreativeEngine
 
 INTENT_FILE = "pipeline/intent.json"
@@ -47,6 +48,35 @@ class StepResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # a table for the UI
     images: list[Any] = field(default_factory=list)  # PIL thumbnails for a preview grid
     check: dict[str, Any] | None = None
+    data: Any = None  # the step's typed result (Plan, BatchOutcome, ScoreSummary, StyleMemory, GalleryResult)
+
+
+@dataclass
+class GenerateOutcome:
+    """What `generate` did: which batch, and the batch processor's result."""
+
+    batch: int
+    result: BatchResult
+
+
+@dataclass
+class ScoreSummary:
+    scored_now: int
+    images: int
+    mean_total: float | None
+    mean_style_consistency: float | None
+    style_threshold: float
+
+
+class RunObserver:
+    """Someone watching a run from the same process (the CLI, the API): rendering progress and each
+    step's typed result. The default observes nothing, which is what queued runs get."""
+
+    def progress(self, done: int, total: int, record: ArtifactRecord | None) -> None:
+        """Called with (0, total, None) before rendering, then after each stored image."""
+
+    def step_finished(self, step: str, result: Any) -> None:
+        """Called with a step's name and its typed result (StepResult.data, or a BatchResult)."""
 
 
 class ProjectPipeline:
@@ -86,6 +116,7 @@ class ProjectPipeline:
                      "subject": intent.subject, "constraints": ", ".join(intent.constraints) or "-",
                      "media_types": ", ".join(intent.media_types)},
             data_version=version,
+            data=self.spec,
         )
 
     def plan(self) -> StepResult:
@@ -96,6 +127,7 @@ class ProjectPipeline:
         return StepResult(
             summary={"tasks": len(plan.tasks), "renderable_tasks": len(plan.renderable_tasks())},
             data_version=version,
+            data=plan,
             rows=[{"id": t.id, "type": t.media_type, "title": t.title, "count": t.count,
                    "depends_on": ", ".join(t.depends_on) or "-", "renderable": t.renderable} for t in plan.ordered()],
         )
@@ -120,6 +152,7 @@ class ProjectPipeline:
         return StepResult(
             summary={"batch": batch, "requests": len(requests), "style": spec.style or "-", "backend": backend.name},
             data_version=version,
+            data=requests,
             rows=[{"request_id": r.request_id, "prompt": r.prompt, "seed": r.seed, "size": f"{r.width}x{r.height}"}
                   for r in requests[:50]],
         )
@@ -153,6 +186,7 @@ class ProjectPipeline:
             rows=[{"artifact_id": r.artifact_id, "prompt": r.request.prompt, "seed": r.request.seed,
                    "status": "new" if r.artifact_id in new_ids else "stored"} for r in records[:50]],
             images=thumbs[:16],
+            data=GenerateOutcome(batch=batch, result=result),
             check={"near_duplicates": duplicates, "passed": not duplicates},
         )
 
@@ -189,6 +223,10 @@ class ProjectPipeline:
                 ["artifact_id", "total", "technical", "style_consistency", "uniqueness"]].round(1).to_dict("records"),
             check={"passed": bool(np.isnan(consistency) or consistency >= threshold),
                    "mean_style_consistency": consistency, "threshold": threshold},
+            data=ScoreSummary(scored_now=len(todo), images=len(scores),
+                              mean_total=round(float(scores.total.mean()), 1) if len(scores) else None,
+                              mean_style_consistency=None if np.isnan(consistency) else round(consistency, 1),
+                              style_threshold=threshold),
         )
 
     def learn(self) -> StepResult:
@@ -216,6 +254,7 @@ class ProjectPipeline:
                      "history_entries": len(memory.history)},
             data_version=content_hash({"c": [round(x, 5) for x in memory.centroid], "n": memory.count}),
             images=[self.store.load_thumbnail(self.slug, a) for a in memory.exemplars[:8]],
+            data=memory,
         )
 
     def gallery(self) -> StepResult:
@@ -228,5 +267,6 @@ class ProjectPipeline:
         return StepResult(
             summary={"images": result.count, "html": result.html_path, "contact_sheet": result.contact_sheet_path},
             data_version=content_hash(html),
+            data=result,
         )
 

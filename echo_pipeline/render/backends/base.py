@@ -28,6 +28,7 @@ class BackendCapabilities(BaseModel):
     img2img: bool = False
     tiling: bool = False
     negative_prompt: bool = True
+    sampler: bool = True  # runs a sampler (steps, sampler, CFG scale mean something); False for procedural art
     min_side: int = 64
     max_side: int = 2048
     size_multiple: int = 1
@@ -74,26 +75,29 @@ class ImageBackend(abc.ABC):
         desc = self.describe()
         return request.model_copy(update={"backend": desc.backend, "model": desc.model, "backend_version": desc.version})
 
-    def check_requests(self, requests: Sequence[RenderRequest]) -> None:
-        """Raise `InvalidInputError` for the first request this backend cannot render."""
-        caps = self.capabilities
+    @classmethod
+    def check_requests(cls, requests: Sequence[RenderRequest]) -> None:
+        """Raise `InvalidInputError` for the first request this backend cannot render.
+
+        A classmethod: inputs are checked before any backend (or model) is created."""
+        caps = cls.capabilities
         for request in requests:
             for side_name, side in (("width", request.width), ("height", request.height)):
                 if not caps.min_side <= side <= caps.max_side:
                     raise InvalidInputError(
-                        f"{side_name} {side} is out of range for backend {self.name!r} "
+                        f"{side_name} {side} is out of range for backend {cls.name!r} "
                         f"({caps.min_side}-{caps.max_side})"
                     )
                 if side % caps.size_multiple:
                     raise InvalidInputError(
-                        f"{side_name} {side} must be a multiple of {caps.size_multiple} for backend {self.name!r}"
+                        f"{side_name} {side} must be a multiple of {caps.size_multiple} for backend {cls.name!r}"
                     )
             if request.tiling and not caps.tiling:
-                raise InvalidInputError(f"backend {self.name!r} cannot render tiling images")
+                raise InvalidInputError(f"backend {cls.name!r} cannot render tiling images")
             if request.negative_prompt and not caps.negative_prompt:
-                raise InvalidInputError(f"backend {self.name!r} does not support negative prompts")
+                raise InvalidInputError(f"backend {cls.name!r} does not support negative prompts")
             if request.parent_id is not None and not caps.img2img:
-                raise InvalidInputError(f"backend {self.name!r} cannot refine images (no img2img)")
+                raise InvalidInputError(f"backend {cls.name!r} cannot refine images (no img2img)")
 
     @abc.abstractmethod
     def render(

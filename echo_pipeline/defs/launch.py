@@ -1,0 +1,466 @@
+"""The one way the CLI and the API start work: typed entry points over the Dagster instance.
+
+Each entry point takes `Settings` (and, for long work, a `RunObserver` for progress), validates its
+input up front (bad input never becomes a failed run), then runs a job of `echo_pipeline.definitions`
+on the persistent instance and returns a typed result:
+
+- `render`   one `render_job` run, executed in this process
+- `batch`    one `batch` run of a project's whole asset graph, executed in this process
+- `plan`     create/update the project spec, then one `plan_project` run
+- `backfill` one queued `batch` (or `plan_project`) run per project, for the daemon
+- `runs`     recent runs
+
+Settings travel as the resources' run config (never through this process's environment). Before a
+run starts, runs of dead processes are marked failed and their pool slots freed (see instance.py),
+and a project already being written by a live run is reported busy instead of waiting on it.
+SIGTERM is handled like Ctrl-C: the run stops, stored images are kept, `Interrupted` is raised.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from filelock import FileLock, Timeout
+
+from echo_pipeline.artifacts.gallery import GalleryResult
+from echo_pipeline.artifacts.records import ArtifactRecord
+from echo_pipeline.errors import EchoError, Interrupted, InvalidInputError, ProjectBusyError, StorageError
+from echo_pipeline.render.backends.registry import backend_class
+from echo_pipeline.render.prompt_engine import MAX_COUNT, PromptSpec
+from echo_pipeline.settings import PACKAGE_DIR, Settings
+from echo_pipeline.workflows.batch_processor import BatchResult
+from echo_pipeline.workflows.creative_engine import CreativeEngine
+from echo_pipeline.workflows.project_pipeline import GenerateOutcome, RunObserver, ScoreSummary
+from echo_pipeline.workflows.projects import ProjectSpec
+from echo_pipeline.workflows.visual_planner import Plan
+
+WORKSPACE_FILE = PACKAGE_DIR.parent / "workspace.yaml"
+PROJECT_JOBS = ("batch", "plan_project")
+
+
+class RunFailedError(EchoError):
+    """A run failed for a reason that is not the user's (a bug): exit code 1, the run id to look at."""
+
+    exit_code = 1
+
+
+# -- typed results ----------------------------------------------------------------------------------
+@dataclass
+class RenderOutcome:
+    run_id: str
+    project: str
+    backend: str
+    result: BatchResult
+
+
+@dataclass
+class BatchOutcome:
+    spec: ProjectSpec
+    run_id: str
+    batch: int
+    result: BatchResult
+    scores: ScoreSummary | None
+    style_memory_images: int | None
+    gallery: GalleryResult | None
+    run_seconds: float
+
+    @property
+    def images_per_minute(self) -> float | None:
+        return round(60 * len(self.result.new) / self.run_seconds, 1) if self.run_seconds else None
+
+
+@dataclass
+class PlanOutcome:
+    spec: ProjectSpec
+    plan: Plan
+    run_id: str
+    spec_path: Path
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    job: str
+    project: str | None
+    status: str
+    started: datetime | None = None
+    seconds: float | None = None
+    backfill: str | None = None
+
+
+@dataclass
+class BackfillOutcome:
+    job: str
+    projects: list[str]
+    runs: list[RunInfo]
+    backfill_id: str
+
+
+ProgressFn = Callable[[int, int, ArtifactRecord | None], None]
+
+
+class _Collector(RunObserver):
+    """Receives what the run's steps report in this process."""
+
+    def __init__(self, progress: ProgressFn | None):
+        self._progress = progress
+        self.results: dict[str, Any] = {}
+
+    def progress(self, done: int, total: int, record: ArtifactRecord | None) -> None:
+        if self._progress is not None:
+            self._progress(done, total, record)
+
+    def step_finished(self, step: str, result: Any) -> None:
+        self.results[step] = result
+
+
+# -- entry points -----------------------------------------------------------------------------------
+def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None,
+           progress: ProgressFn | None = None) -> RenderOutcome:
+    """Render `spec` into its project (already stored requests are skipped) as one `render_job` run."""
+    from echo_pipeline.defs.render_job import render_config
+
+    engine = CreativeEngine(settings)
+    backend_name = backend or settings.default_backend
+    requests = engine.plan_requests(spec)  # validates prompt, style, size, count, seeds, project name
+    backend_class(backend_name).check_requests(requests)
+    engine.store.check_writable()
+    collector = _Collector(progress)
+    run_config = {"ops": {"render_prompt": {"config": render_config(spec, backend)}}}
+    result = _execute(settings, "render_job", run_config=run_config, observer=collector,
+                      project=requests[0].project)
+    return RenderOutcome(run_id=result.run_id, project=requests[0].project, backend=backend_name,
+                         result=collector.results["render"])
+
+
+def batch(settings: Settings, project: str, *, count: int | None = None, style: str | None = None,
+          progress: ProgressFn | None = None, wait: bool = False) -> BatchOutcome:
+    """Render the project's next batch and score, learn from and show it: one `batch` run."""
+    engine = CreativeEngine(settings)
+    spec = _project_spec(engine, project)
+    check_count(count)
+    style = engine.styles.get(style).name if style else None
+    engine.store.check_writable()
+    overrides = {k: v for k, v in (("count", count), ("style", style)) if v is not None}
+    started = time.perf_counter()
+    collector = _Collector(progress)
+    result = _execute(settings, "batch", partition_key=spec.slug, observer=collector, wait=wait,
+                      run_config={"ops": {"prompt_set": {"config": overrides}}} if overrides else None)
+    generated: GenerateOutcome = collector.results["generated_images"]
+    memory = collector.results.get("style_memory")
+    return BatchOutcome(spec=spec, run_id=result.run_id, batch=generated.batch, result=generated.result,
+                        scores=collector.results.get("quality_scores"),
+                        style_memory_images=memory.count if memory is not None else None,
+                        gallery=collector.results.get("gallery"), run_seconds=time.perf_counter() - started)
+
+
+def plan(settings: Settings, name: str, intent: str, **fields: Any) -> PlanOutcome:
+    """Create or update a project (spec file, partition) and materialize its intent and plan."""
+    engine = CreativeEngine(settings)
+    check_count(fields.get("count"))
+    if fields.get("style"):
+        fields["style"] = engine.styles.get(fields["style"]).name
+    if fields.get("backend"):
+        backend_class(fields["backend"])
+    spec = engine.projects.create(name, intent, **fields)
+    collector = _Collector(None)
+    result = _execute(settings, "plan_project", partition_key=spec.slug, observer=collector)
+    return PlanOutcome(spec=spec, plan=collector.results["plan"], run_id=result.run_id,
+                       spec_path=engine.projects.path(spec.slug))
+
+
+def resolve_project_slug(settings: Settings, text: str | None) -> str:
+    """The project a user's words name (None = `default`), resolved like every other command does."""
+    return CreativeEngine(settings).resolve_project(text).slug
+
+
+def _project_spec(engine: CreativeEngine, text: str) -> ProjectSpec:
+    ref = engine.resolve_project(text)
+    if ref.spec is None:
+        raise InvalidInputError(f"project {ref.slug!r} has images but no spec to plan batches from; "
+                                f"create one with `echo-os plan NAME INTENT`")
+    return ref.spec
+
+
+def ignored_words_hint(backend: str, words: list[str]) -> str:
+    """What to tell a user whose prompt had words the backend does not understand."""
+    known = getattr(backend_class(backend), "vocabulary", None)
+    hint = f"the {backend} renderer ignored these prompt words: {', '.join(words)}"
+    if known is None:
+        return hint
+    vocabulary = known()
+    return hint + "; it understands " + "; ".join(f"{kind}: {', '.join(names)}" for kind, names in vocabulary.items())
+
+
+def check_count(count: int | None) -> None:
+    if count is not None and not 1 <= count <= MAX_COUNT:
+        raise InvalidInputError(f"--count must be 1-{MAX_COUNT} (got {count})")
+
+
+def runs(settings: Settings, *, project: str | None = None, limit: int = 20) -> list[RunInfo]:
+    """Recent runs on the instance, newest first."""
+    from echo_pipeline.defs.instance import PARTITION_TAG, get_instance, reap_dead_runs
+
+    filters = None
+    if project:
+        filters = dg.RunsFilter(tags={PARTITION_TAG: resolve_project_slug(settings, project)})
+    instance = get_instance()
+    reap_dead_runs(instance)
+    return [_run_info(record) for record in instance.get_run_records(filters=filters, limit=limit)]
+
+
+def backfill(settings: Settings, projects: list[str] | None, *, job: str = "batch", wait: bool = False,
+             timeout: float = 3600) -> BackfillOutcome:
+    """Queue one `job` run per project (None = every project) as one Dagster backfill.
+
+    The runs carry the settings in their run config and are executed by the daemon (in its own
+    process: `echo-os ui`, `dagster dev`, `dagster-daemon run`). With `wait`, wait until they finish,
+    using a running daemon or, when none runs, one started for the duration.
+    """
+    from echo_pipeline.defs.instance import ensure_partition, get_instance, reap_dead_runs
+
+    engine = CreativeEngine(settings)
+    if job not in PROJECT_JOBS:
+        raise InvalidInputError(f"--job {job!r} is not a project job; choose one of: {', '.join(PROJECT_JOBS)}")
+    specs = engine.projects.list() if projects is None else [_project_spec(engine, p) for p in projects]
+    if not specs:
+        raise InvalidInputError("no projects to backfill; create one with `echo-os plan NAME INTENT`")
+    slugs = list(dict.fromkeys(s.slug for s in specs))
+    instance = get_instance()
+    reap_dead_runs(instance)
+    for slug in slugs:
+        ensure_partition(instance, slug)
+    backfill_id, run_ids = _submit_backfill(instance, settings, job, slugs)
+    if wait:
+        _wait_for_runs(instance, run_ids, timeout)
+    infos = [_run_info(instance.get_run_record_by_id(r)) for r in run_ids]
+    return BackfillOutcome(job=job, projects=slugs, runs=infos, backfill_id=backfill_id)
+
+
+def resource_config(settings: Settings) -> dict[str, Any]:
+    """The run config that hands `settings` to the definitions' resources."""
+    from echo_pipeline.defs.resources import EchoResource
+
+    return {"echo": {"config": EchoResource.config_for(settings)},
+            "image_backend": {"config": {"default_backend": settings.default_backend}}}
+
+
+# -- execution --------------------------------------------------------------------------------------
+def _definitions() -> dg.Definitions:
+    from echo_pipeline.definitions import defs
+
+    return defs
+
+
+def _execute(settings: Settings, job_name: str, *, observer: RunObserver, partition_key: str | None = None,
+             project: str | None = None, run_config: dict | None = None, wait: bool = False,
+             ) -> dg.ExecuteInProcessResult:
+    """Execute a job in this process on the persistent instance; user errors raise as themselves."""
+    from echo_pipeline.defs.instance import ensure_partition, get_instance, process_tags, reap_dead_runs
+
+    instance = get_instance()
+    reap_dead_runs(instance)
+    if partition_key is not None:
+        ensure_partition(instance, partition_key)
+    job = _definitions().resolve_job_def(job_name)
+    config = {**(run_config or {}), "resources": resource_config(settings),
+              # The caller presents progress and results; Dagster's console log would only repeat them.
+              "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    with _project_guard(instance, partition_key or project, wait=wait), _sigterm_as_interrupt():
+        result = job.execute_in_process(run_config=config, instance=instance, partition_key=partition_key,
+                                        tags=process_tags(), resources={"observer": observer},
+                                        raise_on_error=False)
+    if not result.success:
+        raise _failure(result)
+    return result
+
+
+@contextmanager
+def _project_guard(instance: dg.DagsterInstance, slug: str | None, *, wait: bool) -> Iterator[None]:
+    """One writer per project on this instance: a live run of it makes this one busy (or wait).
+
+    A file lock in DAGSTER_HOME serialises the check and the run (the OS drops it when a process
+    dies, so a kill never wedges it); runs started elsewhere (the daemon) are checked on the instance.
+    """
+    from echo_pipeline.defs.instance import active_project_run, ensure_dagster_home
+
+    if slug is None:
+        yield
+        return
+    locks = ensure_dagster_home().path / "locks"
+    locks.mkdir(exist_ok=True)
+    lock = FileLock(str(locks / f"{slug}.lock"))
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        raise _busy(instance, slug) from None
+    try:
+        while (active := active_project_run(instance, slug)) is not None:
+            if not wait:
+                raise _busy(instance, slug)
+            time.sleep(2.0)
+        yield
+    finally:
+        lock.release()
+
+
+def _busy(instance: dg.DagsterInstance, slug: str) -> ProjectBusyError:
+    from echo_pipeline.defs.instance import active_project_run
+
+    active = active_project_run(instance, slug)
+    what = (f"run {active.run_id} ({active.job}) since {active.started:%Y-%m-%d %H:%M:%S}" if active and active.started
+            else "another echo-os command")
+    return ProjectBusyError(f"project {slug!r} is busy: {what}; pass --wait to wait for it")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run like Ctrl-C does (Dagster turns both into an interrupted step)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    except ValueError:  # not the main thread (e.g. inside a server): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_INTERRUPTS = {"KeyboardInterrupt", "DagsterExecutionInterruptedError"}
+
+
+def _user_error_names() -> set[str]:
+    names, todo = set(), [EchoError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names - {RunFailedError.__name__}
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> Exception:
+    """The run's failure as the user should see it: the user error itself (one line, exit 2),
+    Interrupted, a full disk as a StorageError, or a RunFailedError naming the run and step."""
+    user_errors = _user_error_names()
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        error = event.step_failure_data.error
+        cause = error
+        while cause is not None:
+            if cause.cls_name in _INTERRUPTS:
+                return Interrupted()
+            if cause.cls_name in user_errors:
+                message = cause.message.strip().splitlines()[0]
+                return InvalidInputError(message.split(": ", 1)[-1])
+            if "No space left on device" in (cause.message or ""):
+                return StorageError(f"the artifact store is full (No space left on device); run {result.run_id} "
+                                    "stopped, stored images are kept")
+            cause = cause.cause
+        first_line = error.message.strip().splitlines()[0] if error.message.strip() else error.cls_name
+        return RunFailedError(f"run {result.run_id} failed in step {event.step_key}: {first_line} "
+                              "(details: echo-os --verbose, or the run in the Dagster UI)")
+    if any(e.event_type_value == "PIPELINE_CANCELED" for e in result.all_events):
+        return Interrupted()
+    return RunFailedError(f"run {result.run_id} failed")
+
+
+# -- backfills --------------------------------------------------------------------------------------
+def _submit_backfill(instance: dg.DagsterInstance, settings: Settings, job_name: str,
+                     slugs: list[str]) -> tuple[str, list[str]]:
+    """What `dagster job backfill` does, with the settings added to each run's config."""
+    from dagster._cli.workspace.cli_target import (
+        get_code_location_from_workspace,
+        get_remote_job_from_remote_repo,
+        get_remote_repository_from_code_location,
+        get_workspace_from_cli_opts,
+    )
+    from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+    from dagster._core.execution.job_backfill import create_backfill_run
+    from dagster._core.remote_representation.external_data import PartitionSetExecutionParamSnap
+    from dagster._core.utils import make_new_backfill_id
+    from dagster._time import get_current_timestamp
+    from dagster.version import __version__ as dagster_version
+    from dagster_shared.cli import WorkspaceOpts
+
+    with get_workspace_from_cli_opts(instance, version=dagster_version,
+                                     workspace_opts=WorkspaceOpts(workspace=(str(WORKSPACE_FILE),))) as workspace:
+        location = get_code_location_from_workspace(workspace, None)
+        repo = get_remote_repository_from_code_location(location, None)
+        remote_job = get_remote_job_from_remote_repo(repo, job_name)
+        partition_set = next(p for p in repo.get_partition_sets() if p.job_name == job_name)
+        backfill_id = make_new_backfill_id()
+        backfill_job = PartitionBackfill(
+            backfill_id=backfill_id, partition_set_origin=partition_set.get_remote_origin(),
+            status=BulkActionStatus.REQUESTED, partition_names=slugs, from_failure=False,
+            reexecution_steps=None, tags={}, backfill_timestamp=get_current_timestamp())
+        params = location.get_partition_set_execution_params(
+            repository_handle=repo.handle, partition_set_name=partition_set.name, partition_names=slugs,
+            instance=instance)
+        assert isinstance(params, PartitionSetExecutionParamSnap)
+        run_ids = []
+        for data in params.partition_data:
+            run_config = {**(data.run_config or {}), "resources": resource_config(settings)}
+            run = create_backfill_run(workspace, instance, location, remote_job, partition_set, backfill_job,
+                                      data.name, data.tags, run_config)
+            if run is not None:
+                instance.submit_run(run.run_id, workspace)
+                run_ids.append(run.run_id)
+        instance.add_backfill(backfill_job.with_status(BulkActionStatus.COMPLETED)
+                              .with_end_timestamp(get_current_timestamp()))
+    return backfill_id, run_ids
+
+
+def daemon_running(instance: dg.DagsterInstance) -> bool:
+    from dagster._daemon.controller import all_daemons_live
+
+    return bool(instance.get_daemon_heartbeats()) and all_daemons_live(instance)
+
+
+def _wait_for_runs(instance: dg.DagsterInstance, run_ids: list[str], timeout: float) -> None:
+    """Wait for the runs to finish, with the running daemon or one of our own for the duration."""
+    daemon = None
+    if not daemon_running(instance):
+        daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-w", str(WORKSPACE_FILE)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            current = [instance.get_run_by_id(r) for r in run_ids]
+            if all(r is not None and r.is_finished for r in current):
+                return
+            time.sleep(1.0)
+        raise InvalidInputError(f"runs did not finish within {timeout:.0f}s; they stay queued on the instance")
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+
+
+def _run_info(record: Any) -> RunInfo:
+    from echo_pipeline.defs.instance import PARTITION_TAG
+
+    run = record.dagster_run
+    start, end = record.start_time, record.end_time
+    return RunInfo(run_id=run.run_id, job=run.job_name, project=run.tags.get(PARTITION_TAG), status=run.status.value,
+                   started=datetime.fromtimestamp(start) if start else None,
+                   seconds=round(end - start, 1) if start and end else None,
+                   backfill=run.tags.get("dagster/backfill"))
+
+
+__all__ = ["BackfillOutcome", "BatchOutcome", "Interrupted", "PlanOutcome", "RenderOutcome", "RunFailedError",
+           "RunInfo", "backfill", "batch", "daemon_running", "plan", "render", "resource_config", "runs"]
