@@ -45,6 +45,7 @@ from echo_pipeline.artifacts.metadata import (
 )
 from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.errors import InvalidInputError, NotFoundError, ProjectBusyError, StorageError
+from echo_pipeline.naming import check_slug
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class ArtifactStore:
         return posixpath.join(self.root, *parts)
 
     def _project_dir(self, project: str) -> str:
-        return self._join("projects", _check_name("project", project))
+        return self._join("projects", check_slug(project))
 
     def _image_key(self, project: str, artifact_id: str) -> str:
         return posixpath.join(self._project_dir(project), "images", f"{_check_name('artifact id', artifact_id)}.png")
