@@ -1,63 +1,219 @@
-"""Settings: where artifacts and configs live.
+"""Settings: where artifacts and configs live, resolved once.
 
-Resolution order (first wins): explicit argument (CLI flag), environment variable
-(`ECHO_ARTIFACT_ROOT`, `ECHO_CONFIG_DIR`), `configs/settings.yaml`, built-in defaults.
+Each value is taken from the first of: an explicit argument (the CLI's `--artifact-root` /
+`--config-dir`), the environment (`ECHO_ARTIFACT_ROOT`, `ECHO_CONFIG_DIR`), `settings.yaml` in the
+config folder (artifact_root and the defaults below), the built-in default.
+
+Where things go (the one rule, for every command and every Dagster run):
+
+* **artifacts** (images, thumbnails, catalog, galleries): the artifact root, default `./artifacts`
+  in the current folder. A local path is made absolute once, so a Dagster run started from another
+  folder writes to the same place; `file://...` becomes that local path; fsspec URLs (`memory://x`,
+  `s3://bucket/prefix`) are kept. Junk (empty, `::`, an unknown protocol) is refused up front.
+* **configs** (`projects/` specs written by `echo-os plan`, `styles/` with the built-in presets and
+  the user's `user.json`, `wildcards/`): `ECHO_CONFIG_DIR` (or `--config-dir`), else `./configs` when
+  the current folder has one (running from the repo root: the shipped example projects and styles),
+  else the source checkout's `configs/` for an editable install (`pip install -e .`), else
+  `./configs` (created on first write).
+
+`Settings.describe()` returns the resolved paths and where each came from, for the CLI to print.
 """
 
 from __future__ import annotations
 
 import os
-from functools import cached_property
+import re
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from echo_pipeline.errors import InvalidInputError
+from echo_pipeline.errors import InvalidInputError, StorageError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_CONFIG_DIR = PACKAGE_DIR.parent / "configs"
+CHECKOUT_DIR = PACKAGE_DIR.parent
+REPO_CONFIG_DIR = CHECKOUT_DIR / "configs"
+DEFAULT_ARTIFACT_ROOT = "./artifacts"
+SETTINGS_FILE = "settings.yaml"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_LOCAL_PROTOCOLS = ("file", "local")
+_ROOT_EXAMPLES = "a folder or an fsspec URL such as ./artifacts, memory://echo or s3://bucket/echo"
+
+
+def _is_checkout() -> bool:
+    """True for an editable install / source checkout (configs/ beside pyproject.toml above the package)."""
+    return REPO_CONFIG_DIR.is_dir() and (CHECKOUT_DIR / "pyproject.toml").is_file()
+
+
+def _config_dir_and_source() -> tuple[Path, str]:
+    env = os.environ.get("ECHO_CONFIG_DIR")
+    if env and env.strip():
+        return Path(env.strip()).expanduser().resolve(), "ECHO_CONFIG_DIR"
+    here = Path.cwd() / "configs"
+    if here.is_dir():
+        return here.resolve(), "./configs in the current folder"
+    if _is_checkout():
+        return REPO_CONFIG_DIR, "the source checkout (editable install)"
+    return here.resolve(), "default (./configs in the current folder)"
 
 
 def default_config_dir() -> Path:
-    """`ECHO_CONFIG_DIR`, else the checkout's `configs/` (editable install), else `./configs`."""
-    env = os.environ.get("ECHO_CONFIG_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    if REPO_CONFIG_DIR.is_dir():
-        return REPO_CONFIG_DIR
-    return Path.cwd() / "configs"
+    """The config folder when none is given (see the module docstring for the rule)."""
+    return _config_dir_and_source()[0]
+
+
+def normalize_artifact_root(root: str | os.PathLike[str]) -> str:
+    """The canonical form of an artifact root, or a one-line `StorageError` saying why it cannot be one.
+
+    './artifacts' and '~/x' -> absolute local paths; 'file:///x' and 'file://x' -> the local path;
+    'memory://x', 's3://bucket/p' (and chained URLs like 'simplecache::s3://b/p') are kept, without a
+    trailing '/'. Refused: empty, control characters, '::' without protocols, a protocol fsspec does
+    not know, a URL without a location ('s3://'). Idempotent: normalizing twice changes nothing.
+    Only the form is checked here; `ArtifactStore.open` checks that the root can be written.
+    """
+    import fsspec
+    from fsspec.core import split_protocol
+
+    text = os.fspath(root).strip() if isinstance(root, (str, os.PathLike)) else ""
+    if not text:
+        raise StorageError(f"artifact root is empty: give {_ROOT_EXAMPLES}")
+    if _CONTROL.search(text):
+        raise StorageError(f"artifact root {text!r} contains control characters")
+    protocol, rest = split_protocol(text)
+    if protocol is None:
+        if "::" in text:
+            raise StorageError(
+                f"artifact root {text!r} is not a folder or an fsspec URL ('::' chains URLs, as in "
+                f"simplecache::s3://bucket/echo); give {_ROOT_EXAMPLES}"
+            )
+        return os.path.abspath(os.path.expanduser(text))
+    protocols = protocol.split("::")
+    if any(not p for p in protocols):
+        raise StorageError(f"artifact root {text!r} is not a folder or an fsspec URL; give {_ROOT_EXAMPLES}")
+    known = set(fsspec.available_protocols())
+    unknown = next((p for p in protocols if p not in known), None)
+    if unknown is not None:
+        raise StorageError(
+            f"unknown artifact root protocol {unknown!r} in {text!r}: use a local folder or an fsspec URL "
+            f"such as memory://, file://, s3://, gs://, az://"
+        )
+    if len(protocols) == 1 and protocol in _LOCAL_PROTOCOLS:
+        if not rest.strip():
+            raise StorageError(f"artifact root {text!r} names no folder")
+        return os.path.abspath(os.path.expanduser(rest))
+    location = rest.rstrip("/")
+    if not location.strip():
+        raise StorageError(f"artifact root {text!r} names no location (e.g. {protocols[-1]}://echo)")
+    return f"{protocol}://{location}"
 
 
 class Settings(BaseModel):
+    """Where artifacts and configs live, normalized on construction (see the module docstring).
+
+    `artifact_root` is always the canonical form (`normalize_artifact_root`) and `config_dir` an
+    absolute path, however the object was made (`Settings.load`, `Settings(...)`,
+    `Settings.model_validate(...)`), so settings handed on (e.g. as Dagster resource config) name
+    exactly the same places. A bad artifact root raises `StorageError`; other bad values
+    `InvalidInputError` (from `load`) or pydantic's `ValidationError`.
+    """
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
     artifact_root: str = Field(
-        default="./artifacts",
+        default=DEFAULT_ARTIFACT_ROOT, validate_default=True,
         description="fsspec URL or local path of the artifact store (./artifacts, memory://echo, s3://bucket/echo)",
     )
-    config_dir: Path = Field(default_factory=default_config_dir)
+    config_dir: Path = Field(default_factory=default_config_dir, description="folder with projects/, styles/, wildcards/")
     default_backend: str = "procedural"
     default_width: int = 512
     default_height: int = 512
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    @cached_property
+    @field_validator("artifact_root", mode="before")
+    @classmethod
+    def _normalize_root(cls, value: Any) -> str:
+        return normalize_artifact_root(value)
+
+    @field_validator("config_dir", mode="before")
+    @classmethod
+    def _absolute_config_dir(cls, value: Any) -> Any:
+        if isinstance(value, (str, os.PathLike)):
+            text = os.fspath(value).strip()
+            if not text:
+                raise ValueError("config folder is empty")
+            return Path(text).expanduser().resolve()
+        return value
+
+    @property
+    def projects_dir(self) -> Path:
+        return self.config_dir / "projects"
+
+    @property
     def styles_dir(self) -> Path:
         return self.config_dir / "styles"
 
+    @property
+    def wildcards_dir(self) -> Path:
+        return self.config_dir / "wildcards"
+
+    def describe(self) -> dict[str, str]:
+        """Where things go, for the CLI to print: each resolved path, then where it came from.
+
+        Keys: artifact_root, config_dir, projects, styles, user_styles, wildcards, settings_file,
+        artifact_root_from, config_dir_from (e.g. 'ECHO_ARTIFACT_ROOT', 'argument', 'default').
+        """
+        return {
+            "artifact_root": self.artifact_root,
+            "config_dir": str(self.config_dir),
+            "projects": str(self.projects_dir),
+            "styles": str(self.styles_dir),
+            "user_styles": str(self.styles_dir / "user.json"),
+            "wildcards": str(self.wildcards_dir),
+            "settings_file": str(self.config_dir / SETTINGS_FILE),
+            "artifact_root_from": self._sources.get("artifact_root", "argument"),
+            "config_dir_from": self._sources.get("config_dir", "argument"),
+        }
+
     @classmethod
     def load(cls, artifact_root: str | None = None, config_dir: str | Path | None = None) -> "Settings":
-        cfg_dir = Path(config_dir).expanduser().resolve() if config_dir else default_config_dir()
-        values: dict = {"config_dir": cfg_dir}
-        settings_file = cfg_dir / "settings.yaml"
+        """Settings from the arguments, the environment, `settings.yaml` and the defaults, in that order."""
+        sources: dict[str, str] = {}
+        if config_dir is not None and str(config_dir).strip():
+            cfg_dir, sources["config_dir"] = Path(config_dir).expanduser().resolve(), "argument"
+        else:
+            cfg_dir, sources["config_dir"] = _config_dir_and_source()
+        if cfg_dir.exists() and not cfg_dir.is_dir():
+            raise InvalidInputError(f"config folder {cfg_dir} is a file, not a folder")
+        values: dict[str, Any] = {"config_dir": cfg_dir}
+        settings_file = cfg_dir / SETTINGS_FILE
+        sources["artifact_root"] = f"default ({DEFAULT_ARTIFACT_ROOT} in the current folder)"
         if settings_file.is_file():
             try:
-                loaded = yaml.safe_load(settings_file.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise InvalidInputError(f"{settings_file}: not valid YAML ({exc.__class__.__name__})") from exc
+                loaded = yaml.safe_load(settings_file.read_text(encoding="utf-8")) or {}
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                raise InvalidInputError(f"{settings_file}: cannot be read ({exc.__class__.__name__})") from exc
             if not isinstance(loaded, dict):
                 raise InvalidInputError(f"{settings_file}: expected a mapping of settings")
-            values.update({k: v for k, v in loaded.items() if k in cls.model_fields and k != "config_dir"})
-        if os.environ.get("ECHO_ARTIFACT_ROOT"):
-            values["artifact_root"] = os.environ["ECHO_ARTIFACT_ROOT"]
-        if artifact_root:
-            values["artifact_root"] = artifact_root
-        return cls(**values)
+            unknown = sorted(str(k) for k in loaded if k not in cls.model_fields or k == "config_dir")
+            if unknown:
+                known = ", ".join(k for k in cls.model_fields if k != "config_dir")
+                raise InvalidInputError(f"{settings_file}: unknown setting(s) {', '.join(unknown)} (known: {known})")
+            values.update(loaded)
+            if "artifact_root" in loaded:
+                sources["artifact_root"] = str(settings_file)
+        env_root = os.environ.get("ECHO_ARTIFACT_ROOT")
+        if env_root and env_root.strip():
+            values["artifact_root"], sources["artifact_root"] = env_root, "ECHO_ARTIFACT_ROOT"
+        if artifact_root is not None and str(artifact_root).strip():
+            values["artifact_root"], sources["artifact_root"] = artifact_root, "argument"
+        elif artifact_root is not None:
+            normalize_artifact_root(artifact_root)  # an explicitly empty root is an error, not the default
+        try:
+            settings = cls(**values)
+        except ValidationError as exc:  # the other fields (a bad root raises StorageError itself)
+            where = str(settings_file) if settings_file.is_file() else "settings"
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+            raise InvalidInputError(f"{where}: {problems}") from exc
+        settings._sources = sources
+        return settings
