@@ -9,13 +9,14 @@ from echo_pipeline.render.prompt_engine import (
     MAX_COUNT,
     PromptEngine,
     PromptSpec,
+    check_seed_range,
     constraint_terms,
     expand_range,
     parse_size,
     split_constraints,
     stable_seed,
 )
-from echo_pipeline.render.requests import RenderRequest
+from echo_pipeline.render.requests import MAX_SEED, RenderRequest
 from echo_pipeline.render.style_manager import StyleLibrary
 
 
@@ -109,3 +110,34 @@ def test_request_id_covers_pixels_only():
     assert base.request_id == RenderRequest(prompt="warm fractal", seed=1, project="other", index=5).request_id
     for change in ({"seed": 2}, {"width": 640}, {"negative_prompt": "x"}, {"backend_version": "2"}, {"tiling": True}):
         assert base.model_copy(update=change).request_id != base.request_id
+
+
+def test_seed_range_past_max_seed_is_refused_not_wrapped(engine):
+    with pytest.raises(InvalidInputError) as info:
+        engine.build_requests(PromptSpec(prompt="warm fractal", seed=MAX_SEED, count=3))
+    message = str(info.value)
+    assert "seed 4294967295 is too large for 3 images" in message
+    assert message.endswith("the largest usable seed is 4294967293") and "\n" not in message
+    # a range multiplies the images: 9 prompts from seed MAX_SEED - 7 would wrap too
+    with pytest.raises(InvalidInputError, match="largest usable seed is 4294967287"):
+        engine.build_requests(PromptSpec(prompt="warm fractal 01-09", seed=MAX_SEED - 7))
+    top = engine.build_requests(PromptSpec(prompt="warm fractal", seed=MAX_SEED - 2, count=3))
+    assert [r.seed for r in top] == [MAX_SEED - 2, MAX_SEED - 1, MAX_SEED]
+    assert [r.seed for r in engine.build_requests(PromptSpec(prompt="x", seed=MAX_SEED))] == [MAX_SEED]
+
+
+def test_check_seed_range():
+    assert check_seed_range(0, 1000) == 0
+    for seed, images in ((-1, 1), (MAX_SEED + 1, 1), (MAX_SEED - 998, 1000)):
+        with pytest.raises(InvalidInputError):
+            check_seed_range(seed, images)
+
+
+def test_prompt_over_the_limit_with_its_style_says_so(engine):
+    engine.styles.create("long tail", "{prompt}, " + "golden glow " * 80)  # 970 characters
+    prompt = "warm fractal " * 90  # 1170 characters: fits alone, not with the style
+    with pytest.raises(InvalidInputError, match=r"prompt is \d+ characters long with style 'long tail' applied; "
+                                                r"the limit is 2000 \(shorten the prompt or the style\)"):
+        engine.build_requests(PromptSpec(prompt=prompt, style="long tail"))
+    with pytest.raises(InvalidInputError, match="prompt is 100000 characters long; the limit is 2000"):
+        engine.build_requests(PromptSpec(prompt="w" * 100_000))

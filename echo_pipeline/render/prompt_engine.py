@@ -8,7 +8,8 @@ What it understands:
   prompt and become negative-prompt terms;
 - style presets (A1111 `{prompt}` semantics, see style_manager);
 - seeds: request k gets `base + k`, where base is `--seed` or a stable hash of the prompt, so running
-  the same command twice yields the same requests (and so stores nothing new).
+  the same command twice yields the same requests (and so stores nothing new). A given seed whose
+  range would pass MAX_SEED is refused (`check_seed_range`) rather than wrapped to 0, 1, ...
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from echo_pipeline.errors import InvalidInputError, NotFoundError
 from echo_pipeline.naming import DEFAULT_PROJECT
-from echo_pipeline.render.requests import MAX_SEED, MAX_SIDE, MIN_SIDE, MediaType, RenderRequest
+from echo_pipeline.render.requests import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE, MediaType, RenderRequest
 from echo_pipeline.render.style_manager import StyleLibrary, join_prompts
 
 MAX_COUNT = 1000  # images per render/batch command; documented in README and --help
@@ -59,6 +60,23 @@ class PromptSpec(BaseModel):
     tiling: bool = False
     project: str = DEFAULT_PROJECT
     media_type: MediaType = "image"
+
+
+def check_seed_range(seed: int, images: int, *, what: str = "seed") -> int:
+    """Return `seed` when seeds seed .. seed + images - 1 all fit in 0..MAX_SEED, else a one-line error.
+
+    Image k of a command uses seed + k; a range past MAX_SEED would silently wrap to 0, 1, ... (and
+    repeat images made from those seeds), so it is refused, naming the largest usable base seed.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InvalidInputError(f"{what} {seed} is out of range (0-{MAX_SEED})")
+    images = max(int(images), 1)
+    if seed + images - 1 > MAX_SEED:
+        raise InvalidInputError(
+            f"{what} {seed} is too large for {images} images (image k uses {what} + k, at most {MAX_SEED}); "
+            f"the largest usable {what} is {MAX_SEED - images + 1}"
+        )
+    return seed
 
 
 def stable_seed(text: str) -> int:
@@ -149,12 +167,14 @@ class PromptEngine:
         prompt = " ".join((spec.prompt or "").split())
         if not prompt:
             raise InvalidInputError("prompt is empty")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InvalidInputError(f"prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}")
         if spec.count < 1:
             raise InvalidInputError(f"count must be at least 1 (got {spec.count})")
         if spec.count > MAX_COUNT:
             raise InvalidInputError(f"count {spec.count} is above the limit of {MAX_COUNT} images per command")
-        if spec.seed is not None and not 0 <= spec.seed <= MAX_SEED:
-            raise InvalidInputError(f"seed {spec.seed} is out of range (0-{MAX_SEED})")
+        if spec.seed is not None:
+            check_seed_range(spec.seed, 1)
         style = self.styles.get(spec.style) if spec.style else None
 
         positive, excluded = split_constraints(prompt)
@@ -166,6 +186,9 @@ class PromptEngine:
         if total > MAX_COUNT:
             raise InvalidInputError(f"{len(items)} prompts x count {spec.count} = {total} images; the limit is {MAX_COUNT}")
 
+        if spec.seed is not None:
+            check_seed_range(spec.seed, total)
+        # A seed derived from the prompt is a hash, not the user's choice: its range may wrap.
         base_seed = spec.seed if spec.seed is not None else stable_seed(prompt)
         expanded: list[str] = []
         for i, item in enumerate(items):
@@ -175,6 +198,12 @@ class PromptEngine:
         for k, text in enumerate(expanded):
             negative = join_prompts(spec.negative_prompt, ", ".join(negative_terms))
             final, negative = style.apply(text, negative) if style else (text, negative)
+            if len(final) > MAX_PROMPT_CHARS:
+                styled = f" with style {style.name!r} applied" if style else ""
+                raise InvalidInputError(
+                    f"prompt is {len(final)} characters long{styled}; the limit is {MAX_PROMPT_CHARS}"
+                    + (" (shorten the prompt or the style)" if style else "")
+                )
             try:
                 requests.append(RenderRequest(
                     prompt=final, negative_prompt=negative, seed=(base_seed + k) & MAX_SEED,
