@@ -1,12 +1,18 @@
 """Style presets: built-in ones from `configs/styles/`, the user's own beside them.
 
-Formats (see PROTOCOLS.md): Fooocus-style JSON (a list of `{name, prompt, negative_prompt}`) and
-AUTOMATIC1111 `styles.csv` (`name,prompt,negative_prompt`). Applying a style follows A1111: when the
+Formats: Fooocus-style JSON (a list of `{name, prompt, negative_prompt}`) and AUTOMATIC1111
+`styles.csv` (`name,prompt,negative_prompt`). Applying a style follows A1111: when the
 style prompt contains `{prompt}`, the user's prompt is substituted there, otherwise the style is
 appended after ", ". Negative prompts are joined the same way.
 
 Every file in the styles folder is built in, except `user.json`, which holds the styles users create
 (`echo-os style create`): built-in files are never rewritten.
+
+Limits (checked when a style is created and when a file is loaded, so a style that could never render
+is caught where it is made): a name of at most `MAX_STYLE_NAME` printable characters, a template and a
+negative prompt of at most `MAX_STYLE_TEXT` characters each (half the prompt limit, leaving the other
+half for the user's prompt), no control characters. A style in a file that breaks them is left out
+of the library and reported (`StyleLibrary.problems`); asking for it names the file and the problem.
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from echo_pipeline.errors import InvalidInputError, NotFoundError
+from echo_pipeline.render.requests import MAX_PROMPT_CHARS
 
 USER_STYLES_FILE = "user.json"
 PROMPT_SLOT = "{prompt}"
 MAX_STYLE_NAME = 60
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_STYLE_TEXT = MAX_PROMPT_CHARS // 2
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_NOT_SPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def style_key(name: str) -> str:
@@ -41,11 +50,14 @@ def join_prompts(*parts: str) -> str:
     return ", ".join(p.strip().strip(",").strip() for p in parts if p and p.strip().strip(","))
 
 
+StyleSource = Literal["builtin", "user"]
+
+
 class Style(BaseModel):
     name: str
     prompt: str = Field(default=PROMPT_SLOT, description="template; '{prompt}' marks where the user's prompt goes")
     negative_prompt: str = ""
-    source: Literal["builtin", "user"] = "builtin"
+    source: StyleSource = "builtin"
 
     def apply(self, prompt: str, negative_prompt: str = "") -> tuple[str, str]:
         """Return (positive, negative) with this style applied, A1111 semantics."""
@@ -57,7 +69,29 @@ class Style(BaseModel):
         return positive, join_prompts(negative_prompt, self.negative_prompt)
 
 
-def _read_style_file(path: Path, source: str) -> list[Style]:
+def style_problem(name: str, prompt: str, negative_prompt: str = "", *, allow_newlines: bool = False) -> str | None:
+    """What makes a style unusable ('template is 10000 characters long; the limit is 1000'), or None.
+
+    Styles read from files may contain line breaks and tabs (A1111 CSVs do); created ones may not.
+    """
+    control = _CONTROL_NOT_SPACE if allow_newlines else _CONTROL
+    if not name:
+        return "style name is empty"
+    if len(name) > MAX_STYLE_NAME or _CONTROL.search(name):
+        shown = repr(name) if len(name) <= MAX_STYLE_NAME else f"{name[:MAX_STYLE_NAME]!r}... ({len(name)} characters)"
+        return f"style name {shown} must be at most {MAX_STYLE_NAME} printable characters"
+    for what, text in (("template", prompt), ("negative prompt", negative_prompt)):
+        if len(text) > MAX_STYLE_TEXT:
+            return (f"style {name!r}: {what} is {len(text)} characters long; the limit is {MAX_STYLE_TEXT} "
+                    f"(prompts are at most {MAX_PROMPT_CHARS} characters with the style applied)")
+        if control.search(text):
+            newlines = "" if allow_newlines else " or newlines"
+            return f"style {name!r}: {what} must not contain control characters{newlines}"
+    return None
+
+
+def _read_style_file(path: Path, source: StyleSource) -> tuple[list[Style], list[tuple[Style, str]]]:
+    """(the usable styles, (style, problem) for each unusable one); an unreadable file raises."""
     try:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
@@ -66,14 +100,22 @@ def _read_style_file(path: Path, source: str) -> list[Style]:
                 raise ValueError("expected a JSON list of {name, prompt, negative_prompt}")
         else:
             rows = list(csv.DictReader(io.StringIO(text)))
-        return [
+        styles = [
             Style(name=str(r["name"]).strip(), prompt=r.get("prompt") or "", negative_prompt=r.get("negative_prompt") or "",
                   source=source)
             for r in rows
             if str(r.get("name") or "").strip()
         ]
-    except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
         raise InvalidInputError(f"style file {path} cannot be read: {exc}") from exc
+    good, bad = [], []
+    for style in styles:
+        problem = style_problem(style.name, style.prompt, style.negative_prompt, allow_newlines=True)
+        if problem is None:
+            good.append(style)
+        else:
+            bad.append((style, f"style file {path}: {problem}"))
+    return good, bad
 
 
 class StyleLibrary:
@@ -83,18 +125,32 @@ class StyleLibrary:
         self.styles_dir = Path(styles_dir)
         self.user_file = self.styles_dir / USER_STYLES_FILE
         self._styles: dict[str, Style] = {}
+        self._broken: dict[str, tuple[Style, str]] = {}
         self.reload()
 
     def reload(self) -> None:
-        self._styles = {}
+        self._styles, self._broken = {}, {}
+        files: list[tuple[Path, StyleSource]] = []
         if self.styles_dir.is_dir():
-            for path in sorted(self.styles_dir.iterdir()):
-                if path.suffix in (".json", ".csv") and path.name != USER_STYLES_FILE:
-                    for style in _read_style_file(path, "builtin"):
-                        self._styles.setdefault(style_key(style.name), style)
+            files = [(p, "builtin") for p in sorted(self.styles_dir.iterdir())
+                     if p.suffix in (".json", ".csv") and p.name != USER_STYLES_FILE]
         if self.user_file.is_file():
-            for style in _read_style_file(self.user_file, "user"):
-                self._styles.setdefault(style_key(style.name), style)
+            files.append((self.user_file, "user"))
+        for path, source in files:
+            good, bad = _read_style_file(path, source)
+            for style in good:
+                key = style_key(style.name)
+                if key not in self._broken:
+                    self._styles.setdefault(key, style)
+            for style, problem in bad:
+                key = style_key(style.name)
+                if key not in self._styles:
+                    self._broken.setdefault(key, (style, problem))
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per style left out because its file breaks the limits (file, style, what is wrong)."""
+        return [problem for _, problem in self._broken.values()]
 
     def fingerprint(self) -> str:
         """A hash of every style file, for change detection (Dagster data versions, sensors)."""
@@ -119,6 +175,8 @@ class StyleLibrary:
             raise InvalidInputError("style name is empty")
         if key in self._styles:
             return self._styles[key]
+        if key in self._broken:
+            raise InvalidInputError(self._broken[key][1])
         close = difflib.get_close_matches(key, list(self._styles), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(self._styles[c].name) for c in close)}?" if close else ""
         raise NotFoundError(f"unknown style {name!r}{hint} (`echo-os style list` shows all {len(self._styles)})")
@@ -127,21 +185,23 @@ class StyleLibrary:
         """Add a user style. A description without '{prompt}' is appended to prompts (A1111 rule)."""
         name = (name or "").strip()
         description = (description or "").strip()
-        if not name:
-            raise InvalidInputError("style name is empty")
-        if len(name) > MAX_STYLE_NAME or _CONTROL.search(name):
-            raise InvalidInputError(f"style name {name!r} must be at most {MAX_STYLE_NAME} printable characters")
-        if not description:
-            raise InvalidInputError(f"style {name!r} needs a description (the words it adds to prompts)")
-        if _CONTROL.search(description) or _CONTROL.search(negative_prompt or ""):
-            raise InvalidInputError("style text must not contain control characters or newlines")
-        existing = self._styles.get(style_key(name))
+        negative_prompt = (negative_prompt or "").strip()
+        problem = style_problem(name, "")
+        if problem is None and not description:
+            problem = f"style {name!r} needs a description (the words it adds to prompts)"
+        problem = problem or style_problem(name, description, negative_prompt)
+        if problem is not None:
+            raise InvalidInputError(problem)
+        key = style_key(name)
+        existing = self._styles.get(key) or (self._broken[key][0] if key in self._broken else None)
         if existing is not None and existing.source == "builtin":
             raise InvalidInputError(f"style {existing.name!r} is built in; choose another name")
         if existing is not None and not replace:
             raise InvalidInputError(f"style {existing.name!r} already exists; pass --replace to overwrite it")
-        style = Style(name=name, prompt=description, negative_prompt=(negative_prompt or "").strip(), source="user")
-        user_styles = [s for s in self.list() if s.source == "user" and style_key(s.name) != style_key(name)]
+        style = Style(name=name, prompt=description, negative_prompt=negative_prompt, source="user")
+        # Styles of user.json left out for breaking the limits are written back as they were.
+        kept = [s for s in self.list() if s.source == "user"] + [s for s, _ in self._broken.values() if s.source == "user"]
+        user_styles = [s for s in kept if style_key(s.name) != key]
         self._write_user_styles(user_styles + [style])
         self.reload()
         return style
