@@ -14,8 +14,9 @@ from echo_pipeline.workflows.projects import ProjectRegistry, ProjectSpec
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> ProjectRegistry:
-    return ProjectRegistry(tmp_path / "projects")
+def registry(config_dir: Path) -> ProjectRegistry:
+    """An empty projects/ beside a copy of the built-in styles and wildcards."""
+    return ProjectRegistry(config_dir / "projects")
 
 
 def test_spec_derives_slug_and_normalizes_fields():
@@ -85,10 +86,10 @@ def test_atomic_save_leaves_no_temp_files(registry: ProjectRegistry, monkeypatch
     spec = registry.create("Ruzgar", "warm fractal")
     assert sorted(p.name for p in registry.projects_dir.iterdir()) == ["ruzgar.yaml"]
 
-    def boom(src, dst):
+    def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(os, "replace", boom)
+    monkeypatch.setattr(os, "fsync", boom)  # the disk fills up while the new file is written
     with pytest.raises(OSError, match="disk full"):
         registry.save(spec.model_copy(update={"intent": "cool waves"}))
     assert sorted(p.name for p in registry.projects_dir.iterdir()) == ["ruzgar.yaml"]
@@ -189,7 +190,7 @@ def test_resolve_unknown_suggests_closest(populated: ProjectRegistry):
 
 
 def test_resolve_with_no_projects_says_how_to_create(registry: ProjectRegistry):
-    with pytest.raises(NotFoundError, match=r'no projects yet; create one with echo-os plan "Ruzgar NFT" "<intent>"'):
+    with pytest.raises(NotFoundError, match=r'no projects yet; create it with: echo-os plan "Ruzgar NFT" "<intent>"'):
         registry.resolve("Ruzgar NFT")
     with pytest.raises(NotFoundError, match="no projects yet"):
         registry.load("ruzgar-nft")
@@ -206,3 +207,140 @@ def test_saved_yaml_is_plain_and_hand_editable(registry: ProjectRegistry):
     data = yaml.safe_load(registry.path("ruzgar").read_text())
     assert data["constraints"] == ["text"] and data["media_types"] == ["image", "texture"]
     assert data["seed"] is None and data["style"] is None
+
+
+# --------------------------------------------------------------------------------------------------
+# What can never render is refused when the project is made (issue 7, item 12)
+
+
+def test_over_long_intent_is_refused_at_creation_and_nothing_is_written(registry: ProjectRegistry):
+    with pytest.raises(InvalidInputError, match=r"field 'intent': intent is 100000 characters long; the limit is 2000"):
+        registry.create("Huge", "w" * 100_000)
+    assert not registry.projects_dir.exists() or not list(registry.projects_dir.iterdir())
+    with pytest.raises(InvalidInputError, match="control characters"):
+        registry.create("Escape", "warm fractal \x1b]0;pwned\x07")
+
+
+def test_intent_that_fits_but_not_with_its_style_is_refused(registry: ProjectRegistry):
+    styles = registry.prompts.styles
+    styles.create("wordy", "{prompt}, " + ", ".join(["intricate golden detail"] * 38))  # about 950 characters
+    intent = "warm fractal " + ", ".join(["spiral"] * 150)  # about 1200 characters: fits alone
+    assert len(intent) < 2000
+    with pytest.raises(InvalidInputError) as info:
+        registry.create("Wordy", intent, style="wordy")
+    assert "project 'Wordy' cannot render: prompt is" in str(info.value)
+    assert "with style 'wordy' applied; the limit is 2000" in str(info.value)
+    assert not registry.exists("wordy")
+    registry.create("Wordy", intent)  # without the style it renders
+
+
+def test_unknown_style_is_refused_at_creation(registry: ProjectRegistry):
+    with pytest.raises(NotFoundError, match="unknown style 'digtal art'; did you mean 'digital art'"):
+        registry.create("Styled", "warm fractal", style="digtal art")
+    assert not registry.exists("styled")
+
+
+def test_seed_without_room_for_a_batch_is_refused():
+    with pytest.raises(ValueError, match="the largest usable seed is 4294967286"):
+        ProjectSpec(name="P", intent="warm fractal", seed=4294967295, count=10)
+    assert ProjectSpec(name="P", intent="warm fractal", seed=4294967286, count=10).seed == 4294967286
+
+
+def test_loading_an_over_long_spec_names_the_file(registry: ProjectRegistry):
+    _write(registry, "long.yaml", f"name: Long\nintent: {'warm fractal ' * 400}\n")
+    with pytest.raises(InvalidInputError, match=r"long\.yaml: field 'intent': intent is \d+ characters long; the limit is 2000"):
+        registry.load("long")
+
+
+# --------------------------------------------------------------------------------------------------
+# One resolver for every command (issue 7, item 9)
+
+
+STORE = ["default", "old-renders", "ruzgar-nft"]  # what `store.projects()` lists
+
+
+@pytest.mark.parametrize("text", ["Ruzgar NFT", "ruzgar nft", "RUZGAR NF", "Ruzgar NFT Collection",
+                                  "ruzgar-nft-collection", "ruzgar-nft-c"])
+def test_ruzgar_nft_resolves_to_the_collection_in_every_path(populated: ProjectRegistry, text: str):
+    for stored in ((), ["default"], lambda: ["default", "video-game-assets"]):
+        ref = populated.resolve_ref(text, stored=stored)
+        assert (ref.slug, ref.name, ref.source) == ("ruzgar-nft-collection", "Ruzgar NFT Collection", "spec")
+        assert ref.spec == populated.load("ruzgar-nft-collection") == ref.require_spec()
+    assert populated.resolve(text).slug == "ruzgar-nft-collection"
+
+
+def test_ruzgar_nft_resolves_to_the_collection_through_the_engine(settings, config_dir):
+    from echo_pipeline.workflows.creative_engine import CreativeEngine
+
+    engine = CreativeEngine(settings)
+    engine.projects.create("Ruzgar NFT Collection", "warm fractal, no human forms")
+    ref = engine.resolve_project("Ruzgar NFT")
+    assert (ref.slug, ref.source) == ("ruzgar-nft-collection", "spec")
+    assert engine.resolve_project(None).slug == "default"
+    with pytest.raises(NotFoundError, match="create it with: echo-os plan"):
+        engine.resolve_project("Nothing Like It")
+    # plan asks to create: a new name gets a new slug, an existing one its project
+    assert engine.resolve_project("Brand New", create=True).model_dump(exclude={"spec"}) == {
+        "slug": "brand-new", "name": "Brand New", "source": "new"}
+    assert engine.resolve_project("ruzgar nft collection", create=True).slug == "ruzgar-nft-collection"
+
+
+def test_store_only_projects_resolve_after_specs(populated: ProjectRegistry):
+    ref = populated.resolve_ref("old-renders", stored=STORE)
+    assert (ref.slug, ref.name, ref.spec, ref.source) == ("old-renders", "old-renders", None, "store")
+    assert populated.resolve_ref("Old Renders", stored=STORE).slug == "old-renders"
+    # a store project's exact slug beats a spec prefix; its name in words does not
+    assert populated.resolve_ref("ruzgar-nft", stored=STORE).source == "store"
+    assert populated.resolve_ref("Ruzgar NFT", stored=STORE).slug == "ruzgar-nft-collection"
+    with pytest.raises(NotFoundError, match="has no spec"):
+        populated.resolve_ref("old-renders", stored=STORE).require_spec()
+    with pytest.raises(NotFoundError):
+        populated.resolve("old-renders")  # spec-only lookup (batch) does not see the store
+
+
+def test_none_and_default_resolve_to_default(populated: ProjectRegistry):
+    for text in (None, "default", "Default"):
+        ref = populated.resolve_ref(text, stored=())
+        assert (ref.slug, ref.source, ref.spec) == ("default", "default", None)
+    populated.create("Default", "cool waves")
+    assert populated.resolve_ref(None).source == "spec"
+
+
+def test_unknown_name_suggests_specs_and_store_projects(populated: ProjectRegistry):
+    with pytest.raises(NotFoundError) as info:
+        populated.resolve_ref("old-render", stored=STORE)
+    message = str(info.value)
+    assert "did you mean 'old-renders'?" in message
+    assert message.endswith('create it with: echo-os plan "old-render" "<intent>"')
+    with pytest.raises(NotFoundError, match="did you mean 'Video Game Assets' \\(video-game-assets\\)"):
+        populated.resolve_ref("Video Gme Assets", stored=STORE)
+
+
+def test_ambiguous_name_lists_candidates(populated: ProjectRegistry):
+    with pytest.raises(InvalidInputError) as info:
+        populated.resolve_ref("Ruzgar", stored=STORE)
+    assert "ambiguous" in str(info.value)
+    assert "'Ruzgar NFT Collection' (ruzgar-nft-collection)" in str(info.value)
+    assert "'Ruzgar Textures' (ruzgar-textures)" in str(info.value)
+
+
+def test_create_never_picks_a_project_by_prefix(populated: ProjectRegistry):
+    ref = populated.resolve_ref("Ruzgar NFT", stored=(), create=True)
+    assert (ref.slug, ref.name, ref.spec, ref.source) == ("ruzgar-nft", "Ruzgar NFT", None, "new")
+    assert populated.resolve_ref("ruzgar-nft", stored=STORE, create=True).source == "store"
+    assert populated.resolve_ref("Video Game Assets", create=True).source == "spec"
+    assert not populated.exists("ruzgar-nft")  # resolving never writes
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"), ("   ", "empty"), ("a/b", "contains '/'"), ("..", "'..'"), ("x\x1b[2J", "control characters"),
+])
+def test_bad_names_are_one_line_errors(populated: ProjectRegistry, text: str, message: str):
+    with pytest.raises(InvalidInputError, match=message):
+        populated.resolve_ref(text, stored=STORE)
+
+
+def test_quotes_in_the_create_hint_are_shell_safe(registry: ProjectRegistry):
+    with pytest.raises(NotFoundError) as info:
+        registry.resolve_ref('Say "Hi" $HOME')
+    assert str(info.value).endswith("""echo-os plan 'Say "Hi" $HOME' "<intent>\"""")

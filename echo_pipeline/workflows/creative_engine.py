@@ -7,15 +7,19 @@ interface stays a thin client: parse arguments, call the engine, present the res
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from echo_pipeline.artifacts.storage import ArtifactStore
 from echo_pipeline.naming import DEFAULT_PROJECT, project_slug
 from echo_pipeline.render.backends.base import ImageBackend
-from echo_pipeline.workflows.batch_processor import BatchProcessor, BatchResult, ProgressCallback
 from echo_pipeline.render.prompt_engine import PromptEngine, PromptSpec
 from echo_pipeline.render.requests import RenderRequest
 from echo_pipeline.render.style_manager import StyleLibrary
 from echo_pipeline.settings import Settings
+from echo_pipeline.workflows.batch_processor import BatchProcessor, BatchResult, ProgressCallback
+
+if TYPE_CHECKING:
+    from echo_pipeline.workflows.projects import ProjectRef
 
 
 class CreativeEngine:
@@ -39,6 +43,18 @@ class CreativeEngine:
         from echo_pipeline.workflows.projects import ProjectRegistry
 
         return ProjectRegistry(self.settings.config_dir / "projects")
+
+    def resolve_project(self, text: str | None, *, create: bool = False) -> "ProjectRef":
+        """The project a user's words name, the same way for every command (render, batch, gallery,
+        artifacts, runs, plan): a spec by exact slug or name, then a project that only exists in the
+        artifact store, then a unique prefix of a spec's name or slug; None -> `default`.
+
+        Unknown -> NotFoundError with the closest names and how to create it; ambiguous ->
+        InvalidInputError listing the candidates. `create=True` (plan) returns a new ProjectRef
+        (source 'new') for an unknown name instead; nothing is written either way. See
+        `ProjectRegistry.resolve_ref` for the exact order.
+        """
+        return self.projects.resolve_ref(text, stored=lambda: self.store.projects(), create=create)
 
     def plan_requests(self, spec: PromptSpec) -> list[RenderRequest]:
         """Validate the spec (project name, style, size, count) and expand it into requests."""

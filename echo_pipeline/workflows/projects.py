@@ -6,7 +6,12 @@ Its spec says what to make (intent, constraints, style, size, media types), how 
 `echo-os plan "<name>" "<intent>"` or by editing the YAML file; the file name is the slug.
 
 Every problem with a project file is a one-line `InvalidInputError` naming the file and the field
-(or the YAML line), so the CLI, the API and the Dagster sensor can show it as is.
+(or the YAML line), so the CLI, the API and the Dagster sensor can show it as is. What could never
+render is refused where it is made: an intent over the prompt limit, a seed whose range passes
+MAX_SEED, and (`ProjectRegistry.create`) a first batch whose styled prompts would not fit.
+
+Names resolve to projects one way, for every command: `ProjectRegistry.resolve_ref` (called through
+`CreativeEngine.resolve_project`), see its docstring.
 """
 
 from __future__ import annotations
@@ -16,29 +21,36 @@ import difflib
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from echo_pipeline.errors import InvalidInputError, NotFoundError
-from echo_pipeline.naming import slugify, validate_project_name
-from echo_pipeline.render.prompt_engine import MAX_COUNT
-from echo_pipeline.render.requests import MAX_SEED, MAX_SIDE, MIN_SIDE, MediaType
+from echo_pipeline.naming import (
+    DEFAULT_PROJECT,
+    MAX_SLUG,
+    check_slug,
+    is_valid_slug,
+    slugify,
+    validate_project_name,
+)
+from echo_pipeline.render.prompt_engine import MAX_COUNT, PromptEngine, check_seed_range
+from echo_pipeline.render.requests import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE, MediaType
+from echo_pipeline.render.style_manager import StyleLibrary
 from echo_pipeline.workflows.intent import normalize_constraints
 from echo_pipeline.workflows.multi_modal import order_media_types
 
 PROJECT_SUFFIX = ".yaml"
-SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-MAX_SLUG = 80
 CREATE_HINT = 'echo-os plan "<name>" "<intent>"'
-
-
-def is_valid_slug(slug: str) -> bool:
-    return isinstance(slug, str) and len(slug) <= MAX_SLUG and bool(SLUG_PATTERN.match(slug))
+#: An intent is the seed of every prompt of the project: it must fit in one.
+MAX_INTENT_CHARS = MAX_PROMPT_CHARS
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_IMAGE_ONLY: list[MediaType] = ["image"]
+_SHELL_SAFE = re.compile(r"^[^\"$`\\!]*$")
 
 
 class ProjectSpec(BaseModel):
@@ -56,7 +68,7 @@ class ProjectSpec(BaseModel):
     backend: str = Field(default="procedural", description="image backend: procedural, diffusers, comfyui, openai")
     count: int = Field(default=10, ge=1, le=MAX_COUNT, description=f"images per batch (1-{MAX_COUNT})")
     media_types: list[MediaType] = Field(
-        default_factory=lambda: ["image"],
+        default_factory=lambda: _IMAGE_ONLY.copy(),
         description="media types to plan besides those the intent implies: image, texture, 3d_model, video",
     )
     schedule: bool = Field(default=False, description="include this project in scheduled batch generation")
@@ -89,12 +101,27 @@ class ProjectSpec(BaseModel):
             )
         return value
 
+    @model_validator(mode="after")
+    def _check_seed_room(self) -> "ProjectSpec":
+        if self.seed is not None:
+            try:
+                check_seed_range(self.seed, self.count)
+            except InvalidInputError as exc:
+                raise ValueError(exc.message) from None
+        return self
+
     @field_validator("intent")
     @classmethod
     def _check_intent(cls, value: str) -> str:
         value = " ".join(value.split())
         if not value:
             raise ValueError("intent is empty: say what to make, e.g. 'warm fractal, no human forms'")
+        if len(value) > MAX_INTENT_CHARS:
+            raise ValueError(
+                f"intent is {len(value)} characters long; the limit is {MAX_INTENT_CHARS} (the prompt limit)"
+            )
+        if _CONTROL.search(value):
+            raise ValueError("intent contains control characters")
         return value
 
     @field_validator("constraints", mode="before")
@@ -105,7 +132,11 @@ class ProjectSpec(BaseModel):
         if value is None:
             return []
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return normalize_constraints(value)
+            if any(_CONTROL.search(" ".join(v.split())) for v in value):
+                raise ValueError("constraints contain control characters")
+            value = normalize_constraints(value)
+            if sum(len(v) + 2 for v in value) > MAX_PROMPT_CHARS:
+                raise ValueError(f"constraints are longer than the prompt limit of {MAX_PROMPT_CHARS} characters together")
         return value
 
     @field_validator("style", mode="before")
@@ -141,10 +172,38 @@ class ProjectSpec(BaseModel):
     def _order_media_types(cls, value: list[str]) -> list[str]:
         return order_media_types(value or ["image"])
 
-    @property
-    def display(self) -> str:
-        """'Ruzgar NFT Collection (ruzgar-nft-collection)'."""
-        return f"{self.name} ({self.slug})"
+
+
+class ProjectRef(BaseModel):
+    """A project a command works on, however the user named it (`CreativeEngine.resolve_project`).
+
+    source: 'spec' (it has `configs/projects/<slug>.yaml`; `spec` is set), 'store' (it only has a
+    folder in the artifact store, e.g. images rendered before specs existed), 'default' (the
+    `default` project of ad-hoc renders) or 'new' (asked with `create=True` and not there yet).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    slug: str = Field(description="partition key and folder name, e.g. 'ruzgar-nft-collection'")
+    name: str = Field(description="display name, e.g. 'Ruzgar NFT Collection' (the slug when there is no spec)")
+    spec: ProjectSpec | None = Field(default=None, description="the project's spec, when it has one")
+    source: Literal["spec", "store", "default", "new"] = "spec"
+
+    def require_spec(self) -> ProjectSpec:
+        """The spec, or a one-line NotFoundError saying how to give the project one (for `batch`)."""
+        if self.spec is None:
+            raise NotFoundError(
+                f"project {self.name!r} has no spec (configs/projects/{self.slug}{PROJECT_SUFFIX}); "
+                f"create it with: echo-os plan {_shell_quote(self.name)} \"<intent>\""
+            )
+        return self.spec
+
+
+def _shell_quote(text: str) -> str:
+    """"Ruzgar NFT" as a user would type it in a shell (single quotes when double ones are not safe)."""
+    if _SHELL_SAFE.match(text):
+        return f'"{text}"'
+    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def _display_path(path: Path) -> str:
@@ -211,13 +270,18 @@ def _atomic_write(path: Path, text: str) -> None:
 class ProjectRegistry:
     """The project specs in one folder (`configs/projects/`), one `<slug>.yaml` per project."""
 
-    def __init__(self, projects_dir: Path | str):
+    def __init__(self, projects_dir: Path | str, *, prompts: PromptEngine | None = None):
+        """`prompts` builds the first batch's prompts when a project is created (to refuse one that
+        could never render); by default from the styles/ and wildcards/ beside `projects_dir`."""
         self.projects_dir = Path(projects_dir)
+        self._prompts = prompts
 
-    @classmethod
-    def from_settings(cls, settings) -> "ProjectRegistry":
-        """The registry of `settings.config_dir / 'projects'`."""
-        return cls(Path(settings.config_dir) / "projects")
+    @property
+    def prompts(self) -> PromptEngine:
+        if self._prompts is None:
+            config_dir = self.projects_dir.parent
+            self._prompts = PromptEngine(StyleLibrary(config_dir / "styles"), config_dir / "wildcards")
+        return self._prompts
 
     # -- files --------------------------------------------------------------------------------------
 
@@ -231,12 +295,7 @@ class ProjectRegistry:
         )
 
     def path(self, slug: str) -> Path:
-        if not is_valid_slug(slug):
-            raise InvalidInputError(
-                f"{slug!r} is not a project slug (lowercase letters and digits separated by '-', "
-                f"e.g. {slugify(str(slug)) or 'my-project'!r})"
-            )
-        return self.projects_dir / f"{slug}{PROJECT_SUFFIX}"
+        return self.projects_dir / f"{check_slug(slug)}{PROJECT_SUFFIX}"
 
     def exists(self, slug: str) -> bool:
         return is_valid_slug(slug) and self.path(slug).is_file()
@@ -290,7 +349,7 @@ class ProjectRegistry:
     def load(self, slug: str) -> ProjectSpec:
         path = self.path(slug)
         if not path.is_file():
-            raise NotFoundError(self._not_found_message(slug, self.scan()[0]))
+            raise NotFoundError(self._not_found_message(slug, self.scan()[0], []))
         return self._load_file(path)
 
     def list(self) -> builtins.list[ProjectSpec]:
@@ -320,12 +379,11 @@ class ProjectRegistry:
         """Create the project, or update it when its slug exists (then `created` is kept).
 
         Fields given as None are left as they are (new projects get the defaults), so a CLI can pass
-        every option through. Unknown fields and invalid values raise InvalidInputError.
+        every option through. Unknown fields and invalid values raise InvalidInputError; so does a
+        project whose first batch could not be built (`check_renderable`): nothing is written then.
         """
         name = validate_project_name(name)
-        slug = fields.pop("slug", None) or slugify(name)
-        if not is_valid_slug(slug):
-            raise InvalidInputError(f"slug {slug!r} must be lowercase letters and digits separated by '-'")
+        slug = check_slug(fields.pop("slug", None) or slugify(name))
         fields.pop("created", None)
         updates = {k: v for k, v in fields.items() if v is not None}
         if intent is not None and str(intent).strip():
@@ -343,75 +401,136 @@ class ProjectRegistry:
             spec = ProjectSpec.model_validate(data)
         except ValidationError as exc:
             raise InvalidInputError(f"project {name!r}: {_validation_message(exc)}") from exc
+        self.check_renderable(spec)
         self.save(spec)
         return spec
 
-    def delete(self, slug: str) -> bool:
-        """Remove a project file; True when there was one. Artifacts are not touched."""
-        path = self.path(slug)
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        return True
+    def check_renderable(self, spec: ProjectSpec) -> None:
+        """Build the first prompt of every task of batch 0, with the project's style and constraints.
+
+        Raises a one-line InvalidInputError ('project 'X' cannot render: prompt is 2150 characters long
+        with style 'Y' applied; the limit is 2000 ...') or NotFoundError (unknown style or wildcard).
+        """
+        from echo_pipeline.workflows.visual_planner import plan_project, task_prompt_specs
+
+        for prompt_spec in task_prompt_specs(plan_project(spec), spec, batch=0):
+            try:
+                self.prompts.build_requests(prompt_spec.model_copy(update={"count": 1}))
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"project {spec.name!r} cannot render: {exc.message}") from exc
 
     # -- lookup -------------------------------------------------------------------------------------
 
     def resolve(self, text: str) -> ProjectSpec:
-        """Find a project by display name, slug, or a unique case-insensitive prefix of either.
+        """The spec of the project `text` names (see `resolve_ref`; projects without a spec are not found)."""
+        ref = self.resolve_ref(text)
+        if ref.spec is None:  # 'default' without a spec file
+            raise NotFoundError(self._not_found_message(ref.slug, self.scan()[0], []))
+        return ref.spec
 
-        The text's slug counts too ('Ruzgar NFT' -> prefix 'ruzgar-nft' of 'ruzgar-nft-collection').
-        Exact matches win over prefixes. Ambiguous -> InvalidInputError listing the candidates;
-        unknown -> NotFoundError suggesting the closest names (or how to create a first project).
+    def resolve_ref(
+        self,
+        text: str | None,
+        *,
+        stored: Iterable[str] | Callable[[], Iterable[str]] = (),
+        create: bool = False,
+    ) -> ProjectRef:
+        """The project `text` names: the one resolution rule of every command.
+
+        In order, first match wins:
+        1. a spec whose slug or display name equals the text (case-insensitive), or whose slug equals
+           the text's slug ('ruzgar nft collection' -> ruzgar-nft-collection);
+        2. a project of the artifact store (`stored`: its slugs, or a function returning them) whose
+           slug is exactly the text, and `default`;
+        3. with `create=True`: the store project with the text's slug, else a new project
+           (source 'new', slug = the text's slug); prefixes are not used to create;
+        4. the one spec whose name or slug starts with the text or its slug ('Ruzgar NFT' ->
+           ruzgar-nft-collection); several -> InvalidInputError listing them;
+        5. a store project whose slug is the text's slug ('Default' -> default).
+        None means `default`. Anything else: NotFoundError with the closest names and how to create
+        the project. A name with '/', '..' or control characters is an InvalidInputError.
         """
-        query = " ".join(str(text or "").split())
-        if not query:
-            raise InvalidInputError("project name is empty")
+        if text is None:
+            return self._default_ref()
+        query = validate_project_name(" ".join(str(text).split()))
         key, skey = query.casefold(), slugify(query)
-        if is_valid_slug(query) and self.path(query).is_file():
-            return self._load_file(self.path(query))  # exact slug: a broken file reports its own error
-        specs, errors = self.scan()
 
-        exact = [s for s in specs if s.name.casefold() == key or s.slug == key or (skey and s.slug == skey)]
-        if len(exact) == 1:
-            return exact[0]
+        # 1. exact spec: a broken file for the exact slug reports its own error
+        if is_valid_slug(query) and self.path(query).is_file():
+            return _ref(self._load_file(self.path(query)))
+        specs, errors = self.scan()
+        exact = [s for s in specs if s.name.casefold() == key or s.slug == key or s.slug == skey]
         if len(exact) > 1:
             raise InvalidInputError(f"project {query!r} is ambiguous: {self._candidates(exact)}; give the slug")
+        if exact:
+            return _ref(exact[0])
 
-        prefix = [
-            s for s in specs
-            if s.name.casefold().startswith(key) or s.slug.startswith(key) or (skey and s.slug.startswith(skey))
-        ]
-        if len(prefix) == 1:
-            return prefix[0]
+        # 2. exact store project, or default
+        with_spec = {s.slug for s in specs}
+        store_only = sorted({s for s in (stored() if callable(stored) else stored)
+                             if is_valid_slug(s) and s not in with_spec})
+        if query == DEFAULT_PROJECT or (query == skey and query in store_only):
+            return self._default_ref() if query == DEFAULT_PROJECT else _store_ref(query)
+
+        # 3. creating: never by prefix
+        if create:
+            if skey == DEFAULT_PROJECT:
+                return self._default_ref()
+            return _store_ref(skey) if skey in store_only else ProjectRef(slug=skey, name=query, source="new")
+
+        # 4. unique spec prefix
+        prefix = [s for s in specs if s.name.casefold().startswith(key) or s.slug.startswith(skey)]
         if len(prefix) > 1:
             raise InvalidInputError(
                 f"project {query!r} is ambiguous: it matches {self._candidates(prefix)}; give more of the name or the slug"
             )
-        message = self._not_found_message(query, specs)
+        if prefix:
+            return _ref(prefix[0])
+
+        # 5. store project by the text's slug
+        if skey == DEFAULT_PROJECT:
+            return self._default_ref()
+        if skey in store_only:
+            return _store_ref(skey)
+        message = self._not_found_message(query, specs, store_only)
         if errors:
             message += f" ({len(errors)} project file(s) could not be read: {errors[0]})"
         raise NotFoundError(message)
+
+    def _default_ref(self) -> ProjectRef:
+        if self.exists(DEFAULT_PROJECT):
+            return _ref(self.load(DEFAULT_PROJECT))
+        return ProjectRef(slug=DEFAULT_PROJECT, name=DEFAULT_PROJECT, source="default")
 
     @staticmethod
     def _candidates(specs: Iterable[ProjectSpec]) -> str:
         return ", ".join(f"{s.name!r} ({s.slug})" for s in specs)
 
     @staticmethod
-    def _not_found_message(query: str, specs: builtins.list[ProjectSpec]) -> str:
-        if not specs:
-            return f"no project {query!r}: there are no projects yet; create one with echo-os plan \"{query}\" \"<intent>\""
-        by_key: dict[str, ProjectSpec] = {}
-        for s in specs:
-            by_key.setdefault(s.name.casefold(), s)
-            by_key.setdefault(s.slug, s)
+    def _not_found_message(query: str, specs: builtins.list[ProjectSpec], store_only: Iterable[str]) -> str:
+        create = f"create it with: echo-os plan {_shell_quote(query)} \"<intent>\""
+        names = {s.slug: s.name for s in specs} | {slug: slug for slug in store_only if slug != DEFAULT_PROJECT}
+        if not names:
+            return f"no project {query!r}: there are no projects yet; {create}"
+        by_key: dict[str, str] = {}
+        for slug, name in names.items():
+            by_key.setdefault(name.casefold(), slug)
+            by_key.setdefault(slug, slug)
         close = difflib.get_close_matches(query.casefold(), by_key, n=3, cutoff=0.5)
         close += difflib.get_close_matches(slugify(query), by_key, n=3, cutoff=0.5)
-        suggestions = builtins.list(dict.fromkeys(by_key[c].slug for c in close))
+        suggestions = builtins.list(dict.fromkeys(by_key[c] for c in close))
         if suggestions:
-            named = {s.slug: s for s in specs}
-            hint = "did you mean " + " or ".join(f"{named[x].name!r} ({x})" for x in suggestions[:3]) + "?"
+            shown = " or ".join(f"{names[x]!r} ({x})" if names[x] != x else repr(x) for x in suggestions[:3])
+            hint = f"did you mean {shown}?"
         else:
-            shown = ", ".join(f"{s.name!r}" for s in specs[:10]) + (", ..." if len(specs) > 10 else "")
-            hint = f"known projects: {shown}"
-        return f"no project {query!r}; {hint} (to create it: echo-os plan \"{query}\" \"<intent>\")"
+            listed = builtins.list(names)
+            hint = "known projects: " + ", ".join(repr(names[x]) for x in listed[:10]) + (", ..." if len(listed) > 10 else "")
+        return f"no project {query!r}; {hint} Or {create}"
+
+
+def _ref(spec: ProjectSpec) -> ProjectRef:
+    return ProjectRef(slug=spec.slug, name=spec.name, spec=spec, source="spec")
+
+
+def _store_ref(slug: str) -> ProjectRef:
+    return ProjectRef(slug=slug, name=slug, source="store")
