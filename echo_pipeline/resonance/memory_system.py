@@ -101,36 +101,12 @@ class StyleMemory(BaseModel):
     def stable(self) -> bool:
         return self.count >= MIN_STABLE_IMAGES
 
-    @property
-    def centroid_array(self) -> np.ndarray | None:
-        """The centroid as a float32 array, or None before anything was accepted."""
-        return np.asarray(self.centroid, dtype=np.float32) if self.centroid else None
-
-    @property
-    def seen_count(self) -> int:
-        return len(self.seen_ids)
-
     def to_json(self) -> str:
         return self.model_dump_json(indent=1)
 
     @classmethod
     def from_json(cls, data: str | bytes) -> "StyleMemory":
         return cls.model_validate_json(data)
-
-    def summary(self) -> dict:
-        """A small dict for metadata / CLI output."""
-        return {
-            "project": self.project,
-            "embedder": self.embedder,
-            "count": self.count,
-            "seen": self.seen_count,
-            "stable": self.stable,
-            "spread": round(self.spread, 4),
-            "exemplars": list(self.exemplars),
-            "learned_modifiers": list(self.learned_modifiers),
-            "history": len(self.history),
-            "updated": self.updated.isoformat(),
-        }
 
 
 def tokenize(prompt: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Backend registry: names -> implementations, imported lazily.
 
-Heavy backends (diffusers pulls in torch) are imported only when asked for, so `echo-os --help` and
-the procedural path start fast. New backends register one line here; callers never change.
+A backend module is imported only when that backend is asked for, so a heavy one (a diffusers
+backend would pull in torch) never slows `echo-os --help` or the procedural path. A new backend is
+one line in `_BACKENDS`; callers never change.
 """
 
 from __future__ import annotations
@@ -22,10 +23,6 @@ _BACKENDS: dict[str, str] = {
 _UNAVAILABLE: dict[str, str] = {
     "midjourney": "Midjourney has no public API; use 'openai', 'diffusers' or 'comfyui' instead",
 }
-
-
-def register_backend(name: str, target: str) -> None:
-    _BACKENDS[name] = target
 
 
 def available_backends() -> list[str]:
