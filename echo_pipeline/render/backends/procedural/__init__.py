@@ -1,8 +1,9 @@
 """Procedural backend: real generative art from prompt + seed, offline, no model weights.
 
 Layout: `words` (prompt parsing) -> `params` (seeded parameter dict) -> `motifs/*` (one module per
-family, drawing linear-light RGB) -> `finish` (tiling, effects, sRGB encode); `palettes` and `noise`
-are shared helpers; `backend` implements the `ImageBackend` protocol.
+family, drawing linear-light RGB) -> `finish` (tiling, effects, sRGB encode); `palettes`, `noise`
+and `framing` (low-discrepancy composition coordinates per seed) are shared helpers; `backend`
+implements the `ImageBackend` protocol.
 """
 
 from echo_pipeline.render.backends.procedural.backend import PROCEDURAL_VERSION, ProceduralBackend

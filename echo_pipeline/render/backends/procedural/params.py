@@ -9,6 +9,8 @@ Seeding: every random choice comes from `np.random.default_rng([seed, text_hash,
 where `text_hash` is a crc32 of the prompt's non-vocabulary words. Separate purposes ("motif",
 "palette", the motif's own name) keep choices independent: recolouring a prompt ("warm" -> "cool")
 keeps its composition, and "warm fractal 01" vs "warm fractal 02" differ even on one seed.
+Composition coordinates (where, zoom, rotation, placement) come from `framing.framing_point(seed,
+text_hash)` instead: low-discrepancy over seeds, so a project's batches do not repeat framings.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from echo_pipeline.render.backends.procedural import finish, motifs, words
+from echo_pipeline.render.backends.procedural import finish, framing, motifs, words
 from echo_pipeline.render.backends.procedural.palettes import DEFAULT_PALETTES, Palette, blend_specs, palette_spec
 
-PROCEDURAL_VERSION = "2"  # bump whenever the same params/request would give different pixels (see test_golden)
+PROCEDURAL_VERSION = "3"  # bump whenever the same params/request would give different pixels (see test_golden)
 
 # With no motif word, the seed picks among the families that look best on their own.
 DEFAULT_MOTIFS = (("fractal", 0.3), ("flow", 0.22), ("nebula", 0.18), ("landscape", 0.18), ("waves", 0.12))
@@ -108,6 +110,8 @@ def build_params(prompt: str, negative: str, seed: int, width: int, height: int,
         "tiling": bool(tiling),
     }
     canvas = canvas_for(params, width, height, tiling)
+    # Composition from the seed's low-discrepancy point: a project's seeds never share a framing.
+    canvas.framing = framing.framing_point(seed, text_hash)
     params["motif_params"] = motifs.get(motif).make(structure, canvas, parsed.kinds)
     return params
 

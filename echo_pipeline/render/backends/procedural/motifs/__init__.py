@@ -29,6 +29,8 @@ class Canvas:
     detail: float = 1.0  # 0.55 (minimal) .. 1.6 (intricate)
     light: float = 0.0  # -1 dark .. +1 bright
     effects: dict[str, float] = field(default_factory=dict)
+    # Low-discrepancy composition coordinates in [0, 1) (see `framing`); None: motifs draw from their RNG.
+    framing: tuple[float, ...] | None = None
 
     @property
     def unit(self) -> float:

@@ -23,17 +23,20 @@ WHITE = srgb_to_linear(np.array([0.85, 0.93, 1.0]))
 
 def make(rng: np.random.Generator, canvas: Canvas, kinds: list[str]) -> dict:
     street = "street" in kinds or canvas.effects.get("rain", 0) > 0 or rng.random() < 0.45
+    # Skylines share one layout (sky above, towers below): horizon, tower height, density and the
+    # moon's place come from the framing point so a collection spreads them instead of repeating.
+    horizon, tall, dense, moon_x = (canvas.framing or tuple(float(x) for x in rng.random(4)))[:4]
     return {
         "style": "street" if street else "skyline",
         "layers": int(rng.integers(3, 6)),
         "street": bool(street),
-        "street_height": float(rng.uniform(0.2, 0.3)),
-        "height_scale": float(rng.uniform(0.8, 1.2)),
-        "density": float(rng.uniform(0.85, 1.15)),
+        "street_height": 0.16 + 0.18 * horizon,
+        "height_scale": 0.7 + 0.6 * tall,
+        "density": 0.8 + 0.4 * dense,
         "lit": float(rng.uniform(0.25, 0.55)),
         "signs": float(rng.uniform(0.5, 1.0) if "signs" in kinds else rng.uniform(0.15, 0.6)),
         "moon": bool(rng.random() < 0.4),
-        "moon_x": float(rng.uniform(0.15, 0.85)),
+        "moon_x": 0.12 + 0.76 * moon_x,
         "moon_y": float(rng.uniform(0.08, 0.25)),
         "beams": int(rng.integers(0, 3)),
         "beam_angles": [float(rng.uniform(-0.5, 0.5)) for _ in range(3)],

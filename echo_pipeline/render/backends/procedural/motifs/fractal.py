@@ -12,10 +12,13 @@ and the arrays are compacted once enough of them are dead; samples caught in an 
 (Brent-style check) are inside and stop early; complex64 is used unless the zoom needs complex128;
 the iteration limit comes from a low-resolution preview of the same view.
 
-Views: each seed draws candidate views (curated neighbourhoods, or random points just outside the
-set found by a cheap escape-count probe) and grades a 56-px preview of each — how much of it lies
-near the boundary, how much is interior or empty exterior, whether the detail sits mid-frame — so
-low-detail, mostly-black or lopsided frames are rejected deterministically.
+Views: the seed's framing point (`procedural.framing`: low-discrepancy, so a collection's seeds
+spread over the composition space instead of colliding) picks the neighbourhood (a curated spot, a
+Julia c on the edge of the main component, a stretch of the Ship's antenna, or random points just
+outside the set found by a cheap escape-count probe), the zoom, the rotation and where the subject
+sits in the frame. A 56-px preview of the view is graded — how much of it lies near the boundary,
+how much is interior or empty exterior, whether the detail sits mid-frame — and low-detail,
+mostly-black or lopsided frames are replaced by the best of a few more candidates.
 """
 
 from __future__ import annotations
@@ -45,37 +48,37 @@ MANDEL_SPOTS = (
     (-0.5, 0.0, 2.4, 3.0),  # the whole set, now and then
 )
 SHIP_SPOTS = (
-    (-1.7615, -0.0287, 0.035, 0.12),  # the ship
-    (-1.861, -0.0020, 0.015, 0.05),  # the armada along the antenna
-    (-1.9415, -0.0010, 0.004, 0.012),  # a smaller ship further out
-    (-1.7740, -0.0450, 0.035, 0.05),  # up in the rigging
-)
-JULIA_CS = (
-    (-0.8, 0.156), (-0.4, 0.6), (0.285, 0.01), (-0.70176, -0.3842), (-0.835, -0.2321), (0.355, 0.355),
-    (-0.54, 0.54), (-0.162, 1.04), (-0.123, 0.745), (0.28, 0.008), (-0.7269, 0.1889), (0.37, 0.1),
-    (-0.75, 0.11), (0.3, 0.5), (-1.476, 0.0), (-0.194, 0.6557),
+    (-1.7615, -0.0287, 0.03, 0.16),  # the ship
+    (-1.861, -0.0020, 0.012, 0.06),  # the armada along the antenna
+    (-1.9415, -0.0010, 0.0035, 0.016),  # a smaller ship further out
+    (-1.7740, -0.0450, 0.02, 0.06),  # up in the rigging
 )
 
 
 # ----------------------------------------------------------------------------------------- iteration
-def _plane(center, width, rot, flip, h, w, offsets=(0.0, 0.0)):
-    """Complex coordinates of pixel centres (+ sub-pixel offsets); `width` spans the mean side."""
+def _plane(center, width, rot, flip, h, w, offsets=(0.0, 0.0), mirror=False):
+    """Complex coordinates of pixel centres (+ sub-pixel offsets); `width` spans the mean side.
+    `flip` turns the view upside down, `mirror` left-right."""
     px = width / np.sqrt(h * w)
     u = (np.arange(w, dtype=np.float64) + 0.5 + offsets[1] - w / 2) * px
     v = (h / 2 - np.arange(h, dtype=np.float64) - 0.5 - offsets[0]) * px
     if flip:
         v = -v
+    if mirror:
+        u = -u
     rotation = np.exp(1j * rot)
     return complex(*center) + (u[None, :] + 1j * v[:, None]) * rotation, px
 
 
-def _points_plane(center, width, rot, flip, h, w, ys, xs):
+def _points_plane(center, width, rot, flip, h, w, ys, xs, mirror=False):
     """Complex coordinates of arbitrary (fractional) pixel positions."""
     px = width / np.sqrt(h * w)
     u = (xs + 0.5 - w / 2) * px
     v = (h / 2 - ys - 0.5) * px
     if flip:
         v = -v
+    if mirror:
+        u = -u
     return complex(*center) + (u + 1j * v) * np.exp(1j * rot), px
 
 
@@ -193,40 +196,61 @@ def _near_boundary(kind, rng, julia_c, lo, hi, box, n=2500, power=2):
     return [(float(x[i]), float(y[i])) for i in order[: max(1, len(order) // 2)]]
 
 
-def _candidate(kind, rng, spots_first: bool, power: int = 2):
-    """One candidate view (centre, width, julia c) for a family."""
-    if kind == "julia" and power != 2:
-        pts = _near_boundary("mandelbrot", rng, None, 20, 160, (-1.4, 1.4, -1.4, 1.4), 1500, power)
-        c = pts[rng.integers(len(pts))]
-        if rng.random() < 0.6:
-            return (0.0, 0.0), float(rng.uniform(2.2, 3.0)), c
-        pts = _near_boundary("julia", rng, c, 30, 300, (-1.4, 1.4, -1.4, 1.4), 1500, power)
-        return pts[rng.integers(len(pts))], float(np.exp(rng.uniform(np.log(0.2), np.log(1.2)))), c
+def _log_between(lo: float, hi: float, t: float) -> float:
+    return float(np.exp(np.log(lo) + (np.log(hi) - np.log(lo)) * t))
+
+
+def _julia_c(power: int, t: float, rng) -> tuple[float, float]:
+    """A Julia parameter on the edge of the main component of z^p + c (the period-2 bulb too for
+    p = 2), at position t in [0, 1): c where the attracting fixed point has multiplier
+    mu = rho e^(2 pi i theta), so c moves continuously with t and every t gives a detailed set
+    (rho < 1: connected, spiralling; rho > 1: just broken into dust)."""
+    rho = float(rng.uniform(0.95, 1.03))
+    if power == 2 and t >= 0.75:  # period-2 bulb: c = -1 + mu / 4
+        mu = rho * np.exp(2j * np.pi * (t - 0.75) / 0.25)
+        c = -1.0 + mu / 4.0
+    else:
+        mu = rho * np.exp(2j * np.pi * (t / 0.75 if power == 2 else t))
+        z = (mu / power) ** (1.0 / (power - 1))  # the fixed point: p z^(p-1) = mu, z = z^p + c
+        c = z - z ** power
+    return float(c.real), float(c.imag)
+
+
+def _candidate(kind, rng, where: float, zoom: float, power: int = 2):
+    """One candidate view (centre, width, julia c) for a family at framing coordinates in [0, 1):
+    `where` picks the neighbourhood (a curated spot and the direction of its offset, a Julia c, a
+    stretch of the Ship's antenna), `zoom` the width within the neighbourhood's range. Points found
+    by `_near_boundary` and yes/no choices still come from the RNG: the former range over a
+    continuous plane, the latter only split the seeds (a subset of well-spread points is too)."""
     if kind == "julia":
-        if rng.random() < 0.55:
-            c = JULIA_CS[rng.integers(len(JULIA_CS))]
-            c = (c[0] + rng.normal(0, 0.004), c[1] + rng.normal(0, 0.004))
+        if where < 0.7:
+            c = _julia_c(power, where / 0.7, rng)
         else:
-            pts = _near_boundary("mandelbrot", rng, None, 25, 160, (-1.9, 0.45, -1.1, 1.1), 1500)
+            box = (-1.9, 0.45, -1.1, 1.1) if power == 2 else (-1.4, 1.4, -1.4, 1.4)
+            pts = _near_boundary("mandelbrot", rng, None, 25 if power == 2 else 20, 160, box, 1500, power)
             c = pts[rng.integers(len(pts))]
-        if rng.random() < 0.45:
-            return (0.0, 0.0), float(rng.uniform(2.4, 3.3)), c
-        pts = _near_boundary("julia", rng, c, 30, 300, (-1.5, 1.5, -1.5, 1.5), 1500)
-        centre = pts[rng.integers(len(pts))]
-        return centre, float(np.exp(rng.uniform(np.log(0.12), np.log(1.3)))), c
+        if rng.random() < (0.35 if power == 2 else 0.25):  # the whole set (few: whole sets look alike)
+            return (0.0, 0.0), (2.4 if power == 2 else 2.2) + 0.9 * zoom, c
+        pts = _near_boundary("julia", rng, c, 30, 300, (-1.5, 1.5, -1.5, 1.5), 1500, power)
+        return pts[rng.integers(len(pts))], _log_between(0.12 if power == 2 else 0.2, 1.3, zoom), c
     spots = MANDEL_SPOTS if kind == "mandelbrot" else SHIP_SPOTS
-    if spots_first or rng.random() < (0.55 if kind == "ship" else 0.3):
-        x, y, lo, hi = spots[rng.integers(len(spots))]
-        width = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-        jitter = width * (0.06 if kind == "ship" else 0.15)
-        return (x + rng.normal(0, jitter), y + rng.normal(0, jitter)), width, None
-    # the ship's interesting detail lies along its antenna (the real axis left of the hull)
-    box = (-2.0, 0.5, -1.2, 1.2) if kind == "mandelbrot" else (-1.98, -1.55, -0.1, 0.02)
-    pts = _near_boundary(kind, rng, None, 40, 400, box)
-    centre = pts[rng.integers(len(pts))]
-    lo, hi = (0.0015, 0.25) if kind == "mandelbrot" else (0.004, 0.06)
-    width = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-    return centre, width, None
+    share = 0.4 if kind == "mandelbrot" else 0.3  # framings from curated spots; the rest search the edge
+    if where < share:
+        slot = where / share * len(spots)
+        x, y, lo, hi = spots[int(slot)]
+        width = _log_between(lo, hi, zoom)
+        # the offset from the spot turns with the slot's fraction: one spot, many framings
+        angle = 2 * np.pi * (slot % 1.0)
+        reach = width * (0.06 if kind == "ship" else 0.15) * float(rng.uniform(0.3, 1.3))
+        return (x + reach * np.cos(angle), y + reach * np.sin(angle)), width, None
+    t = (where - share) / (1 - share)
+    if kind == "mandelbrot":
+        pts = _near_boundary(kind, rng, None, 40, 400, (-2.0, 0.5, -1.2, 1.2))
+        return pts[rng.integers(len(pts))], _log_between(0.0015, 0.25, zoom), None
+    # the ship's interesting detail lies along its antenna (the real axis left of the hull): walk it
+    x0 = -1.98 + 0.38 * t
+    pts = _near_boundary(kind, rng, None, 40, 400, (x0, x0 + 0.05, -0.1, 0.02))
+    return pts[rng.integers(len(pts))], _log_between(0.004, 0.06, zoom), None
 
 
 def _score(kind, centre, width, rot, flip, julia_c, aspect, power=2):
@@ -254,22 +278,36 @@ def _score(kind, centre, width, rot, flip, julia_c, aspect, power=2):
     return float(score), p99
 
 
-def _pick_view(kind, rng, aspect, power=2):
+def _pick_view(kind, rng, aspect, power=2, framing=None):
+    """The view of a fractal: the framing point's candidate if it grades well, else the best of a
+    few more whose neighbourhood comes from the RNG (zoom, turn and placement stay the framing's).
+
+    framing = (where, zoom, turn, dx, dy) in [0, 1)^5: see `_candidate` for the first two; turn is
+    the rotation, (dx, dy) where the subject sits in the frame (within +-12% of its width, +-18% for the Ship): compact
+    subjects (whole Julia sets, mini-ships) otherwise share one centred layout."""
+    where, zoom, turn, dx, dy = framing if framing is not None else tuple(float(x) for x in rng.random(5))
+    if kind == "ship":
+        rot = (turn - 0.5) * 0.8  # ships read upright: a tilt (+-23 deg), and a mirror for half of them
+        mirror = bool(rng.random() < 0.5)
+    else:
+        rot = 2 * np.pi * turn / (power if kind == "julia" else 1)  # a p-fold symmetric set repeats
+        mirror = False
+    flip = kind == "ship"
     best = None
     for attempt in range(7):
-        centre, width, julia_c = _candidate(kind, rng, attempt == 0 and rng.random() < 0.4, power)
-        if kind == "ship":
-            rot = float(rng.normal(0, 0.12))  # ships read upright
-        else:
-            rot = float(rng.uniform(0, 2 * np.pi)) if rng.random() < 0.75 else 0.0
-        flip = kind == "ship"
-        score, p99 = _score(kind, centre, width, rot, flip, julia_c, aspect, power)
+        centre, width, julia_c = _candidate(kind, rng, where if attempt == 0 else float(rng.random()), zoom, power)
+        # move the view so the subject sits off-centre by (dx, dy) of the frame (screen axes); the
+        # Ship's mini-ships are copies of it, so size, tilt and placement are all that tell them apart
+        shift = complex(0.5 - dx, dy - 0.5) * (0.36 if kind == "ship" else 0.24) * width * np.exp(1j * rot)
+        centre = (centre[0] + shift.real, centre[1] + shift.imag)
+        score, p99 = _score(kind, centre, width, rot, flip, julia_c, aspect, power)  # mirror-blind
         if best is None or score > best[0]:
-            best = (score, centre, width, rot, julia_c, p99)
+            best = (score, centre, width, julia_c, p99)
         if score > -0.35:
-            break  # good enough: first acceptable candidate wins (keeps variety across seeds)
-    score, centre, width, rot, julia_c, p99 = best
-    return {"center": [float(centre[0]), float(centre[1])], "width": width, "rotation": rot,
+            break  # good enough: the framing's own view wins whenever it is acceptable
+    score, centre, width, julia_c, p99 = best
+    return {"center": [float(centre[0]), float(centre[1])], "width": width, "rotation": float(rot),
+            "mirror": bool(mirror),
             "julia_c": None if julia_c is None else [float(julia_c[0]), float(julia_c[1])],
             "max_iter": int(np.clip(p99 * 2.2 + 60, 120, 2400)), "view_score": round(score, 3)}
 
@@ -291,7 +329,7 @@ def make(rng: np.random.Generator, canvas: Canvas, kinds: list[str]) -> dict:
         "flip": kind == "ship",
         "power": power,
     }
-    params.update(_pick_view(kind, rng, canvas.aspect, power))
+    params.update(_pick_view(kind, rng, canvas.aspect, power, canvas.framing))
     return params
 
 
@@ -310,7 +348,7 @@ def vary(params: dict, rng: np.random.Generator, amount: float, canvas: Canvas, 
     if rng.random() < max(0.0, amount - 0.5) and fresh["style"] in (STYLES if params["kind"] != "ship" else STYLES[1:]):
         out["style"] = fresh["style"]
     if rng.random() < max(0.0, amount - 0.45) * 1.6:
-        for key in ("center", "width", "rotation", "julia_c", "max_iter", "view_score"):
+        for key in ("center", "width", "rotation", "mirror", "julia_c", "max_iter", "view_score"):
             out[key] = fresh[key]
         return out
     # same place, moved camera: zoom, turn and drift a little (in view widths, so it scales)
@@ -329,7 +367,7 @@ def periodic(params: dict, canvas: Canvas) -> tuple[bool, bool]:
 
 
 # ------------------------------------------------------------------------------------------ colour
-def _colour(params, palette, nu, normal, log_de, px, scale):
+def _colour(params, palette, nu, normal, log_de, px, scale, ground=18.0):
     """Linear RGB for samples from their smooth count, normal and distance estimate.
 
     The distance to the set (in pixels) drives a wide, soft falloff (a power curve, not a threshold):
@@ -373,7 +411,7 @@ def _colour(params, palette, nu, normal, log_de, px, scale):
         interior = palette.bg * 0.9 + palette.at(0.3) * 0.1
     if palette.name in DARK_GROUND and style != "glow":
         # neon/noir: only the set's surroundings carry light; the far exterior sinks to the dark ground
-        col = col * (0.08 + 0.92 * np.exp(-d / (18.0 * scale)))[:, None]
+        col = col * (0.08 + 0.92 * np.exp(-d / (ground * scale)))[:, None]
     col = np.where(inside[:, None], interior[None, :].astype(np.float32), col)
     return col.astype(np.float32)
 
@@ -387,10 +425,17 @@ def draw(params: dict, canvas: Canvas) -> np.ndarray:
     max_iter = int(params["max_iter"] * (0.75 + 0.25 * canvas.detail))
     scale = max(0.6, canvas.unit / 512.0)
 
-    plane, _ = _plane(centre, width, rot, flip, h, w)
+    mirror = bool(params.get("mirror", False))
+    plane, _ = _plane(centre, width, rot, flip, h, w, mirror=mirror)
     power = int(params.get("power", 2))
     nu, normal, log_de = iterate(kind, plane.ravel(), params.get("julia_c"), max_iter, dtype, power)
-    col = _colour(params, canvas.palette, nu, normal, log_de, px, scale).reshape(h, w, 3)
+    # Dark-ground palettes light only the set's surroundings: in a busy view (the set near every
+    # pixel) the fall-off distance shrinks with the view's median distance so a dark ground still shows.
+    exterior = np.isfinite(nu)
+    dist = np.exp(np.minimum(log_de[exterior], 30.0)) / px
+    dist = np.where(np.isfinite(dist), dist, 0.0)  # as in _colour: no estimate counts as on the set
+    ground = float(np.clip(0.6 * float(np.median(dist)) / scale, 3.0, 18.0)) if dist.size else 18.0
+    col = _colour(params, canvas.palette, nu, normal, log_de, px, scale, ground).reshape(h, w, 3)
 
     # Adaptive supersampling: pixels that differ visibly from a neighbour get 4 more samples.
     lum = np.sqrt(col @ np.array([0.2126, 0.7152, 0.0722], np.float32))
@@ -410,9 +455,9 @@ def draw(params: dict, canvas: Canvas) -> np.ndarray:
         offs2 = ((-0.25, -0.25), (0.25, 0.25))
         sy = np.concatenate([ys[:n4] + oy for oy, _ in offs4] + [ys[n4:] + oy for oy, _ in offs2])
         sx = np.concatenate([xs[:n4] + ox for _, ox in offs4] + [xs[n4:] + ox for _, ox in offs2])
-        pts, _ = _points_plane(centre, width, rot, flip, h, w, sy, sx)
+        pts, _ = _points_plane(centre, width, rot, flip, h, w, sy, sx, mirror)
         s_nu, s_n, s_de = iterate(kind, pts, params.get("julia_c"), max_iter, dtype, power)
-        sub = _colour(params, canvas.palette, s_nu, s_n, s_de, px, scale)
+        sub = _colour(params, canvas.palette, s_nu, s_n, s_de, px, scale, ground)
         k4 = n4 * 4
         acc = col[ys, xs].copy()
         acc[:n4] += sub[:k4].reshape(4, n4, 3).sum(axis=0)
