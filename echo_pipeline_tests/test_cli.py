@@ -41,6 +41,10 @@ def test_render_range_with_style_then_again_adds_nothing(cli, artifact_root):
 
 
 def test_render_json_and_artifacts_commands(cli, artifact_root):
+    # Projects are created by `plan` only; `render --project` resolves like every other command.
+    code, _, err = cli("render", "cyberpunk cityscape", "--project", "Neon Tests")
+    assert code == 2 and "echo-os plan" in err and not (artifact_root / "projects" / "neon-tests").exists()
+    assert cli("plan", "Neon Tests", "cyberpunk cityscape")[0] == 0
     code, out, err = cli("render", "cyberpunk cityscape", "--style", "neon noir", "--project", "Neon Tests",
                          "--size", "128x72", "--count", "2", "--seed", "5", "--json")
     assert code == 0, err
@@ -58,6 +62,19 @@ def test_render_json_and_artifacts_commands(cli, artifact_root):
     assert shown["request"]["style"] == "neon noir" and "Seed: 5" in shown["parameters"]
     code, out, _ = cli("artifacts", "show", first["artifact_id"][:8])
     assert code == 0 and "parameters" in out and "neon noir" in out
+
+
+def test_every_command_resolves_a_project_the_same_way(cli, artifact_root):
+    assert cli("plan", "Ruzgar NFT Collection", "warm fractal, no human forms", "--size", "64", "--count", "1")[0] == 0
+    code, out, err = cli("render", "warm fractal", "--project", "Ruzgar NFT", "--size", "64", "--json")
+    assert code == 0, err
+    assert json.loads(out)["project"] == "ruzgar-nft-collection"
+    assert sorted(p.name for p in (artifact_root / "projects").iterdir()) == ["ruzgar-nft-collection"]
+    for args in (["batch", "--project", "Ruzgar NFT", "--json"], ["gallery", "--project", "Ruzgar NFT", "--json"],
+                 ["runs", "--project", "Ruzgar NFT", "--json"], ["artifacts", "list", "--project", "Ruzgar NFT", "--json"]):
+        code, out, err = cli(*args)
+        assert code == 0, (args, err)
+        assert "ruzgar-nft-collection" in out, args
 
 
 def test_style_commands(cli, config_dir):

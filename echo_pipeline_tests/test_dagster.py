@@ -66,26 +66,31 @@ def test_batch_job_materializes_the_graph_and_next_batch_is_new(env):
     assert scores["scored_now"].value == 3 and scores["already_scored"].value == 3
 
 
-def test_sensor_adds_partitions_and_requests_runs(env):
+def test_sensor_adds_partitions_and_requests_only_what_was_asked(env):
     engine, resources = env
     from echo_pipeline.defs.sensors import project_files_sensor
 
-    engine.projects.create("Alpha Project", "cool waves")
+    engine.projects.create("Alpha Project", "cool waves", width=64, height=64, count=1)
+    engine.projects.create("Beta Project", "warm waves", width=64, height=64, count=1)
     instance = dg.DagsterInstance.ephemeral()
+    # Beta was planned before (e.g. by `echo-os plan`): a sensor with an empty cursor leaves it alone.
+    instance.add_dynamic_partitions("projects", ["beta-project"])
+    assert _job("plan_project").execute_in_process(instance=instance, partition_key="beta-project").success
+
     def evaluate(cursor=None):
         with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
             return project_files_sensor(ctx)
 
     result = evaluate()
-    assert [(r.partition_key, r.job_name) for r in result.run_requests] == [("alpha-project", "batch"),
-                                                                           (None, "observe_styles")]
+    # A never-materialized project gets a plan (cheap, no images); nothing asks for a batch.
+    assert [(r.partition_key, r.job_name) for r in result.run_requests] == [("alpha-project", "plan_project")]
     assert result.dynamic_partitions_requests[0].partition_keys == ["alpha-project"]
     cursor = result.cursor
-    assert isinstance(evaluate(cursor), dg.SkipReason)
+    assert not evaluate(cursor).run_requests
     engine.projects.create("Alpha Project", "cool waves, intricate")
     changed = evaluate(cursor)
     assert [(r.partition_key, r.job_name) for r in changed.run_requests] == [("alpha-project", "plan_project")]
-    assert json.loads(changed.cursor).keys() == {"alpha-project", "__styles__"}
+    assert json.loads(changed.cursor).keys() == {"alpha-project", "beta-project", "__styles__"}
     styles = engine.styles
     styles.create("sensor style", "{prompt}, teal")
     restyled = evaluate(changed.cursor)
@@ -135,11 +140,17 @@ def test_cli_dagster_home_is_persistent_by_default_and_honours_the_users(monkeyp
     monkeypatch.delenv("DAGSTER_HOME")
     monkeypatch.chdir(tmp_path)
     home = ensure_dagster_home()
-    assert home == tmp_path / ".dagster_home" and (home / "dagster.yaml").is_file()
-    assert os.environ["DAGSTER_HOME"] == str(home)
+    assert home.path == tmp_path / ".dagster_home" and (home.path / "dagster.yaml").is_file() and home.seeded
+    assert os.environ["DAGSTER_HOME"] == str(home.path)
+    # A user's own home without dagster.yaml is seeded too (pools and run limits on), and says so...
     own = tmp_path / "mine"
     monkeypatch.setenv("DAGSTER_HOME", str(own))
-    assert ensure_dagster_home() == own and not (own / "dagster.yaml").exists()
+    assert ensure_dagster_home() == type(home)(own, seeded=True)
+    assert "pools" in (own / "dagster.yaml").read_text()
+    # ...but an existing dagster.yaml is never overwritten.
+    (own / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    assert not ensure_dagster_home().seeded
+    assert (own / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
 
 
 class FlatBackend:

@@ -8,6 +8,7 @@ else is a bug and exits 1 with its traceback.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from typing import Annotated, Optional
 
@@ -47,11 +48,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global_options(
     ctx: typer.Context,
+    # No typer envvar=: Settings.load reads ECHO_* itself, so it can tell a flag from the environment.
     artifact_root: Annotated[Optional[str], typer.Option(
-        "--artifact-root", envvar="ECHO_ARTIFACT_ROOT",
-        help="Artifact store: a path or fsspec URL (default ./artifacts).")] = None,
+        "--artifact-root", help="Artifact store: a path or fsspec URL (default: $ECHO_ARTIFACT_ROOT, "
+        "else ./artifacts).")] = None,
     config_dir: Annotated[Optional[str], typer.Option(
-        "--config-dir", envvar="ECHO_CONFIG_DIR", help="Folder with styles/, wildcards/, projects/.")] = None,
+        "--config-dir", help="Folder with styles/, wildcards/, projects/ (default: $ECHO_CONFIG_DIR, "
+        "else ./configs, else the checkout's configs/).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show tracebacks of errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
 ) -> None:
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     verbose = "--verbose" in args
     try:
         app(args=args, prog_name="echo-os", standalone_mode=False)
+        _seeded_home_notice()
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except click_errors.NoArgsIsHelpError as exc:
@@ -90,6 +94,17 @@ def main(argv: list[str] | None = None) -> None:
         if verbose or exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
             raise
         _error(f"{exc.strerror}: {exc.filename or ''}".rstrip(": "), 2)
+
+
+def _seeded_home_notice() -> None:
+    """A DAGSTER_HOME that had no dagster.yaml got ours (pools and run limits on): say so."""
+    instance_module = sys.modules.get("echo_pipeline.defs.instance")
+    home = getattr(instance_module, "seeded_home", None)
+    if home is not None and os.environ.get("DAGSTER_HOME") and home.name != ".dagster_home":
+        from echo_pipeline.cli.common import warn
+
+        warn(f"DAGSTER_HOME {home} had no dagster.yaml: seeded it with echo-os defaults "
+             "(run queue, one run per project, gpu pool)")
 
 
 def _interrupted() -> None:

@@ -14,7 +14,16 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from echo_pipeline.cli.common import console, display_path, print_json, progress_bar, say, settings, shorten, warn
+from echo_pipeline.cli.common import (
+    console,
+    display_path,
+    print_json,
+    progress_bar,
+    say,
+    settings,
+    shorten,
+    warn,
+)
 from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.render.prompt_engine import MAX_COUNT
 from echo_pipeline.textsafe import safe_text
@@ -163,7 +172,7 @@ def ui(
     config = settings(ctx)
     home = ensure_dagster_home()
     if home.seeded:
-        warn(f"seeded {home.path / 'dagster.yaml'} (run queue and pool limits)")
+        warn(f"seeded {home.path / 'dagster.yaml'} (run queue, per-project limit and gpu pool)")
     say(f"DAGSTER_HOME={home.path}")
     say(f"artifacts:   {config.artifact_root}")
     say(f"UI:          http://{host}:{port}")

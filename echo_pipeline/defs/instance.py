@@ -37,6 +37,10 @@ ACTIVE_STATUSES = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING
                    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
+# The home this process seeded, if any: the CLI says so once its command has succeeded.
+seeded_home: Path | None = None
+
+
 @dataclass(frozen=True)
 class DagsterHome:
     path: Path
@@ -52,6 +56,8 @@ def ensure_dagster_home() -> DagsterHome:
     if not (home / "dagster.yaml").exists() and INSTANCE_TEMPLATE.is_file():
         shutil.copyfile(INSTANCE_TEMPLATE, home / "dagster.yaml")
         seeded = True
+        global seeded_home
+        seeded_home = home
     # Dagster reads the home from the environment; every `echo-os` command uses this one.
     os.environ["DAGSTER_HOME"] = str(home)
     return DagsterHome(home, seeded)

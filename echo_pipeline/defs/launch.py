@@ -172,7 +172,8 @@ def plan(settings: Settings, name: str, intent: str, **fields: Any) -> PlanOutco
         fields["style"] = engine.styles.get(fields["style"]).name
     if fields.get("backend"):
         backend_class(fields["backend"])
-    spec = engine.projects.create(name, intent, **fields)
+    ref = engine.resolve_project(name, create=True)
+    spec = engine.projects.create(ref.name, intent, slug=ref.slug, **fields)
     collector = _Collector(None)
     result = _execute(settings, "plan_project", partition_key=spec.slug, observer=collector)
     return PlanOutcome(spec=spec, plan=collector.results["plan"], run_id=result.run_id,
@@ -185,11 +186,7 @@ def resolve_project_slug(settings: Settings, text: str | None) -> str:
 
 
 def _project_spec(engine: CreativeEngine, text: str) -> ProjectSpec:
-    ref = engine.resolve_project(text)
-    if ref.spec is None:
-        raise InvalidInputError(f"project {ref.slug!r} has images but no spec to plan batches from; "
-                                f"create one with `echo-os plan NAME INTENT`")
-    return ref.spec
+    return engine.resolve_project(text).require_spec()
 
 
 def ignored_words_hint(backend: str, words: list[str]) -> str:

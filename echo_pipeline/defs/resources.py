@@ -28,8 +28,8 @@ class EchoResource(dg.ConfigurableResource):
         from echo_pipeline.defs.instance import tag_run_process
 
         self._engine = None  # settings are read fresh for every run
-        if context.instance is not None and context.run_id:
-            tag_run_process(context.instance, context.run_id)  # so a killed run can be told dead
+        if context.instance is not None and context.run is not None:
+            tag_run_process(context.instance, context.run.run_id)  # so a killed run can be told dead
 
     @classmethod
     def config_for(cls, settings: Settings) -> dict:
