@@ -88,24 +88,64 @@ def test_broken_spec_file_names_the_field(cli, config_dir):
     assert code == 2 and "broken.yaml" in err and "count" in err
 
 
-def test_second_batch_on_a_busy_project_is_refused(cli, artifact_root, config_dir):
-    assert cli("plan", "Busy Project", "cool waves", "--size", "64")[0] == 0
-    from echo_pipeline.artifacts.storage import ArtifactStore
+@pytest.mark.slow
+def test_busy_project_is_refused_and_sigterm_ends_cleanly(cli, artifact_root):
+    """A second batch of a project being rendered says who is busy (never hangs, never merges), and
+    SIGTERM ends the first like Ctrl-C: one line, exit 130, images kept, the run not left STARTED."""
+    import signal
+    import time
 
-    with ArtifactStore.open(str(artifact_root)).project_lock("busy-project"):
+    assert cli("plan", "Busy Project", "flow field", "--size", "192x192", "--count", "40")[0] == 0
+    images = artifact_root / "projects" / "busy-project" / "images"
+    first = subprocess.Popen([sys.executable, "-m", "echo_pipeline.cli.app", "batch", "busy", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list(images.glob("*.png"))) < 2:
+            time.sleep(0.05)
         code, _, err = cli("batch", "busy")
-    assert code == 2 and "another run" in err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "busy" in err and "--wait" in err
+        first.send_signal(signal.SIGTERM)
+        _, first_err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 130, first_err
+    assert first_err.strip().splitlines()[-1].startswith("interrupted; stored images are kept")
+    assert "Traceback" not in first_err
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "busy-project"}, job_name="batch"))
+        assert run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+    # The interrupted batch resumes: same batch number, nothing rendered twice.
+    code, out, err = cli("batch", "busy", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["batch"] == 0 and summary["new_images"] + summary["already_stored"] == 40
 
 
 @pytest.mark.slow
 def test_sigkill_mid_batch_then_rerun_loses_and_duplicates_nothing(cli, artifact_root, config_dir, tmp_path):
+    """On the instance config users get (seeded dagster.yaml: gpu pool limit 1, one run per project),
+    a batch killed while it holds the pool slot must wedge neither its own re-run nor another project."""
     assert cli("plan", "Kill Test", "flow field", "--size", "192x192", "--count", "30")[0] == 0
+    assert cli("plan", "Bystander", "cool waves", "--size", "64", "--count", "2")[0] == 0
+    home = Path(os.environ["DAGSTER_HOME"])
+    assert "pools" in (home / "dagster.yaml").read_text()
     env = dict(os.environ)
     cmd = [sys.executable, "-m", "echo_pipeline.cli.app", "batch", "kill-test", "--json"]
     images = artifact_root / "projects" / "kill-test" / "images"
     killed_with = sigkill_after_images(cmd, env, images, at_least=5)
     assert 5 <= killed_with < 30
+    with dg.DagsterInstance.get() as instance:
+        [dead] = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "kill-test"}, job_name="batch"))
+        assert dead.status == dg.DagsterRunStatus.STARTED  # what SIGKILL leaves behind
+        assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots  # ...with the gpu slot
 
+    # Another project first: it needs the gpu slot the dead run still claims.
+    other = subprocess.run([sys.executable, "-m", "echo_pipeline.cli.app", "batch", "bystander", "--json"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout)["new_images"] == 2
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
@@ -117,6 +157,9 @@ def test_sigkill_mid_batch_then_rerun_loses_and_duplicates_nothing(cli, artifact
     assert len(catalog) == 30 and catalog.artifact_id.is_unique
     assert sorted(p.stem for p in images.glob("*.png")) == sorted(catalog.artifact_id)
     assert not list(artifact_root.rglob("*.tmp-*"))
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
 
 
 @pytest.mark.slow
