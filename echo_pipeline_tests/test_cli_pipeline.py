@@ -163,18 +163,47 @@ def test_sigkill_mid_batch_then_rerun_loses_and_duplicates_nothing(cli, artifact
 
 
 @pytest.mark.slow
-def test_backfill_over_two_projects_runs_both(cli, artifact_root):
+def test_backfill_over_two_projects_runs_both(cli, artifact_root, monkeypatch):
+    import time
+
+    from echo_pipeline.defs import launch
+
     assert cli("plan", "Back One", "warm fractal", "--size", "64", "--count", "2")[0] == 0
     assert cli("plan", "Back Two", "neon city", "--size", "64", "--count", "2")[0] == 0
-    code, out, err = cli("backfill", "--projects", "Back One,back-two", "--wait", "--timeout", "240", "--json")
+    code, out, err = cli("backfill", "--projects", "Back One,back-two", "--wait", "--json")
     assert code == 0, err
     payload = json.loads(out)
     assert sorted(r["project"] for r in payload["runs"]) == ["back-one", "back-two"]
     assert {r["status"] for r in payload["runs"]} == {"SUCCESS"}
     assert len({r["backfill"] for r in payload["runs"]}) == 1
-    # The daemon also runs project_files_sensor, which may add a first batch of its own: at least 2.
+    # Exactly the requested work: the daemon's sensor starts no batch of its own for planned projects.
     for slug in ("back-one", "back-two"):
-        assert len(list((artifact_root / "projects" / slug / "images").glob("*.png"))) >= 2
+        assert len(list((artifact_root / "projects" / slug / "images").glob("*.png"))) == 2
+    with dg.DagsterInstance.get() as instance:
+        jobs = sorted(r.job_name for r in instance.get_runs())
+        assert jobs == ["batch", "batch", "plan_project", "plan_project"]
+        # The settings travel in the run config, not through the daemon's environment.
+        run = instance.get_run_by_id(payload["runs"][0]["run_id"])
+        assert run.run_config["resources"]["echo"]["config"]["artifact_root"] == str(artifact_root)
+
+        # With a daemon already running, --wait uses it instead of starting a second one.
+        daemon = launch._start_daemon()
+        try:
+            deadline = time.monotonic() + 120
+            while not launch.daemon_running(instance) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert launch.daemon_running(instance)
+
+            def no_second_daemon(*args, **kwargs):
+                raise AssertionError(f"started a second daemon: {args}")
+
+            monkeypatch.setattr(launch, "_start_daemon", no_second_daemon)
+            code, out, err = cli("backfill", "--projects", "back-one", "--wait", "--json")
+            assert code == 0, err
+            assert [r["status"] for r in json.loads(out)["runs"]] == ["SUCCESS"]
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=60)
 
 
 def test_gallery_command_best_filter_and_errors(cli, artifact_root):

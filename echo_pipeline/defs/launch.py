@@ -425,12 +425,14 @@ def daemon_running(instance: dg.DagsterInstance) -> bool:
     return bool(instance.get_daemon_heartbeats()) and all_daemons_live(instance)
 
 
+def _start_daemon() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-w", str(WORKSPACE_FILE)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _wait_for_runs(instance: dg.DagsterInstance, run_ids: list[str], timeout: float) -> None:
     """Wait for the runs to finish, with the running daemon or one of our own for the duration."""
-    daemon = None
-    if not daemon_running(instance):
-        daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-w", str(WORKSPACE_FILE)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = None if daemon_running(instance) else _start_daemon()
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
