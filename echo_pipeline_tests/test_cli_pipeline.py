@@ -224,3 +224,24 @@ def test_gallery_command_best_filter_and_errors(cli, artifact_root):
     assert code == 0 and json.loads(out)["images_in_project"] == 1
     code, out, _ = cli("gallery", "--json")
     assert {p["project"] for p in json.loads(out)} == {"default", "ruzgar-nft-collection"}
+
+
+def test_errors_inside_a_run_are_one_line(cli, config_dir, monkeypatch):
+    """A user error raised inside a run prints its own one-line message (no Dagster traceback), and
+    a full disk says so in one line; both exit 2."""
+    assert cli("style", "create", "mine", "{prompt}, teal glow")[0] == 0
+    assert cli("plan", "Inside Run", "cool waves", "--style", "mine", "--size", "64", "--count", "2")[0] == 0
+    (config_dir / "styles" / "user.json").unlink()  # the project's style vanishes after planning
+    code, out, err = cli("batch", "inside")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "mine" in err, err
+    assert "Traceback" not in out + err
+
+    assert cli("style", "create", "mine", "{prompt}, teal glow")[0] == 0
+    from echo_pipeline.artifacts.storage import ArtifactStore
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ArtifactStore, "save", full_disk)
+    code, out, err = cli("batch", "inside")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err

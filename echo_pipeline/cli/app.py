@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
         _interrupted()
     except EchoError as exc:
         if verbose:
+            details = getattr(exc, "details", "")  # a failed run's step traceback
+            if details:
+                sys.stderr.write(details + "\n")
             raise
         _error(str(exc), getattr(exc, "exit_code", 2))
     except OSError as exc:

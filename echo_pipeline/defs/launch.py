@@ -49,9 +49,14 @@ PROJECT_JOBS = ("batch", "plan_project")
 
 
 class RunFailedError(EchoError):
-    """A run failed for a reason that is not the user's (a bug): exit code 1, the run id to look at."""
+    """A run failed for a reason that is not the user's (a bug): exit code 1, the run id to look at,
+    and the step's traceback in `details` (shown with --verbose)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
 
 
 # -- typed results ----------------------------------------------------------------------------------
@@ -367,7 +372,7 @@ def _failure(result: dg.ExecuteInProcessResult) -> Exception:
             cause = cause.cause
         first_line = error.message.strip().splitlines()[0] if error.message.strip() else error.cls_name
         return RunFailedError(f"run {result.run_id} failed in step {event.step_key}: {first_line} "
-                              "(details: echo-os --verbose, or the run in the Dagster UI)")
+                              "(details: echo-os --verbose, or the run in the Dagster UI)", details=error.to_string())
     if any(e.event_type_value == "PIPELINE_CANCELED" for e in result.all_events):
         return Interrupted()
     return RunFailedError(f"run {result.run_id} failed")
