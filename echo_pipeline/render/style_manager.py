@@ -21,14 +21,13 @@ import csv
 import difflib
 import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from echo_pipeline.atomic import write_atomic
 from echo_pipeline.errors import InvalidInputError, NotFoundError
 from echo_pipeline.render.requests import MAX_PROMPT_CHARS
 
@@ -209,12 +208,5 @@ class StyleLibrary:
     def _write_user_styles(self, styles: list[Style]) -> None:
         payload = json.dumps([s.model_dump(exclude={"source"}) for s in styles], indent=2, ensure_ascii=False)
         self.styles_dir.mkdir(parents=True, exist_ok=True)
-        # Atomic replace: a crash never leaves a half-written user.json.
-        fd, tmp = tempfile.mkstemp(dir=self.styles_dir, prefix=".user-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload + "\n")
-            os.replace(tmp, self.user_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Atomic replace (a crash never leaves a half-written user.json), umask permissions.
+        write_atomic(self.user_file, payload + "\n")

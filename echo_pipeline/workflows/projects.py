@@ -20,7 +20,6 @@ import builtins
 import difflib
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from echo_pipeline.atomic import write_atomic
 from echo_pipeline.errors import InvalidInputError, NotFoundError
 from echo_pipeline.naming import (
     DEFAULT_PROJECT,
@@ -251,20 +251,8 @@ def spec_to_yaml(spec: ProjectSpec) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write the spec atomically, with the umask's permissions (see `echo_pipeline.atomic`)."""
+    write_atomic(path, text)
 
 
 class ProjectRegistry:
