@@ -187,10 +187,25 @@ def test_find_lists_at_most_five_candidates(store):
     records = [make_record(seed=s) for s in range(1, 20)]
     store.append_catalog("p", records)
     store.append_catalog("q", [make_record(seed=s, project="q") for s in range(1, 20)])
-    first = records[0].artifact_id
+    records = [r.model_copy(update={"artifact_id": f"abcd{i:016d}"}) for i, r in enumerate(records)]
+    store.append_catalog("p", records)
     with pytest.raises(InvalidInputError) as err:
-        store.find(first)
-    assert str(err.value).count("/") == 2  # p/<id> and q/<id>
+        store.find("abcd")
+    assert str(err.value).count("/abcd") == 5 and "and 14 more" in str(err.value)
+
+
+def test_full_id_in_two_projects_lists_both(store):
+    """The same request in two projects is one artifact id twice: say so, name both projects."""
+    first = make_record(seed=1)
+    store.append_catalog("p", [first])
+    store.append_catalog("q", [make_record(seed=1, project="q")])
+    with pytest.raises(InvalidInputError) as err:
+        store.find(first.artifact_id)
+    message = str(err.value)
+    assert f"artifact {first.artifact_id} is stored in 2 projects: p, q" in message and "\n" not in message
+    assert "--project p" in message
+    assert store.find(first.artifact_id, project="q").project == "q"
+    assert store.find(f"q/{first.artifact_id}").project == "q"
 
 
 def test_load_image(store):
@@ -224,16 +239,57 @@ def test_corrupted_png(store):
     assert store.find(record.artifact_id) == record
 
 
-def test_corrupted_catalog_part(store):
-    saved(store)
-    part = store._part_entries("p")[0]["name"]
+@pytest.mark.parametrize("garbage", [b"PAR1 this is not parquet", os.urandom(512)], ids=["bad-parquet", "random"])
+def test_corrupted_catalog_part_is_skipped_reported_and_quarantined(store, garbage):
+    """One garbage part must not take the catalog down: the rest is served, the part is reported
+    and moved to catalog/quarantine/ (the store is writable here)."""
+    good = saved(store, 2)
+    saved(store, 1, project="q")
+    bad = store.save(make_record(seed=50), gradient(shift=50))
+    store.append_catalog("p", [bad])  # its own part, damaged below
+    part = store._part_entries("p")[-1]["name"]
     store.catalog("p")  # cached parts must not hide a damaged file
-    store.fs.pipe_file(part, b"PAR1 this is not parquet")
+    store.fs.pipe_file(part, garbage)
+    frame = store.catalog("p")
+    assert set(frame["artifact_id"]) == {r.artifact_id for r in good}
+    assert len(store.catalog()) == 3  # every project still lists
+    [warning] = store.warnings
+    name = part.rsplit("/", 1)[1]
+    assert name in warning and "corrupted" in warning and "quarantine" in warning and "\n" not in warning
+    assert not store.fs.exists(part)
+    assert store.fs.exists(f"{store._catalog_dir('p')}/quarantine/{name}")
+    assert store.find(good[0].artifact_id[:8], project="p").artifact_id == good[0].artifact_id
+    [problem] = store.verify("p").problems[:1]
+    assert problem.kind == "catalog_part"
+    # The damaged part's image is now an orphan: the next batch's reconcile adopts it again.
+    store.reconcile("p")
+    assert bad.artifact_id in set(store.catalog("p")["artifact_id"])
+
+
+def test_corrupted_catalog_part_on_read_only_store_is_skipped_in_place(store):
+    good = saved(store, 1)
+    store.append_catalog("p", [store.save(make_record(seed=50), gradient(shift=50))])
+    part = store._part_entries("p")[-1]["name"]
+    store.fs.pipe_file(part, b"garbage")
+    reader = ArtifactStore(store.url, read_only=True)
+    before = all_files(store)
+    assert list(reader.catalog("p")["artifact_id"]) == [good[0].artifact_id]
+    assert "left in place" in reader.warnings[0]
+    assert all_files(store) == before
+
+
+def test_catalog_part_that_cannot_be_read_still_raises(store, monkeypatch):
+    """An I/O error is not garbage: nothing is quarantined, the caller hears about it."""
+    saved(store)
+    real = store.fs.cat_file
+    monkeypatch.setattr(store.fs, "cat_file",
+                        lambda path, *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+                        if "/catalog/" in path else real(path, *a, **k))
     with pytest.raises(StorageError) as err:
         store.catalog("p")
-    assert part.rsplit("/", 1)[1] in str(err.value) and "corrupted" in str(err.value)
-    with pytest.raises(StorageError):
-        store.catalog()
+    assert "cannot be read" in str(err.value) and "Permission denied" in str(err.value)
+    monkeypatch.undo()
+    assert len(store.catalog("p")) == 1 and not store.warnings
 
 
 def test_project_meta(store):
@@ -449,3 +505,157 @@ def test_project_files_round_trip_and_reject_escapes(tmp_path):
     for bad in ("../x", "a/../../b", "", "gallery/x.tmp-1"):
         with pytest.raises(_Invalid):
             store.write_project_file("p", bad, b"x")
+
+
+# --------------------------------------------------------------------------------------------------
+# Verification: the files are the ones catalogued
+
+
+def _kinds(report) -> list[tuple[str, str | None]]:
+    return sorted((p.kind, p.artifact_id) for p in report.problems)
+
+
+def test_verify_clean_store(store):
+    saved(store, 2)
+    saved(store, 1, project="q")
+    report = store.verify()
+    assert report.ok and report.projects == ["p", "q"]
+    assert (report.images_checked, report.thumbs_checked) == (3, 3)
+    assert report.summary().endswith("all fine")
+    assert store.check_files("p").ok
+
+
+def test_another_artifacts_png_copied_over_is_a_hash_mismatch(store):
+    """Decoding alone passes a valid PNG of another artifact: the hash and the lineage must not."""
+    a, b = saved(store, 2)
+    store.fs.pipe_file(store._image_key("p", a.artifact_id), store.read_bytes("p", b.artifact_id))
+    store.load_image(a)  # it decodes fine: that is the trap
+    report = store.verify("p")
+    [problem] = report.problems
+    assert (problem.kind, problem.artifact_id) == ("hash_mismatch", a.artifact_id)
+    assert f"p/{b.artifact_id}" in problem.detail and "\n" not in problem.line()
+    with pytest.raises(StorageError) as err:
+        store.read_verified_png(a)
+    assert "hash mismatch" in str(err.value) and b.artifact_id in str(err.value)
+    params, embedded = store.read_verified_png(b)
+    assert embedded == b.model_copy(update={"sha256": ""}) and params == format_infotext(embedded)
+    assert store.check_files("p", hashes=True).problems[0].kind == "hash_mismatch"
+    assert store.check_files("p").ok  # the listing alone cannot see it
+
+
+def test_verify_finds_every_kind_of_damage(store):
+    records = saved(store, 6)
+    key = store._image_key
+    store.fs.rm(key("p", records[0].artifact_id))  # missing
+    data = store.fs.cat_file(key("p", records[1].artifact_id))
+    store.fs.pipe_file(key("p", records[1].artifact_id), data[: len(data) // 2])  # truncated
+    store.fs.pipe_file(key("p", records[2].artifact_id), b"")  # empty
+    store.fs.rm(store._thumb_key("p", records[3].artifact_id))  # thumbnail missing
+    store.fs.pipe_file(store._thumb_key("p", records[4].artifact_id), b"\xff\xd8 not a jpeg")
+    orphan = store.save(make_record(seed=77), gradient(shift=77))  # written, never catalogued
+    report = store.verify("p")
+    assert _kinds(report) == sorted([
+        ("missing", records[0].artifact_id), ("undecodable", records[1].artifact_id),
+        ("undecodable", records[2].artifact_id), ("thumb_missing", records[3].artifact_id),
+        ("thumb_undecodable", records[4].artifact_id), ("not_in_catalog", orphan.artifact_id),
+    ])
+    assert not report.ok and "6 problem(s)" in report.summary()
+    assert report.to_dict()["counts"] == {"missing": 1, "undecodable": 2, "thumb_missing": 1,
+                                          "thumb_undecodable": 1, "not_in_catalog": 1}
+    cheap = store.check_files("p")  # listings only: no decoding, so the truncated PNG and bad JPEG pass
+    assert _kinds(cheap) == sorted([
+        ("missing", records[0].artifact_id), ("undecodable", records[2].artifact_id),
+        ("thumb_missing", records[3].artifact_id), ("not_in_catalog", orphan.artifact_id),
+    ])
+
+
+def test_verify_lineage_without_recorded_hash(store):
+    """Rows without a sha256 (older stores) are checked by their embedded lineage record."""
+    a, b = [store.save(make_record(seed=s), gradient(shift=s)) for s in (1, 2)]
+    store.append_catalog("p", [r.model_copy(update={"sha256": ""}) for r in (a, b)])
+    store.fs.pipe_file(store._image_key("p", a.artifact_id), store.read_bytes("p", b.artifact_id))
+    [problem] = store.verify("p").problems
+    assert problem.kind == "lineage_mismatch" and b.artifact_id in problem.detail
+
+
+def test_verify_never_writes(store):
+    records = saved(store, 2)
+    store.fs.rm(store._thumb_key("p", records[0].artifact_id))
+    before = all_files(store)
+    assert not store.verify().ok
+    assert all_files(store) == before
+
+
+# --------------------------------------------------------------------------------------------------
+# Read-only and full stores (root ignores chmod, so both are simulated)
+
+
+def test_read_only_store_reads_and_refuses_writes(store):
+    records = saved(store, 2)
+    store.fs.rm(store._thumb_key("p", records[0].artifact_id))
+    before = all_files(store)
+    reader = ArtifactStore.open(store.url, read_only=True)
+    assert reader.read_only and len(reader.catalog("p")) == 2
+    assert reader.find(records[1].artifact_id[:6]) == records[1]
+    assert reader.read_verified_png(records[1])[1] is not None
+    assert reader.load_thumbnail("p", records[0].artifact_id).size == (64, 64)  # made, not stored
+    assert [p.kind for p in reader.verify().problems] == ["thumb_missing"]
+    for write in (lambda: reader.save(make_record(seed=9), gradient()),
+                  lambda: reader.append_catalog("p", records),
+                  lambda: reader.write_project_file("p", "gallery/index.html", b"x"),
+                  lambda: reader.reconcile("p"), reader.check_writable):
+        with pytest.raises(StorageError, match="read-only"):
+            write()
+    assert all_files(store) == before
+
+
+def _full_disk(monkeypatch, fs, errno_code: int = 28):
+    """Every write, rename, mkdir and delete on `fs` fails like a full (28) or read-only (30) disk."""
+    def fail(*args, **kwargs):
+        raise OSError(errno_code, os.strerror(errno_code))
+
+    real_open = fs.open
+
+    def open_(path, mode="rb", *args, **kwargs):
+        if any(m in mode for m in "wax+"):
+            fail()
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "open", open_)
+    for name in ("mv", "makedirs", "mkdir", "rm", "rm_file", "pipe_file", "touch"):
+        monkeypatch.setattr(fs, name, fail)
+
+
+@pytest.mark.parametrize("errno_code", [28, 30], ids=["ENOSPC", "EROFS"])
+def test_full_or_read_only_disk(store, monkeypatch, errno_code):
+    """Reading keeps working; a write fails with one line naming the file and the reason; a damaged
+    catalog part is skipped and reported even though it cannot be moved."""
+    records = saved(store, 2)
+    part = store._part_entries("p")[0]["name"]
+    store.append_catalog("p", [store.save(make_record(seed=60), gradient(shift=60))])
+    store.fs.pipe_file(store._part_entries("p")[-1]["name"], b"garbage")
+    reader = ArtifactStore(store.url)  # writable in principle, no probe: how reading commands open it
+    _full_disk(monkeypatch, reader.fs, errno_code)
+    assert list(reader.catalog("p")["artifact_id"]) == [r.artifact_id for r in records]
+    assert "could not be moved to quarantine" in reader.warnings[0] and os.strerror(errno_code) in reader.warnings[0]
+    assert reader.read_verified_png(records[0])[1] is not None
+    assert [p.kind for p in reader.verify("p").problems] == ["catalog_part", "not_in_catalog"]
+    with pytest.raises(StorageError) as err:
+        reader.save(make_record(seed=9), gradient())
+    message = str(err.value)
+    assert message.startswith("cannot write ") and os.strerror(errno_code) in message and "\n" not in message
+    monkeypatch.undo()
+    assert store.fs.exists(part)
+
+
+def test_store_files_honour_the_umask(tmp_path):
+    store = ArtifactStore.open(str(tmp_path / "a"))
+    old = os.umask(0o022)
+    try:
+        record = saved(store, 1)[0]
+        store.write_project_meta("p", {"a": 1})
+    finally:
+        os.umask(old)
+    for path in (store.image_path("p", record.artifact_id), store.thumb_path("p", record.artifact_id),
+                 store.catalog_parts("p")[0], store._meta_key("p")):
+        assert os.stat(path).st_mode & 0o777 == 0o644, path

@@ -7,9 +7,22 @@ Layout under the root (any fsspec URL or a local path)::
     projects/<slug>/catalog/part-<UTC stamp>-<uuid8>.parquet   one part per append (no locks needed)
     projects/<slug>/project.json                  project metadata
 
-Every file is written to `<path>.tmp-<uuid>` and then moved into place, so a crash leaves at most
-`*.tmp-*` files behind, never a half-written image or catalog part. `reconcile` repairs what a crash
-between writing an image and appending its catalog row leaves behind.
+Every file is written to `<path>.tmp-<uuid>` and then moved into place (`echo_pipeline.atomic`), so
+a crash leaves at most `*.tmp-*` files behind, never a half-written image or catalog part.
+`reconcile` repairs what a crash between writing an image and appending its catalog row leaves behind.
+
+The store defends itself against damage it did not cause:
+
+* a catalog part that cannot be read as a catalog (garbage bytes, wrong columns) is skipped with a
+  warning in `ArtifactStore.warnings` and moved to `catalog/quarantine/` when the store is writable;
+  the other parts keep being served (the next batch's `reconcile` re-adopts the part's images from
+  their embedded `echo` records);
+* `verify` checks every file of a project against its catalog row: the PNG's sha256, that it decodes
+  and carries its own lineage record, the thumbnail, and PNGs the catalog does not know;
+  `check_files` is the cheap variant (directory listings only) for commands that report as they go;
+* `ArtifactStore(root, read_only=True)` never writes (every write raises `StorageError`), and
+  `ArtifactStore(root)` opens without the write probe of `ArtifactStore.open`: reading commands use
+  it so they work on a read-only or full store.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import pandas as pd
@@ -37,6 +50,7 @@ from fsspec.registry import known_implementations
 from PIL import Image
 
 from echo_pipeline.artifacts.metadata import (
+    ECHO_KEY,
     decode_png,
     encode_png,
     read_png_metadata,
@@ -44,6 +58,7 @@ from echo_pipeline.artifacts.metadata import (
     sha256_hex,
 )
 from echo_pipeline.artifacts.records import ArtifactRecord
+from echo_pipeline.atomic import TMP_MARKER, write_atomic
 from echo_pipeline.errors import InvalidInputError, NotFoundError, ProjectBusyError, StorageError
 from echo_pipeline.naming import check_slug
 
@@ -53,7 +68,7 @@ THUMB_MAX_SIDE = 256
 THUMB_QUALITY = 85
 MIN_PREFIX = 4
 MAX_CANDIDATES = 5
-TMP_MARKER = ".tmp-"
+QUARANTINE_DIR = "quarantine"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PART = re.compile(r"^part-.+\.parquet$")
 
@@ -103,6 +118,93 @@ class ReconcileReport:
     missing_images: list[str] = field(default_factory=list)  # catalogued ids without a PNG
 
 
+ProblemKind = Literal[
+    "missing",  # catalogued, but the PNG is not there
+    "unreadable",  # the PNG is there but cannot be read (I/O error)
+    "undecodable",  # the PNG does not decode (truncated, garbage, bad CRC)
+    "hash_mismatch",  # it decodes, but its sha256 is not the catalog's: another file was put there
+    "lineage_mismatch",  # its embedded `echo` record is missing or names another artifact
+    "thumb_missing",
+    "thumb_undecodable",
+    "not_in_catalog",  # a PNG under images/ that no catalog row names
+    "catalog_part",  # a catalog part that cannot be read (skipped, quarantined when writable)
+]
+
+PROBLEM_LABELS: dict[str, str] = {
+    "missing": "PNG missing",
+    "unreadable": "PNG unreadable",
+    "undecodable": "PNG undecodable",
+    "hash_mismatch": "hash mismatch",
+    "lineage_mismatch": "lineage mismatch",
+    "thumb_missing": "thumbnail missing",
+    "thumb_undecodable": "thumbnail undecodable",
+    "not_in_catalog": "not in catalog",
+    "catalog_part": "catalog part damaged",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a stored file."""
+
+    project: str
+    kind: ProblemKind
+    path: str
+    detail: str
+    artifact_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return PROBLEM_LABELS[self.kind]
+
+    def line(self) -> str:
+        """One line for people: `project/id: label: detail`."""
+        what = f"{self.project}/{self.artifact_id}" if self.artifact_id else self.project
+        return f"{what}: {self.label}: {self.detail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"project": self.project, "artifact_id": self.artifact_id, "kind": self.kind,
+                "path": self.path, "detail": self.detail}
+
+
+@dataclass
+class VerifyReport:
+    """What `verify` (or the cheaper `check_files`) found; `ok` when nothing is wrong."""
+
+    projects: list[str] = field(default_factory=list)
+    images_checked: int = 0
+    thumbs_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    thorough: bool = True  # False for `check_files`: listings (and maybe hashes), nothing decoded
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        """Problems per kind, in `PROBLEM_LABELS` order."""
+        out: dict[str, int] = {}
+        for kind in PROBLEM_LABELS:
+            n = sum(1 for p in self.problems if p.kind == kind)
+            if n:
+                out[kind] = n
+        return out
+
+    def summary(self) -> str:
+        """One line: what was checked and how many problems of each kind."""
+        scope = f"{len(self.projects)} project{'s' if len(self.projects) != 1 else ''}"
+        checked = f"{self.images_checked} image(s) and {self.thumbs_checked} thumbnail(s) in {scope}"
+        if self.ok:
+            return f"checked {checked}: all fine"
+        found = ", ".join(f"{n} {PROBLEM_LABELS[k]}" for k, n in self.counts().items())
+        return f"checked {checked}: {len(self.problems)} problem(s): {found}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "projects": list(self.projects), "images_checked": self.images_checked,
+                "thumbnails_checked": self.thumbs_checked, "thorough": self.thorough,
+                "counts": self.counts(), "problems": [p.to_dict() for p in self.problems]}
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -114,6 +216,10 @@ def _reason(exc: BaseException) -> str:
     return _one_line(exc)
 
 
+class _DamagedPart(Exception):
+    """A catalog part whose bytes are not a catalog (the message says why)."""
+
+
 def _check_name(kind: str, value: str) -> str:
     if not isinstance(value, str) or not _NAME.match(value) or ".." in value or TMP_MARKER in value:
         raise InvalidInputError(f"invalid {kind} {value!r}: use letters, digits, '-', '_' or '.'")
@@ -123,7 +229,12 @@ def _check_name(kind: str, value: str) -> str:
 class ArtifactStore:
     """Images, thumbnails, catalog and project metadata under one fsspec root."""
 
-    def __init__(self, root: str, *, fsync: bool = True):
+    def __init__(self, root: str, *, fsync: bool = True, read_only: bool = False):
+        """A store on `root`, not checked: nothing is created or written until a write is asked for.
+
+        `read_only=True` refuses every write with `StorageError` (the catalog's damaged parts are
+        then skipped but left where they are). See `open` for a store whose root is checked.
+        """
         if not isinstance(root, (str, os.PathLike)) or not str(root).strip():
             raise StorageError("artifact root is empty")
         root = os.fspath(root).strip()
@@ -136,15 +247,30 @@ class ArtifactStore:
         if self._local:
             self.root = posixpath.normpath(self.root)
         self._fsync = fsync and self._local
+        self.read_only = read_only
         self._known_dirs: set[str] = set()
         self._part_cache: dict[tuple, pa.Table] = {}
+        self._bad_parts: dict[str, Problem] = {}  # catalog part path -> why it was skipped
 
     @classmethod
-    def open(cls, root: str, **kwargs: Any) -> "ArtifactStore":
-        """A store whose root is checked: known protocol, dependency installed, writable."""
-        store = cls(root, **kwargs)
-        store.check_writable()
+    def open(cls, root: str, *, read_only: bool = False, **kwargs: Any) -> "ArtifactStore":
+        """A store whose root is checked: known protocol, dependency installed, writable.
+
+        With `read_only=True` only the protocol and dependency are checked (nothing is written).
+        """
+        store = cls(root, read_only=read_only, **kwargs)
+        if not read_only:
+            store.check_writable()
         return store
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per damaged catalog part skipped so far (see `catalog`), for the caller to show."""
+        return [f"catalog part {p.path} is {p.detail}" for p in self._bad_parts.values()]
+
+    def catalog_problems(self, project: str | None = None) -> list[Problem]:
+        """The damaged catalog parts skipped so far (of one project or all)."""
+        return [p for p in self._bad_parts.values() if project is None or p.project == project]
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
@@ -192,33 +318,30 @@ class ArtifactStore:
         self.fs.makedirs(directory, exist_ok=True)
         self._known_dirs.add(directory)
 
+    def _check_writable_mode(self) -> None:
+        if self.read_only:
+            raise StorageError(f"artifact root {self.url!r} is opened read-only; nothing can be written there")
+
     def _write_atomic(self, path: str, data: bytes) -> None:
         """Write `data` to `<path>.tmp-<uuid>`, then move it onto `path`; never leaves a partial file."""
-        self._ensure_dir(posixpath.dirname(path))
-        tmp = f"{path}{TMP_MARKER}{uuid.uuid4().hex}"
+        self._check_writable_mode()
+        directory = posixpath.dirname(path)
         try:
+            self._ensure_dir(directory)
             try:
-                handle = self.fs.open(tmp, "wb")
+                write_atomic(path, data, fs=self.fs, fsync=self._fsync, make_dirs=False)
             except FileNotFoundError:  # the folder was removed behind our back: make it again
-                self._known_dirs.discard(posixpath.dirname(path))
-                self._ensure_dir(posixpath.dirname(path))
-                handle = self.fs.open(tmp, "wb")
-            with handle:
-                handle.write(data)
-                if self._fsync:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            self.fs.mv(tmp, path)
-        except BaseException:
-            try:
-                if self.fs.exists(tmp):
-                    self.fs.rm(tmp)
-            except Exception as cleanup:  # pragma: no cover - best effort; reconcile removes it later
-                log.warning("could not remove temporary file %s: %s", tmp, _one_line(cleanup))
+                self._known_dirs.discard(directory)
+                self._ensure_dir(directory)
+                write_atomic(path, data, fs=self.fs, fsync=self._fsync, make_dirs=False)
+        except StorageError:
             raise
+        except OSError as exc:  # full disk, read-only filesystem, permissions: one line that names the file
+            raise StorageError(f"cannot write {self.url_for(path)}: {_reason(exc)}") from exc
 
     def check_writable(self) -> None:
         """Create the root if needed and write, read back and remove a probe file."""
+        self._check_writable_mode()
         probe = self._join(f".echo-probe{TMP_MARKER}{uuid.uuid4().hex}")
         try:
             self._ensure_dir(self.root)
@@ -346,6 +469,7 @@ class ArtifactStore:
         Local roots use an OS file lock that dies with its process (a SIGKILLed run never leaves a
         stale lock). Remote roots rely on Dagster's run queue (one run per project tag).
         """
+        self._check_writable_mode()
         if not self._local:
             yield
             return
@@ -417,6 +541,11 @@ class ArtifactStore:
         return sorted(entries, key=lambda e: posixpath.basename(e["name"]))
 
     def _read_part(self, entry: dict[str, Any]) -> pa.Table:
+        """One catalog part as a table of `CATALOG_SCHEMA`.
+
+        Raises `_DamagedPart` when the bytes are not a catalog part (garbage, wrong columns),
+        `FileNotFoundError` when it disappeared, `StorageError` when it cannot be read at all.
+        """
         path = entry["name"]
         stamp = entry.get("mtime") or entry.get("created") or entry.get("LastModified") or entry.get("ETag")
         cache_key = (path, entry.get("size"), str(stamp))
@@ -424,28 +553,68 @@ class ArtifactStore:
         if cached is not None:
             return cached
         try:
-            table = pq.read_table(io.BytesIO(self.fs.cat_file(path)))
-        except FileNotFoundError as exc:
-            raise StorageError(f"catalog part {self.url_for(path)} disappeared while reading") from exc
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"catalog part {self.url_for(path)} cannot be read: {_reason(exc)}") from exc
+        try:
+            table = pq.read_table(io.BytesIO(data))
         except Exception as exc:  # ArrowInvalid, OSError...
-            raise StorageError(f"catalog part {self.url_for(path)} is corrupted: {_one_line(exc)}") from exc
+            raise _DamagedPart(_one_line(exc)) from exc
         missing = [c for c in CATALOG_COLUMNS if c not in table.column_names]
         if missing:
-            raise StorageError(f"catalog part {self.url_for(path)} is corrupted: missing columns {', '.join(missing)}")
+            raise _DamagedPart(f"missing columns {', '.join(missing)}")
         try:
             table = table.select(list(CATALOG_COLUMNS)).cast(CATALOG_SCHEMA)
         except Exception as exc:
-            raise StorageError(f"catalog part {self.url_for(path)} is corrupted: {_one_line(exc)}") from exc
+            raise _DamagedPart(_one_line(exc)) from exc
         self._part_cache[cache_key] = table
         return table
+
+    def _skip_damaged_part(self, project: str, path: str, reason: str) -> None:
+        """Record a damaged part and move it to `catalog/quarantine/` (when the store is writable)."""
+        shown = self.url_for(path)
+        where = "it was left in place (read-only store)"
+        if not self.read_only:
+            target = posixpath.join(self._catalog_dir(project), QUARANTINE_DIR, posixpath.basename(path))
+            try:
+                self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+                if self.fs.exists(target):
+                    target = f"{target}.{uuid.uuid4().hex[:8]}"
+                self.fs.mv(path, target)
+                where = f"moved to {self.url_for(target)}"
+            except FileNotFoundError:
+                where = "it has gone meanwhile (another reader moved it?)"
+            except Exception as exc:  # read-only filesystem, permissions, full disk, remote errors...
+                where = f"it could not be moved to quarantine ({_reason(exc)}) and was left in place"
+        reason = reason.split(". ")[0].rstrip(".")
+        detail = f"corrupted ({reason}); skipped, {where}; the other parts are still served"
+        if path not in self._bad_parts:
+            log.warning("catalog part %s is %s", shown, detail)
+        self._bad_parts[path] = Problem(project=project, kind="catalog_part", path=shown, detail=detail)
+
+    def _project_tables(self, project: str) -> list[pa.Table]:
+        tables = []
+        for entry in self._part_entries(project):
+            path = entry["name"]
+            try:
+                tables.append(self._read_part(entry))
+            except FileNotFoundError:
+                continue  # moved or removed since the listing (e.g. quarantined by another reader)
+            except _DamagedPart as exc:
+                self._skip_damaged_part(project, path, str(exc))
+        return tables
 
     def catalog(self, project: str | None = None) -> pd.DataFrame:
         """All catalog rows (of one project or all), one per (project, artifact_id), sorted by created.
 
-        A re-appended artifact keeps its earliest row. A damaged part raises `StorageError`.
+        A re-appended artifact keeps its earliest row. A damaged part is skipped, reported in
+        `warnings` and quarantined (see the module docstring); a part that cannot be read at all
+        (I/O error) raises `StorageError`.
         """
         projects = [_check_name("project", project)] if project is not None else self.projects()
-        tables = [self._read_part(e) for p in projects for e in self._part_entries(p)]
+        tables = [t for p in projects for t in self._project_tables(p)]
         if not tables:
             return empty_catalog()
         frame = pa.concat_tables(tables).to_pandas()
@@ -489,8 +658,15 @@ class ArtifactStore:
         if matches.empty:
             where = f" in project {project!r}" if project else ""
             raise NotFoundError(f"no artifact matches {query!r}{where}")
+        if len(matches) > 1 and (matches["artifact_id"] == query).all():
+            projects = sorted(set(matches["project"]))
+            more = f" and {len(projects) - MAX_CANDIDATES} more" if len(projects) > MAX_CANDIDATES else ""
+            raise InvalidInputError(
+                f"artifact {query} is stored in {len(projects)} projects: {', '.join(projects[:MAX_CANDIDATES])}"
+                f"{more}; name the project (--project {projects[0]} or {projects[0]}/{query})"
+            )
         if len(matches) > 1:
-            names = [f"{p}/{a}" for p, a in zip(matches["project"], matches["artifact_id"])]
+            names = [f"{p}/{a}" for p, a in zip(matches["project"], matches["artifact_id"], strict=True)]
             more = f" and {len(names) - MAX_CANDIDATES} more" if len(names) > MAX_CANDIDATES else ""
             raise InvalidInputError(
                 f"artifact id {query!r} is ambiguous ({len(names)} matches): "
@@ -527,20 +703,190 @@ class ArtifactStore:
         return rgb
 
     def load_thumbnail(self, project: str, artifact_id: str) -> Image.Image:
-        """The stored thumbnail as RGB, regenerated from the PNG when it is missing or unreadable."""
+        """The stored thumbnail as RGB, made from the PNG when it is missing or unreadable.
+
+        A made thumbnail is also stored, when the store can be written (best effort: a read-only or
+        full store still returns it).
+        """
         key = self._thumb_key(project, artifact_id)
         try:
             with Image.open(io.BytesIO(self.fs.cat_file(key))) as thumb:
                 return thumb.convert("RGB")
         except (FileNotFoundError, OSError, SyntaxError):
             image = self.load_image(project, artifact_id)
-            self.write_thumbnail(project, artifact_id, image)
+            if not self.read_only:
+                try:
+                    self.write_thumbnail(project, artifact_id, image)
+                except OSError as exc:  # StorageError is an OSError too
+                    log.warning("could not store the thumbnail of %s/%s: %s", project, artifact_id, _reason(exc))
             image.thumbnail((THUMB_MAX_SIDE, THUMB_MAX_SIDE), Image.Resampling.LANCZOS)
             return image
 
     def read_png(self, project: str, artifact_id: str) -> tuple[str | None, ArtifactRecord | None]:
         """(A1111 `parameters` text, embedded echo record) of a stored PNG."""
         return read_png_metadata(self.read_bytes(project, artifact_id), self.image_path(project, artifact_id))
+
+    # ----------------------------------------------------------------------------------------------
+    # Verification
+
+    def read_verified_png(self, record: ArtifactRecord) -> tuple[str | None, ArtifactRecord | None]:
+        """Like `read_png`, after checking the file is the one catalogued for `record`.
+
+        Raises `StorageError` (one line) when the PNG is missing, does not decode, has another sha256
+        than the catalog row, or embeds another artifact's lineage record.
+        """
+        data = self.read_bytes(record.project, record.artifact_id)
+        problem, text = self._check_png(record.project, record.artifact_id, record.sha256, data, decode=True)
+        if problem is not None:
+            raise StorageError(f"{problem.path}: {problem.label}: {problem.detail}")
+        assert text is not None
+        return text.get("parameters"), record_from_png_text(text, self.image_path(record.project, record.artifact_id))
+
+    def _check_png(
+        self, project: str, artifact_id: str, expected_sha: str, data: bytes, *, decode: bool
+    ) -> tuple[Problem | None, dict[str, str] | None]:
+        """(problem or None, PNG text chunks when decoded) for the bytes stored under `artifact_id`.
+
+        With a catalogued sha256 that matches, the bytes are the ones written, so `decode=False`
+        skips decoding them; any other case decodes to say what the file holds instead.
+        """
+        path = self.image_path(project, artifact_id)
+        digest = sha256_hex(data)
+        if expected_sha and digest == expected_sha and not decode:
+            return None, None
+        try:
+            image = decode_png(data, path)
+        except StorageError as exc:
+            return Problem(project, "undecodable", path, _strip_source(str(exc), path), artifact_id), None
+        text = {str(k): str(v) for k, v in (getattr(image, "text", None) or {}).items()}
+        image.close()
+        embedded = record_from_png_text(text, path) if ECHO_KEY in text else None
+        other = ""
+        if embedded is not None and (embedded.artifact_id, embedded.project) != (artifact_id, project):
+            other = f"; the file holds artifact {embedded.project}/{embedded.artifact_id}"
+        if expected_sha and digest != expected_sha:
+            detail = (f"sha256 {digest[:12]}… is not the catalogued {expected_sha[:12]}…{other}: "
+                      f"the file was replaced or modified")
+            return Problem(project, "hash_mismatch", path, detail, artifact_id), text
+        if embedded is None:
+            detail = "it has no readable 'echo' lineage record, so it cannot be told apart from another image"
+            return Problem(project, "lineage_mismatch", path, detail, artifact_id), text
+        if other:
+            return Problem(project, "lineage_mismatch", path, f"its 'echo' record is for another artifact{other}",
+                           artifact_id), text
+        return None, text
+
+    def _listing(self, directory: str, suffix: str) -> dict[str, dict[str, Any]]:
+        """{artifact id: listing entry} of the `*<suffix>` files of a folder (temporary files left out)."""
+        out = {}
+        for entry in self._list(directory):
+            name = posixpath.basename(entry["name"])
+            if entry.get("type") != "file" or not name.endswith(suffix) or TMP_MARKER in name:
+                continue
+            artifact_id = name[: -len(suffix)]
+            if _NAME.match(artifact_id):
+                out[artifact_id] = entry
+        return out
+
+    def _projects_for(self, project: str | None) -> list[str]:
+        return [_check_name("project", project)] if project is not None else self.projects()
+
+    def check_files(self, project: str, *, hashes: bool = False) -> VerifyReport:
+        """The cheap check, for commands that report as they go (batch, gallery): from directory
+        listings only, catalogued PNGs and thumbnails that are missing or empty, PNGs the catalog
+        does not know, damaged catalog parts. `hashes=True` also reads every PNG and compares its
+        sha256 with the catalog (no decoding unless it differs). `verify` checks everything.
+        """
+        return self._verify([_check_name("project", project)], read_pngs=hashes, decode_thumbs=False)
+
+    def verify(self, project: str | None = None) -> VerifyReport:
+        """Check every file of a project (or of all projects) against the catalog.
+
+        Per catalogued artifact: the PNG exists and reads, its sha256 is the catalogued one (when
+        that differs, or no hash was catalogued, the file is decoded to say what it is), it embeds
+        its own `echo` lineage record, and its thumbnail exists and decodes. Per project: PNGs under
+        images/ without a catalog row, and damaged catalog parts. Reads only; never writes (a damaged
+        catalog part is quarantined as `catalog` does, unless the store is read-only).
+        """
+        return self._verify(self._projects_for(project), read_pngs=True, decode_thumbs=True)
+
+    def _verify(self, projects: list[str], *, read_pngs: bool, decode_thumbs: bool) -> VerifyReport:
+        report = VerifyReport(projects=list(projects), thorough=read_pngs and decode_thumbs)
+        for project in projects:
+            frame = self.catalog(project)
+            report.problems.extend(self.catalog_problems(project))
+            reported = {p.path for p in report.problems} | {p.detail for p in report.problems}
+            quarantined = [] if not read_pngs else self._list(posixpath.join(self._catalog_dir(project), QUARANTINE_DIR))
+            for entry in quarantined:  # parts set aside by earlier runs (the cheap check leaves them to verify)
+                path = self.url_for(entry["name"])
+                if entry.get("type") == "file" and not any(path in r for r in reported):
+                    detail = ("a damaged catalog part set aside earlier; its rows are not served (reconcile "
+                              "re-adopts their images from the PNGs); delete it once nothing is missing")
+                    report.problems.append(Problem(project, "catalog_part", path, detail))
+            project_dir = self._project_dir(project)
+            images = self._listing(posixpath.join(project_dir, "images"), ".png")
+            thumbs = self._listing(posixpath.join(project_dir, "thumbs"), ".jpg")
+            catalogued = {str(a): str(h or "") for a, h in zip(frame["artifact_id"], frame["sha256"], strict=True)}
+            for artifact_id, expected_sha in catalogued.items():
+                report.images_checked += 1
+                report.problems.extend(
+                    self._verify_one(project, artifact_id, expected_sha, images, thumbs, read_pngs, decode_thumbs)
+                )
+                if artifact_id in thumbs:
+                    report.thumbs_checked += 1
+            for artifact_id in sorted(set(images) - set(catalogued)):
+                path = self.image_path(project, artifact_id)
+                detail = ("a PNG no catalog row names (a run that died before cataloguing it, or a copied "
+                          "file); the next batch adopts it when it carries its own 'echo' record")
+                report.problems.append(Problem(project, "not_in_catalog", path, detail, artifact_id))
+        return report
+
+    def _verify_one(
+        self, project: str, artifact_id: str, expected_sha: str, images: dict[str, dict[str, Any]],
+        thumbs: dict[str, dict[str, Any]], read_png: bool, decode_thumb: bool,
+    ) -> list[Problem]:
+        problems: list[Problem] = []
+        path = self.image_path(project, artifact_id)
+        thumb_path = self.thumb_path(project, artifact_id)
+        entry = images.get(artifact_id)
+        if entry is None:
+            problems.append(Problem(project, "missing", path, "the catalogued PNG is not there", artifact_id))
+        elif entry.get("size") == 0:
+            problems.append(Problem(project, "undecodable", path, "the file is empty", artifact_id))
+        elif read_png:
+            try:
+                data = self.fs.cat_file(self._image_key(project, artifact_id))
+            except FileNotFoundError:
+                problems.append(Problem(project, "missing", path, "the PNG disappeared while checking", artifact_id))
+            except OSError as exc:
+                problems.append(Problem(project, "unreadable", path, _reason(exc), artifact_id))
+            else:
+                problem, _ = self._check_png(project, artifact_id, expected_sha, data, decode=False)
+                if problem is not None:
+                    problems.append(problem)
+        thumb = thumbs.get(artifact_id)
+        if thumb is None:
+            problems.append(Problem(project, "thumb_missing", thumb_path,
+                                    "no thumbnail (the next batch's reconcile makes it again)", artifact_id))
+        elif thumb.get("size") == 0:
+            problems.append(Problem(project, "thumb_undecodable", thumb_path, "the file is empty", artifact_id))
+        elif decode_thumb:
+            reason = self._thumb_problem(project, artifact_id)
+            if reason:
+                problems.append(Problem(project, "thumb_undecodable", thumb_path, reason, artifact_id))
+        return problems
+
+    def _thumb_problem(self, project: str, artifact_id: str) -> str | None:
+        """Why the stored thumbnail does not decode, or None when it does."""
+        try:
+            data = self.fs.cat_file(self._thumb_key(project, artifact_id))
+            with Image.open(io.BytesIO(data)) as thumb:
+                thumb.load()
+        except FileNotFoundError:
+            return "the thumbnail disappeared while checking"
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError...
+            return _one_line(exc)
+        return None
 
     # ----------------------------------------------------------------------------------------------
     # Crash recovery
@@ -561,6 +907,7 @@ class ArtifactStore:
           the filesystem reports times; 0 deletes all: do not run it while writers are active).
         * Missing thumbnails are regenerated.
         """
+        self._check_writable_mode()
         report = ReconcileReport(project=project)
         project_dir = self._project_dir(project)
         images_dir = posixpath.join(project_dir, "images")
@@ -617,6 +964,7 @@ class ArtifactStore:
                 report.unrecoverable.append(f"{path}: {problem}")
                 log.warning("reconcile: cannot recover %s: %s", path, problem)
                 continue
+            assert record is not None  # `problem` is set otherwise
             recovered.append(
                 record.model_copy(update={"sha256": sha256_hex(data), "width": image.width, "height": image.height})
             )
@@ -679,6 +1027,11 @@ def _make_fs(root: str):
         raise StorageError(f"artifact root {root!r} cannot be used: {_one_line(exc)}") from exc
     except Exception as exc:
         raise StorageError(f"artifact root {root!r} cannot be used: {_one_line(exc)}") from exc
+
+
+def _strip_source(message: str, source: str) -> str:
+    """`decode_png`'s message without the leading path (the caller shows the path itself)."""
+    return message[len(source):].lstrip(" :") if message.startswith(source) else message
 
 
 def _entry_time(entry: dict[str, Any]) -> float | None:
