@@ -58,7 +58,7 @@ REAL_A1111 = (
 class TestFormatInfotext:
     def test_layout_and_order(self):
         record = make_record(negative_prompt="blurry", model_hash="45dee52b")
-        text = format_infotext(record)
+        text = format_infotext(record, sampler=True)
         lines = text.split("\n")
         assert lines[0] == "warm fractal"
         assert lines[1] == "Negative prompt: blurry"
@@ -78,19 +78,19 @@ class TestFormatInfotext:
 
     def test_img2img_tiling_style_parent(self):
         record = make_record(parent_id="abcdef0123", strength=0.55, tiling=True, style="Neon, Glow")
-        params = parse_generation_parameters(format_infotext(record))
+        params = parse_generation_parameters(format_infotext(record, sampler=True))
         assert params["Denoising strength"] == "0.55"
         assert params["Tiling"] == "True"
         assert params["Echo style"] == "Neon, Glow"
         assert params["Echo parent"] == "abcdef0123"
-        keys = list(parse_infotext(format_infotext(record)))
+        keys = list(parse_infotext(format_infotext(record, sampler=True)))
         assert keys.index("Model") < keys.index("Denoising strength") < keys.index("Tiling") < keys.index("Echo artifact")
         assert keys[-1] == "Version"
 
     def test_same_line_as_a1111_would_join(self):
         record = make_record(model="a, b: c", style="x, y")
-        last_line = format_infotext(record).split("\n")[-1]
-        ours = parse_infotext(format_infotext(record))
+        last_line = format_infotext(record, sampler=True).split("\n")[-1]
+        ours = parse_infotext(format_infotext(record, sampler=True))
         a1111_params = {k: v for k, v in ours.items() if k not in ("Prompt", "Negative prompt", "Size-1", "Size-2")}
         a1111_params = {"Steps": a1111_params.pop("Steps"), "Sampler": a1111_params.pop("Sampler"),
                         "CFG scale": a1111_params.pop("CFG scale"), "Seed": a1111_params.pop("Seed"),
@@ -120,7 +120,7 @@ def test_a1111_reads_what_we_write(fields):
     model_hash = fields.pop("model_hash", "")
     record = make_record(model=model, model_hash=model_hash, **fields)
     req = record.request
-    text = format_infotext(record)
+    text = format_infotext(record, sampler=True)
     a1111 = parse_generation_parameters(text)
 
     assert a1111["Prompt"] == req.prompt
@@ -144,6 +144,128 @@ def test_a1111_reads_what_we_write(fields):
         assert a1111["Echo parent"] == req.parent_id
     # Our reader agrees with A1111's on our own texts.
     assert parse_infotext(text) == a1111
+
+
+# --------------------------------------------------------------------------------------------------
+# Prompts A1111's reader would change: they must come back exactly (ours) and in the right place (A1111)
+
+TRICKY_PROMPTS = [
+    ("Negative prompt: not the negative", ""),
+    ("Negative prompt: positive words", "real negative"),
+    ("first line\nNegative prompt: still positive\nthird", "neg"),
+    ("a\n   Negative prompt: indented, still positive", ""),
+    ("warm fractal", "line one\n    indented two\n\tthree"),
+    ("warm fractal", "   leading spaces"),
+    ("warm fractal", "trailing spaces   \nx"),
+    ("warm fractal", "\n\nafter two empty lines"),
+    ("warm fractal", "Negative prompt: twice"),
+    ("warm fractal", "ok\nNegative prompt: second negative line"),
+    ("\ufeffbom first", "\ufeff"),
+    ("a\r\nb", "c\r"),
+    ("line\u3000\nnbsp\xa0", "x\u2028"),
+    ("Steps: 1, Sampler: x, CFG scale: 2\nreal prompt", "Steps: 1, Sampler: x, CFG scale: 2"),
+]
+
+_PIECES = ["Negative prompt:", "Negative prompt: ", " ", "  ", "\t", "\n", "\n\n", "\r", "\r\n", "\xa0",
+           "\u3000", "\ufeff", ",", ":", '"', "Steps: 1, Sampler: a, CFG scale: 7", "warm", "fractal",
+           "rüzgar", "ışık", "(word:1.2)", "x"]
+
+
+def _random_prompts(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Seeded random prompts (a property test without hypothesis): pieces joined at random."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        prompt = "".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 12))).strip()
+        negative = "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 12)))
+        if prompt:
+            out.append((prompt, negative))
+    return out
+
+
+def _model_text(text: str) -> str:
+    """What a CLIP text encoder reads (ftfy drops U+FEFF, whitespace runs collapse), without ftfy."""
+    return " ".join(text.replace("\ufeff", "").split())
+
+
+@pytest.mark.parametrize(("prompt", "negative"), TRICKY_PROMPTS + _random_prompts(300))
+@pytest.mark.parametrize("sampler", [True, False])
+def test_tricky_prompts_round_trip(prompt, negative, sampler):
+    record = make_record(prompt=prompt, negative_prompt=negative)
+    req = record.request
+    text = format_infotext(record, sampler=sampler)
+    ours = parse_infotext(text)
+    assert (ours["Prompt"], ours["Negative prompt"]) == (req.prompt, req.negative_prompt)
+
+    a1111 = parse_generation_parameters(text)
+    # A1111 keeps every line where it belongs: the model reads the same positive and negative text...
+    assert _model_text(a1111["Prompt"]) == _model_text(req.prompt)
+    assert _model_text(a1111["Negative prompt"]) == _model_text(req.negative_prompt)
+    # ...and exactly our text whenever no line needed protecting (the usual case).
+    if "\ufeff" not in text:
+        assert (a1111["Prompt"], a1111["Negative prompt"]) == (req.prompt, req.negative_prompt)
+    # The last line still parses as the parameters, in both readers.
+    assert a1111["Seed"] == "1" and (a1111["Size-1"], a1111["Size-2"]) == ("64", "64")
+    assert a1111["Echo artifact"] == record.artifact_id and ours["Echo artifact"] == record.artifact_id
+    assert {k: v for k, v in ours.items() if "prompt" not in k.lower()} == \
+        {k: v for k, v in a1111.items() if "prompt" not in k.lower()}
+
+
+def test_guard_survives_ftfy_like_a_clip_tokenizer():
+    """CLIP tokenizers run ftfy.fix_text first, which removes U+FEFF: the guard is invisible to the model."""
+    ftfy = pytest.importorskip("ftfy")
+    record = make_record(prompt="Negative prompt: glowing", negative_prompt="a\n  b")
+    a1111 = parse_generation_parameters(format_infotext(record))
+    assert ftfy.fix_text(a1111["Prompt"]) == "Negative prompt: glowing"
+    assert ftfy.fix_text(a1111["Negative prompt"]) == "a\n  b"
+
+
+def test_plain_prompts_are_written_unchanged():
+    record = make_record(prompt="warm fractal, neon\nsecond line", negative_prompt="blurry\nlowres")
+    assert format_infotext(record, sampler=False).split("\n")[:3] == [
+        "warm fractal, neon", "second line", "Negative prompt: blurry"]
+    assert "\ufeff" not in format_infotext(record)
+
+
+# --------------------------------------------------------------------------------------------------
+# Only what is true: no sampler settings for backends without a sampler
+
+
+def test_no_sampler_settings_without_a_sampler():
+    record = make_record(negative_prompt="blurry", model_hash="45dee52b", parent_id="abcdef0123", strength=0.4)
+    last = format_infotext(record, sampler=False).split("\n")[-1]
+    assert last.startswith("Seed: 1, Size: 64x64, Model hash: 45dee52b, Model: echo-procedural, Echo strength: 0.4, ")
+    for claim in ("Steps", "Sampler", "CFG scale", "Denoising strength"):
+        assert claim not in last
+    a1111 = parse_generation_parameters(format_infotext(record, sampler=False))
+    assert a1111["Seed"] == "1" and a1111["Model"] == "echo-procedural" and a1111["Echo strength"] == "0.4"
+    assert "Steps" not in a1111 and "Sampler" not in a1111 and a1111["Negative prompt"] == "blurry"
+    with_sampler = parse_infotext(format_infotext(record, sampler=True))
+    assert with_sampler["Steps"] == "30" and with_sampler["Denoising strength"] == "0.4"
+
+
+def test_sampler_comes_from_the_backends_capabilities(monkeypatch):
+    from echo_pipeline.artifacts import metadata
+    from echo_pipeline.render.backends.base import BackendCapabilities
+    from echo_pipeline.render.backends.procedural import ProceduralBackend
+
+    assert metadata.backend_has_sampler("no-such-backend")  # unknown: the A1111 default
+    record = make_record()
+    monkeypatch.setattr(ProceduralBackend, "capabilities",
+                        ProceduralBackend.capabilities.model_copy(update={"sampler": False}))
+    assert not metadata.backend_has_sampler("procedural")
+    assert "Steps:" not in format_infotext(record)
+    monkeypatch.setattr(ProceduralBackend, "capabilities", BackendCapabilities(sampler=True))
+    assert format_infotext(record).split("\n")[-1].startswith("Steps: 30, Sampler: Euler a, CFG scale: 7, Seed: 1")
+
+
+@pytest.mark.xfail(strict=True, reason="needs `sampler=False` in ProceduralBackend.capabilities "
+                                       "(render/backends/procedural/backend.py): remove this marker with that edit")
+def test_procedural_artifacts_claim_no_sampler():
+    text = format_infotext(make_record())
+    assert "Steps:" not in text and "Sampler:" not in text and "CFG scale:" not in text
 
 
 def test_a1111_defaults_do_not_clash():

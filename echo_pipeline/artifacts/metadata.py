@@ -7,7 +7,18 @@ Every stored PNG carries two text chunks:
 
       warm fractal, neon
       Negative prompt: blurry
-      Steps: 30, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, Model: echo-procedural, ...
+      Seed: 1, Size: 512x512, Model: echo-procedural, Echo artifact: ..., Version: echo-os ...
+
+  Only what is true is written: `Steps`, `Sampler`, `CFG scale` and `Denoising strength` only for
+  backends that run a sampler (`BackendCapabilities.sampler`); the procedural renderer has none.
+
+  A1111 writes prompts as they are, and its reader strips every prompt line and takes the first line
+  starting with "Negative prompt:" as the start of the negative prompt: a prompt line that starts
+  with those words, indentation, trailing spaces and leading empty lines of a negative prompt do not
+  survive A1111's own round trip. We write such a line wrapped in U+FEFF (zero width no-break space):
+  A1111's reader keeps it as it is (U+FEFF is not whitespace to `str.strip`) and in the right prompt,
+  CLIP tokenizers drop U+FEFF (ftfy), so the model input A1111 rebuilds is the same, and
+  `parse_infotext` removes the wrapping, giving back the exact prompts.
 
 * `echo`: the full `ArtifactRecord` as JSON (lineage: request, backend, parent, run).
 
@@ -40,6 +51,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
 NEGATIVE_PREFIX = "Negative prompt:"
+LINE_GUARD = "\ufeff"  # wraps a prompt line A1111's reader would otherwise change (module docstring)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -74,23 +86,43 @@ def _number(value: float | int) -> str:
     return str(value)
 
 
-def infotext_params(record: ArtifactRecord) -> dict[str, str]:
-    """The ordered `Key: value` pairs of the infotext's last line (values not yet quoted)."""
+def backend_has_sampler(backend: str) -> bool:
+    """Whether the named backend runs a sampler (steps, CFG scale...), from its declared capabilities.
+
+    Unknown or unloadable backends count as having one (the A1111 default).
+    """
+    from echo_pipeline.errors import EchoError
+    from echo_pipeline.render.backends.registry import backend_class
+
+    try:
+        capabilities = backend_class(backend).capabilities
+    except (EchoError, ImportError, AttributeError):
+        return True
+    return bool(getattr(capabilities, "sampler", True))
+
+
+def infotext_params(record: ArtifactRecord, *, sampler: bool | None = None) -> dict[str, str]:
+    """The ordered `Key: value` pairs of the infotext's last line (values not yet quoted).
+
+    `sampler`: whether the backend that made the image ran a sampler; None looks it up from the
+    backend named in the record (`backend_has_sampler`). Without one, the sampler settings of the
+    request (steps, sampler, CFG scale, denoising strength) are left out: nothing used them.
+    """
     req = record.request
-    params: dict[str, str] = {
-        "Steps": str(req.steps),
-        "Sampler": req.sampler,
-        "CFG scale": _number(req.cfg_scale),
-        "Seed": str(req.seed),
-        "Size": f"{req.width}x{req.height}",
-    }
+    backend = record.backend.backend or req.backend
+    if sampler is None:
+        sampler = backend_has_sampler(backend)
+    params: dict[str, str] = {}
+    if sampler:
+        params |= {"Steps": str(req.steps), "Sampler": req.sampler, "CFG scale": _number(req.cfg_scale)}
+    params |= {"Seed": str(req.seed), "Size": f"{req.width}x{req.height}"}
     if record.backend.model_hash:
         params["Model hash"] = record.backend.model_hash
     model = req.model or record.backend.model
     if model:
         params["Model"] = model
     if req.strength is not None:
-        params["Denoising strength"] = _number(req.strength)
+        params["Denoising strength" if sampler else "Echo strength"] = _number(req.strength)
     if req.tiling:
         params["Tiling"] = "True"
     params["Echo artifact"] = record.artifact_id
@@ -100,18 +132,60 @@ def infotext_params(record: ArtifactRecord) -> dict[str, str]:
     parent = record.parent_id or req.parent_id
     if parent:
         params["Echo parent"] = parent
-    params["Echo backend"] = record.backend.backend or req.backend
+    params["Echo backend"] = backend
     params["Version"] = f"echo-os {record.code_version}"
     return params
 
 
-def format_infotext(record: ArtifactRecord) -> str:
-    """The AUTOMATIC1111 `parameters` text for a record (like A1111's `create_infotext`)."""
+def _guard(line: str) -> str:
+    return f"{LINE_GUARD}{line}{LINE_GUARD}"
+
+
+def _unguard(line: str) -> str:
+    if len(line) >= 2 and line[0] == LINE_GUARD and line[-1] == LINE_GUARD:
+        return line[1:-1]
+    return line
+
+
+def _needs_guard(line: str) -> bool:
+    """Whether A1111's reader would change this prompt line (or ours would misread it)."""
+    return (
+        line != line.strip()
+        or line.startswith(NEGATIVE_PREFIX)
+        or line.startswith(LINE_GUARD)
+        or line.endswith(LINE_GUARD)
+    )
+
+
+def _prompt_lines(text: str, *, negative: bool) -> list[str]:
+    """The lines of a prompt as written: each line A1111 would change wrapped in `LINE_GUARD`.
+
+    In the negative prompt, empty lines before the first non-empty one are guarded too: A1111's
+    reader drops them.
+    """
+    out = []
+    leading = negative
+    for line in text.split("\n"):
+        if _needs_guard(line) or (leading and line == ""):
+            line = _guard(line)
+        leading = leading and line == ""
+        out.append(line)
+    return out
+
+
+def format_infotext(record: ArtifactRecord, *, sampler: bool | None = None) -> str:
+    """The AUTOMATIC1111 `parameters` text for a record (like A1111's `create_infotext`).
+
+    Prompt lines A1111's reader would change are wrapped in U+FEFF (see the module docstring), so
+    `parse_infotext` gives back the exact prompt and negative prompt. `sampler`: see `infotext_params`.
+    """
     req = record.request
-    lines = [req.prompt]
+    lines = _prompt_lines(req.prompt, negative=False)
     if req.negative_prompt:
-        lines.append(f"{NEGATIVE_PREFIX} {req.negative_prompt}")
-    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in infotext_params(record).items()))
+        first, *rest = _prompt_lines(req.negative_prompt, negative=True)
+        lines += [f"{NEGATIVE_PREFIX} {first}", *rest]
+    params = infotext_params(record, sampler=sampler)
+    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in params.items()))
     return "\n".join(lines).strip()
 
 
@@ -129,27 +203,32 @@ def parse_infotext(text: str) -> dict[str, str]:
     """Read an A1111 `parameters` text: "Prompt", "Negative prompt" and every `Key: value`.
 
     Follows A1111's `parse_generation_parameters`: the last line holds the parameters when it has at
-    least 3 `key: value` pairs, JSON-quoted values are unquoted, `WxH` values split into `Key-1` and
-    `Key-2` (e.g. "Size-1"/"Size-2"). Unlike A1111, empty values are kept (as "") and webui-only
-    defaults (Clip skip, Hires ..., RNG ...) are not filled in.
+    least 3 `key: value` pairs, prompt lines are stripped and the first one starting with "Negative
+    prompt:" starts the negative prompt, JSON-quoted values are unquoted, `WxH` values split into
+    `Key-1` and `Key-2` (e.g. "Size-1"/"Size-2"). Unlike A1111: a prompt line wrapped in U+FEFF (how
+    `format_infotext` protects lines A1111 would change) is unwrapped, empty values are kept (as "")
+    and webui-only defaults (Clip skip, Hires ..., RNG ...) are not filled in.
     """
-    text = str(text).replace("\r\n", "\n").replace("\r", "\n")
-    *lines, lastline = text.strip().split("\n")
+    *lines, lastline = str(text).strip().split("\n")
     if len(RE_PARAM.findall(lastline)) < 3:
         lines.append(lastline)
         lastline = ""
 
-    prompt: list[str] = []
-    negative: list[str] = []
-    done_with_prompt = False
+    # A1111 joins a line to what came before with "\n" only once something non-empty came before;
+    # that test looks at the lines as written (a guarded empty line counts as non-empty).
+    raw = {"prompt": "", "negative": ""}
+    parts = {"prompt": "", "negative": ""}
+    section = "prompt"
     for line in lines:
         line = line.strip()
         if line.startswith(NEGATIVE_PREFIX):
-            done_with_prompt = True
+            section = "negative"
             line = line[len(NEGATIVE_PREFIX):].strip()
-        (negative if done_with_prompt else prompt).append(line)
+        separator = "" if raw[section] == "" else "\n"
+        raw[section] += separator + line
+        parts[section] += separator + _unguard(line)
 
-    result: dict[str, str] = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    result: dict[str, str] = {"Prompt": parts["prompt"], "Negative prompt": parts["negative"]}
     for key, value in RE_PARAM.findall(lastline):
         if value[:1] == '"' and value[-1:] == '"':
             value = _unquote(value)
