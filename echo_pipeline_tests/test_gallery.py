@@ -14,10 +14,9 @@ from PIL import Image
 from echo_pipeline.artifacts import ArtifactRecord, ArtifactStore
 from echo_pipeline.artifacts import gallery as G
 from echo_pipeline.artifacts.gallery import build_gallery, contact_sheet, thumbnail_grid_markdown
-from echo_pipeline.errors import InvalidInputError
+from echo_pipeline.errors import InvalidInputError, StorageError
 from echo_pipeline.render.backends.base import BackendDescription
 from echo_pipeline.render.requests import RenderRequest
-from echo_pipeline.resonance import QualityAssessor, save_scores
 
 DESC = BackendDescription(backend="procedural", model="echo-procedural", version="1")
 EVIL = '<script>alert("x")</script> & "quotes"'
@@ -103,18 +102,89 @@ def test_gallery_shows_scores_and_best_picks_top_quarter(store):
     assert 'href="best.html"' in read_text(store, full.html_path)
 
 
-def test_gallery_uses_stored_scores_and_best_falls_back_to_technical(tmp_path):
-    store = ArtifactStore.open(str(tmp_path / "a"))
+def test_gallery_without_scores_ranks_nothing_and_says_so(store):
     records = add_images(store, 3)
-    fallback = build_gallery(store, "p", filter="best")
-    assert fallback.count == 1 and fallback.note and "technical" in fallback.note
-    assert "No score table yet" in read_text(store, fallback.html_path)
-    frame = QualityAssessor().assess([(r.artifact_id, store.load_image(r)) for r in records])
-    save_scores(store, "p", frame)
-    stored = build_gallery(store, "p", filter="best")
-    assert stored.note is None and stored.count == 1
-    best_id = frame.sort_values("total").iloc[-1]["artifact_id"]
-    assert tile_ids(read_text(store, stored.html_path)) == [best_id]
+    result = build_gallery(store, "p", filter="best")
+    assert result.count == 0 and result.note == G.NO_SCORES_NOTE
+    assert "No score table yet" in read_text(store, result.html_path)
+    scores = pd.DataFrame({"artifact_id": [r.artifact_id for r in records], "total": [1.0, 3.0, 2.0]})
+    ranked = build_gallery(store, "p", filter="best", scores=scores, scores_note="ranked by a test")
+    assert ranked.count == 1 and ranked.note == "ranked by a test"
+    page = read_text(store, ranked.html_path)
+    assert tile_ids(page) == [records[1].artifact_id] and "ranked by a test" in page
+
+
+def test_every_page_is_rewritten_together(store):
+    """best.html must not go stale when the gallery is rebuilt for another filter after a new batch."""
+    first = add_images(store, 2)
+    scores = pd.DataFrame({"artifact_id": [r.artifact_id for r in first], "total": [50.0, 60.0]})
+    build_gallery(store, "p", filter="best", scores=scores)
+    later = add_images(store, 2, prompt="cool waves")
+    scores = pd.concat([scores, pd.DataFrame({"artifact_id": [r.artifact_id for r in later],
+                                              "total": [99.0, 10.0]})])
+    result = build_gallery(store, "p", scores=scores)  # filter "all", as after every batch
+    assert set(result.pages) == {"all", "best", "recent"}
+    best = read_text(store, result.pages["best"])
+    assert tile_ids(best) == [later[0].artifact_id]
+    assert len(tile_ids(read_text(store, result.pages["recent"]))) == 4
+    for name in ("best", "recent"):
+        assert store.fs.exists(store.project_file_path("p", f"gallery/contact_sheet_{name}.jpg"))
+    for page in result.pages.values():  # every page links to every other
+        text = read_text(store, page)
+        assert all(f'href="{n}"' in text for n in ("index.html", "best.html", "recent.html"))
+
+
+def test_gallery_into_another_folder_leaves_a_read_only_store_alone(tmp_path):
+    root = tmp_path / "store"
+    writer = ArtifactStore.open(str(root))
+    records = add_images(writer, 2)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
+    store = ArtifactStore(str(root), read_only=True)
+    out = tmp_path / "site" / "gallery"
+    result = build_gallery(store, "p", out_dir=out)
+    assert result.html_path == str(out / "index.html") and result.count == 2
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best.html", "contact_sheet.jpg", "contact_sheet_best.jpg", "contact_sheet_recent.jpg",
+        "index.html", "recent.html"]
+    page = (out / "index.html").read_text()
+    for record in records:  # links reach the store's files from the other folder
+        link = f"../../store/projects/p/thumbs/{record.artifact_id}.jpg"
+        assert f'src="{link}"' in page and (out / link).resolve().is_file()
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()} == before
+    with pytest.raises(StorageError, match="read-only"):
+        build_gallery(store, "p")  # into the store itself: refused with one line
+
+
+def test_gallery_reports_missing_and_damaged_files(tmp_path):
+    store = ArtifactStore.open(str(tmp_path / "a"))
+    records = add_images(store, 4)
+    store.fs.rm(store.image_path("p", records[0].artifact_id))
+    store.fs.rm(store.thumb_path("p", records[1].artifact_id))
+    store.fs.pipe_file(store.thumb_path("p", records[2].artifact_id), b"not a jpeg")
+    result = build_gallery(store, "p")
+    found = {(p.kind, p.artifact_id) for p in result.problems}
+    assert found == {("missing", records[0].artifact_id), ("thumb_missing", records[1].artifact_id),
+                     ("thumb_undecodable", records[2].artifact_id)}
+    assert result.count == 4  # still shown, marked
+    page = read_text(store, result.html_path)
+    assert "3 stored file problem(s)" in page and "artifacts verify --project p" in page
+    assert page.count('class="damaged"') == 3 and "PNG missing" in page
+    hashes = build_gallery(store, "p", check_hashes=True)
+    assert len(hashes.problems) == 3
+
+
+def test_artifacts_package_does_not_import_resonance():
+    """artifacts/ sits below resonance/: the gallery takes scores from its caller (no import cycle)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(G.__file__).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not [n for n in names if n.startswith("echo_pipeline.resonance")], path.name
 
 
 def test_gallery_recent_and_lineage(store, monkeypatch):

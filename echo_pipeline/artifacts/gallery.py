@@ -1,6 +1,7 @@
 """Galleries: a self-contained HTML page and a contact sheet per project, plus tiny thumbnail grids.
 
-`build_gallery` writes, under the project folder of the artifact store (any fsspec root)::
+`build_gallery` writes, under the project folder of the artifact store (any fsspec root), or into
+another folder (`out_dir`, e.g. when the store is read-only)::
 
     gallery/index.html            filter "all"    (newest first)
     gallery/best.html             filter "best"   (top 25 % by total score, at least 1)
@@ -8,9 +9,17 @@
     gallery/contact_sheet.jpg     contact sheet of the "all" page (first 48 images);
     gallery/contact_sheet_<filter>.jpg  for the other filters
 
+Every page is rewritten on every build (whichever filter was asked for), so no page goes stale.
+
 The page has no external assets: inline CSS, a few lines of inline JavaScript for the search box, and
 links relative to the page (`../thumbs/<id>.jpg` tiles, `../images/<id>.png` full images), so the
-folder can be opened from a local disk, served, or synced from S3 as it is.
+folder can be opened from a local disk, served, or synced from S3 as it is. Pages written elsewhere
+link to the store's files (relative paths when both are local).
+
+Scores come from the caller (`scores`, a DataFrame with `artifact_id`, `total` and components), so
+this module needs nothing from `resonance`. Missing or damaged files are reported, not hidden: the
+result lists them (`GalleryResult.problems`, from the store's cheap `check_files`, plus thumbnails
+that do not decode) and the page says how many there are.
 
 `thumbnail_grid_markdown` makes the small data-URI JPEG grid that Dagster materialization metadata
 shows (kept under a byte budget, a few KB).
@@ -22,14 +31,22 @@ import base64
 import html
 import io
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+import posixpath
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 from PIL import Image, ImageDraw
 
+from echo_pipeline.artifacts.storage import ArtifactStore, Problem, ProblemKind
+from echo_pipeline.atomic import write_atomic
 from echo_pipeline.errors import InvalidInputError, StorageError
 
 FILTERS: dict[str, str] = {
@@ -59,6 +76,12 @@ class GalleryResult:
     total_images: int = 0  # images in the project
     mean_total: float | None = None  # mean total score of the images shown (None without scores)
     note: str | None = None  # e.g. how "best" was ranked without a score table
+    pages: dict[str, str] = field(default_factory=dict)  # filter -> page path: every page, rewritten together
+    problems: list[Problem] = field(default_factory=list)  # missing or damaged files found on the way
+
+
+NO_SCORES_NOTE = ("No score table yet, so nothing is ranked: score the project (the batch's quality_scores "
+                  "step) to fill this page.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,43 +178,37 @@ def _placeholder(size: int = 256, text: str = "no image") -> Image.Image:
     return image
 
 
-def _load_thumb(store, project: str, artifact_id: str) -> Image.Image:
-    """The stored thumbnail (fast); the full image as a fallback; a placeholder when both are missing."""
+def load_gallery_thumbnail(store: ArtifactStore, project: str, artifact_id: str) -> tuple[Image.Image, str | None]:
+    """(thumbnail as RGB, problem or None) without writing anything: the stored thumbnail (fast),
+    else the full image, else a placeholder; the problem says what was wrong."""
+    problem = None
     try:
         data = store.fs.cat_file(store.thumb_path(project, artifact_id))
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        return _rgb(image)
-    except (FileNotFoundError, OSError, ValueError):
-        pass
+        thumb = Image.open(io.BytesIO(data))
+        thumb.load()
+        return _rgb(thumb), None
+    except FileNotFoundError:
+        problem = "thumbnail missing"
+    except (OSError, ValueError, SyntaxError) as exc:
+        problem = f"thumbnail undecodable: {exc}"
     try:
         image = store.load_image(project, artifact_id)
         image.thumbnail((256, 256))
-        return image
-    except StorageError:
-        return _placeholder()
+        return image, problem
+    except StorageError as exc:
+        return _placeholder(), str(exc)
 
 
 # --------------------------------------------------------------------------------------------------
 # Selection
 
 
-def _scores_frame(store, project: str, scores: pd.DataFrame | None) -> pd.DataFrame | None:
-    if scores is None:
-        from echo_pipeline.resonance.memory_system import load_scores  # no import cycle at module load
-
-        scores = load_scores(store, project)
+def _scores_frame(scores: pd.DataFrame | None) -> pd.DataFrame | None:
     if scores is None or len(scores) == 0 or "artifact_id" not in scores.columns:
         return None
     frame = scores.copy()
     frame["artifact_id"] = frame["artifact_id"].astype(str)
     return frame.drop_duplicates(subset="artifact_id", keep="last").set_index("artifact_id")
-
-
-def _technical_totals(store, project: str, ids: Sequence[str]) -> dict[str, dict[str, float]]:
-    from echo_pipeline.resonance.quality_assessor import technical_scores
-
-    return {a: technical_scores(_load_thumb(store, project, a)) for a in ids}
 
 
 def _select(catalog: pd.DataFrame, filter: str, totals: dict[str, float]) -> pd.DataFrame:
@@ -254,6 +271,7 @@ color:var(--muted)}
 .meter{height:5px;background:var(--panel2);border-radius:3px;overflow:hidden}
 .meter i{display:block;height:100%;background:linear-gradient(90deg,#7a5cff,var(--accent))}
 .lineage{font-size:12px;color:var(--muted)}
+.damaged{font-size:12px;color:var(--bad)}
 .id{font:11px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;color:#6d6f7d}
 .empty{padding:80px 20px;text-align:center;color:var(--muted);font-size:16px;border:1px dashed var(--line);
 border-radius:14px}
@@ -307,7 +325,8 @@ def _str(row: pd.Series, key: str) -> str | None:
     return text if text else None
 
 
-def _tile(row: pd.Series, score: dict | None, shown_ids: set[str]) -> str:
+def _tile(row: pd.Series, score: dict | None, shown_ids: set[str], base: str = "..",
+          broken: dict[str, str] | None = None) -> str:
     aid = str(row["artifact_id"])
     qid = quote(aid, safe="")
     prompt = _str(row, "prompt") or ""
@@ -351,7 +370,7 @@ def _tile(row: pd.Series, score: dict | None, shown_ids: set[str]) -> str:
 
     lineage = ""
     if parent:
-        target = f"#a-{quote(parent, safe='')}" if parent in shown_ids else f"../images/{quote(parent, safe='')}.png"
+        target = f"#a-{quote(parent, safe='')}" if parent in shown_ids else f"{base}/images/{quote(parent, safe='')}.png"
         strength = _num(row.get("strength"))
         how = f" (strength {strength:.2f})" if strength is not None else ""
         lineage = (
@@ -359,14 +378,17 @@ def _tile(row: pd.Series, score: dict | None, shown_ids: set[str]) -> str:
             f"{_e(parent[:10])}</a>{_e(how)}</div>"
         )
 
+    damage = ""
+    if broken and aid in broken:
+        damage = f'<div class="damaged" title="{_e(broken[aid])}">⚠ {_e(broken[aid])}</div>'
     search = " ".join(x for x in (prompt, style or "", str(seed), aid) if x).lower()
     return (
         f'<figure class="tile" id="a-{_e(qid)}" data-text="{_e(search)}">'
-        f'<a class="thumb" href="../images/{_e(qid)}.png" title="open the full image">'
-        f'<img src="../thumbs/{_e(qid)}.jpg" loading="lazy" alt="{_e(prompt)}">{badge}</a>'
+        f'<a class="thumb" href="{_e(base)}/images/{_e(qid)}.png" title="open the full image">'
+        f'<img src="{_e(base)}/thumbs/{_e(qid)}.jpg" loading="lazy" alt="{_e(prompt)}">{badge}</a>'
         f'<figcaption><p class="prompt" title="{_e(prompt)}">{_e(prompt)}</p>'
         f'<div class="meta">{"".join(f"<span>{m}</span>" for m in meta)}</div>'
-        f"{comps}{lineage}"
+        f"{comps}{lineage}{damage}"
         f'<div class="id" title="artifact id">{_e(aid)}</div></figcaption></figure>'
     )
 
@@ -383,10 +405,19 @@ def render_gallery_html(
     note: str | None,
     pages: Sequence[str],
     sheet_name: str | None,
+    asset_base: str = "..",
+    broken: dict[str, str] | None = None,
+    warning: str | None = None,
 ) -> str:
-    """The page as a string (pure; `build_gallery` writes it)."""
+    """The page as a string (pure; `build_gallery` writes it).
+
+    `asset_base`: URL of the project folder (thumbs/, images/) relative to the page. `broken`:
+    artifact id -> what is wrong with its files (shown on its tile); `warning`: a line for the header.
+    """
     shown_ids = set(rows["artifact_id"].astype(str)) if len(rows) else set()
-    tiles = "\n".join(_tile(row, scores.get(str(row["artifact_id"])), shown_ids) for _, row in rows.iterrows())
+    tiles = "\n".join(
+        _tile(row, scores.get(str(row["artifact_id"])), shown_ids, asset_base, broken) for _, row in rows.iterrows()
+    )
     nav = "".join(
         f'<a href="{_e(PAGE_NAMES[f])}" class="{"on" if f == filter else ""}" title="{_e(FILTERS[f])}">'
         f"{_e(f.capitalize())}</a>"
@@ -408,7 +439,7 @@ def render_gallery_html(
         body = '<div class="empty">No images match this filter yet.</div>'
     else:
         body = '<div class="empty">No images yet — render some and rebuild the gallery.</div>'
-    note_html = f'<p class="note">{_e(note)}</p>' if note else ""
+    note_html = "".join(f'<p class="note">{_e(text)}</p>' for text in (warning, note) if text)
     search = '<input type="search" id="q" placeholder="Filter by prompt, style, seed…" aria-label="filter">' if len(
         rows) else ""
     return f"""<!doctype html>
@@ -432,73 +463,124 @@ embedded in the file).</footer>
 
 
 def build_gallery(
-    store,
+    store: ArtifactStore,
     project: str,
     *,
     title: str | None = None,
     scores: pd.DataFrame | None = None,
     filter: str = "all",
+    out_dir: str | os.PathLike[str] | None = None,
+    scores_note: str | None = None,
+    check_hashes: bool = False,
 ) -> GalleryResult:
-    """Write the project's gallery page and contact sheet; see the module docstring.
+    """Write every gallery page of the project and their contact sheets; see the module docstring.
 
-    `scores` defaults to the project's stored score table (`resonance/scores.parquet`). Without any
-    scores, "best" ranks by the technical score computed from the thumbnails and says so on the page.
+    `scores`: the project's score table from the caller (`artifact_id`, `total`, components); without
+    one, "best" ranks nothing and says so. `scores_note` is shown on the "best" page (e.g. how the
+    scores were made). `filter` picks the page the result describes; all pages are written anyway.
+    `out_dir`: a folder (path or fsspec URL) to write into instead of the store's `gallery/`; nothing
+    is then written into the store, so it may be read-only or full. `check_hashes`: also compare
+    every PNG's sha256 with the catalog (reads every PNG; see `ArtifactStore.check_files`).
     """
     key = str(filter or "").strip().lower()
     if key not in FILTERS:
         raise InvalidInputError(f"unknown gallery filter {filter!r}; valid filters: {', '.join(FILTERS)}")
     catalog = store.catalog(project)
-    score_frame = _scores_frame(store, project, scores)
+    problems = list(store.check_files(project, hashes=check_hashes).problems)
+    score_frame = _scores_frame(scores)
     score_rows: dict[str, dict] = {}
     if score_frame is not None:
         ids = set(catalog["artifact_id"].astype(str))
-        score_rows = {a: r.to_dict() for a, r in score_frame.iterrows() if a in ids}
+        score_rows = {str(a): r.to_dict() for a, r in score_frame.iterrows() if a in ids}
     totals = {a: t for a, r in score_rows.items() if (t := _num(r.get("total"))) is not None}
+    best_note = scores_note if totals else (NO_SCORES_NOTE if len(catalog) else None)
 
-    note = None
-    if key == "best" and not totals and len(catalog):
-        tech = _technical_totals(store, project, list(catalog["artifact_id"].astype(str)))
-        totals = {a: s["technical"] for a, s in tech.items()}
-        score_rows = {a: {**s} for a, s in tech.items()}
-        note = ("No score table yet: 'best' is ranked by the technical score computed from the thumbnails. "
-                "Score the project (quality_scores) for full rankings.")
+    write, asset_base = _writer(store, project, out_dir)
+    thumbs: dict[str, Image.Image] = {}
 
-    rows = _select(catalog, key, totals)
-    shown = [str(a) for a in rows["artifact_id"]] if len(rows) else []
-    shown_totals = [totals[a] for a in shown if a in totals]
-    mean_total = float(sum(shown_totals) / len(shown_totals)) if shown_totals else None
+    def thumb(artifact_id: str) -> Image.Image:
+        if artifact_id not in thumbs:
+            image, problem = load_gallery_thumbnail(store, project, artifact_id)
+            if problem and not any(p.artifact_id == artifact_id for p in problems):
+                kind: ProblemKind = "thumb_undecodable" if problem.startswith("thumbnail") else "undecodable"
+                problems.append(Problem(project, kind, store.thumb_path(project, artifact_id), problem, artifact_id))
+            thumbs[artifact_id] = image
+        return thumbs[artifact_id]
 
-    sheet_name = "contact_sheet.jpg" if key == "all" else f"contact_sheet_{key}.jpg"
-    thumbs = [_load_thumb(store, project, a) for a in shown[:MAX_SHEET_IMAGES]]
-    sheet = contact_sheet(thumbs) if thumbs else _placeholder(128, "no images yet")
-    sheet_path = store.write_project_file(project, f"gallery/{sheet_name}", _jpeg(sheet, 85))
+    selections = {f: _select(catalog, f, totals) for f in FILTERS}
+    # Contact sheets first: loading their thumbnails finds damaged files the listing cannot see.
+    sheets: dict[str, str] = {}
+    for f, rows in selections.items():
+        shown = [str(a) for a in rows["artifact_id"]] if len(rows) else []
+        images = [thumb(a) for a in shown[:MAX_SHEET_IMAGES]]
+        sheet = contact_sheet(images) if images else _placeholder(128, "no images yet")
+        sheets[f] = write(_sheet_name(f), _jpeg(sheet, 85))
 
-    page = PAGE_NAMES[key]
-    pages = [p for f, p in PAGE_NAMES.items() if f == key or _exists(store, project, f"gallery/{p}")]
-    text = render_gallery_html(
-        title=title or _project_title(store, project),
-        project=project,
-        rows=rows,
-        scores=score_rows,
-        filter=key,
-        total_images=len(catalog),
-        mean_total=mean_total,
-        note=note,
-        pages=pages,
-        sheet_name=sheet_name if shown else None,
-    )
-    html_path = store.write_project_file(project, f"gallery/{page}", text.encode("utf-8"))
+    broken: dict[str, str] = {}
+    for problem in problems:
+        if problem.artifact_id and problem.artifact_id not in broken:
+            broken[problem.artifact_id] = problem.label
+    warning = None
+    if problems:
+        warning = (f"{len(problems)} stored file problem(s): {', '.join(sorted({p.label for p in problems}))}; "
+                   f"`echo-os artifacts verify --project {project}` lists them.")
+    page_title = title or _project_title(store, project)
+    pages: dict[str, str] = {}
+    means: dict[str, float | None] = {}
+    for f, rows in selections.items():
+        shown = [str(a) for a in rows["artifact_id"]] if len(rows) else []
+        shown_totals = [totals[a] for a in shown if a in totals]
+        means[f] = float(sum(shown_totals) / len(shown_totals)) if shown_totals else None
+        text = render_gallery_html(
+            title=page_title, project=project, rows=rows, scores=score_rows, filter=f, total_images=len(catalog),
+            mean_total=means[f], note=best_note if f == "best" else None, pages=list(PAGE_NAMES.values()),
+            sheet_name=_sheet_name(f) if shown else None, asset_base=asset_base, broken=broken, warning=warning,
+        )
+        pages[f] = write(PAGE_NAMES[f], text.encode("utf-8"))
     return GalleryResult(
-        html_path=html_path, contact_sheet_path=sheet_path, count=len(shown), filter=key,
-        total_images=len(catalog), mean_total=mean_total, note=note,
+        html_path=pages[key], contact_sheet_path=sheets[key], count=len(selections[key]), filter=key,
+        total_images=len(catalog), mean_total=means[key], note=best_note if key == "best" else None,
+        pages=pages, problems=problems,
     )
 
 
-def _exists(store, project: str, relpath: str) -> bool:
+def _sheet_name(filter: str) -> str:
+    return "contact_sheet.jpg" if filter == "all" else f"contact_sheet_{filter}.jpg"
+
+
+def _writer(
+    store: ArtifactStore, project: str, out_dir: str | os.PathLike[str] | None
+) -> tuple[Callable[[str, bytes], str], str]:
+    """(write(name, data) -> path, URL of the project folder relative to the pages)."""
+    if out_dir is None:
+        return (lambda name, data: store.write_project_file(project, f"gallery/{name}", data)), ".."
+    out = os.fspath(out_dir)
+    fs: Any
     try:
-        return bool(store.fs.exists(store.project_file_path(project, relpath)))
-    except Exception:
-        return False
+        fs, root = url_to_fs(out)
+    except Exception as exc:
+        raise InvalidInputError(f"gallery output folder {out!r} cannot be used: {exc}") from exc
+    local = isinstance(fs, LocalFileSystem)
+    if local:
+        root = os.path.abspath(os.path.expanduser(root))
+    project_dir = store.project_path(project)
+    store_local = isinstance(store.fs, LocalFileSystem)
+    if local and store_local:  # both on this disk: relative links survive moving both together
+        base = quote(Path(os.path.relpath(project_dir, root)).as_posix(), safe="/")
+    elif store_local:
+        base = Path(project_dir).as_uri()
+    else:
+        base = project_dir
+
+    def write(name: str, data: bytes) -> str:
+        path = os.path.join(root, name) if local else posixpath.join(root, name)
+        try:
+            write_atomic(path, data, fs=fs)
+        except OSError as exc:
+            raise StorageError(f"cannot write the gallery into {out!r}: {exc.strerror or exc}") from exc
+        return path if local else fs.unstrip_protocol(path)
+
+    return write, base
 
 
 def _project_title(store, project: str) -> str:
@@ -514,5 +596,6 @@ def _project_title(store, project: str) -> str:
 
 
 __all__ = [
-    "FILTERS", "GalleryResult", "build_gallery", "contact_sheet", "render_gallery_html", "thumbnail_grid_markdown",
+    "FILTERS", "NO_SCORES_NOTE", "GalleryResult", "build_gallery", "contact_sheet", "load_gallery_thumbnail",
+    "render_gallery_html", "thumbnail_grid_markdown",
 ]

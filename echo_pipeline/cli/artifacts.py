@@ -7,11 +7,10 @@ shown as escapes, never sent to the terminal raw.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich import box
-from rich.table import Table
 from rich.text import Text
 
 from echo_pipeline.cli.common import console, engine, err_console, print_json
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Browse and verify stored artifacts.", no_args_is_help=True)
 
-ID_COLUMNS = ("artifact", "project", "created", "seed", "size")
 WIDE = 110  # from this console width on, `list` also shows the time and the style
 
 
@@ -33,10 +31,11 @@ def _store(ctx: typer.Context) -> ArtifactStore:
     return ArtifactStore(engine(ctx).settings.artifact_root)
 
 
-def _slug(project: str | None) -> str | None:
-    from echo_pipeline.naming import project_slug
-
-    return project_slug(project) if project else None
+def _slug(ctx: typer.Context, store: ArtifactStore, project: str | None) -> str | None:
+    """The project's slug, resolved like every command does (`ProjectRegistry.resolve_ref`); None: all."""
+    if project is None:
+        return None
+    return engine(ctx).projects.resolve_ref(project, stored=store.projects).slug
 
 
 def _warn(store: ArtifactStore) -> None:
@@ -61,42 +60,65 @@ def list_artifacts(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List artifacts, newest first (ids are never cut; the prompt is shortened to fit the width)."""
+    import pandas as pd
+
     store = _store(ctx)
-    catalog = store.catalog(_slug(project))
+    catalog = store.catalog(_slug(ctx, store, project))
     _warn(store)
     catalog = catalog.sort_values("created", ascending=False)
     if limit > 0:
         catalog = catalog.head(limit)
     columns = ["artifact_id", "project", "created", "prompt", "seed", "width", "height", "style", "backend", "image_path"]
     if as_json:
-        rows = catalog[columns].astype(object)
-        print_json(rows.where(rows.notna(), None).to_dict(orient="records"))
+        cells = catalog[columns].astype(object)
+        print_json(cells.where(cells.notna(), None).to_dict(orient="records"))
         return
     wide = console.width >= WIDE
     show_project = project is None and catalog["project"].nunique() > 1
-    table = Table(title=f"{len(catalog)} artifact(s)", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
-                  title_justify="left")
-    table.add_column("artifact", no_wrap=True, min_width=max([len(str(a)) for a in catalog["artifact_id"]] + [8]))
-    if show_project:
-        table.add_column("project", no_wrap=True, overflow="ellipsis", max_width=24)
-    table.add_column("created", no_wrap=True)
-    table.add_column("seed", no_wrap=True, justify="right")
-    table.add_column("size", no_wrap=True)
-    if wide:
-        table.add_column("style", no_wrap=True, overflow="ellipsis", max_width=20)
-    table.add_column("prompt", no_wrap=True, overflow="ellipsis", ratio=1, min_width=8)
-    for row in catalog.itertuples(index=False):
-        prompt = _cell(row.source_prompt) if _cell(row.source_prompt) != "-" else _cell(row.prompt)
-        cells = [Text(str(row.artifact_id))]
+    rows: list[dict[str, str]] = []
+    for row in catalog.to_dict(orient="records"):
+        line = {"artifact": str(row["artifact_id"])}
         if show_project:
-            cells.append(Text(_cell(row.project)))
-        cells += [Text(row.created.strftime("%Y-%m-%d %H:%M" if wide else "%Y-%m-%d")), Text(str(row.seed)),
-                  Text(f"{row.width}x{row.height}")]
+            line["project"] = _cell(row["project"])
+        line["created"] = pd.Timestamp(row["created"]).strftime("%Y-%m-%d %H:%M" if wide else "%Y-%m-%d")
+        line["seed"] = str(row["seed"])
+        line["size"] = f"{row['width']}x{row['height']}"
         if wide:
-            cells.append(Text(_cell(row.style)))
-        cells.append(Text(prompt))
-        table.add_row(*cells)
-    console.print(table)
+            line["style"] = _cell(row["style"])
+        line["prompt"] = _cell(row["source_prompt"]) if _cell(row["source_prompt"]) != "-" else _cell(row["prompt"])
+        rows.append(line)
+    console.print(Text(f"{len(catalog)} artifact(s)"))
+    if rows:
+        limits = {"project": 24 if wide else 14, "style": 20}
+        for text in _columns(rows, console.width, shrink="prompt", limits=limits):
+            console.print(Text(text), soft_wrap=True)
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def _columns(rows: list[dict[str, str]], width: int, *, shrink: str, limits: dict[str, int]) -> list[str]:
+    """Plain aligned columns (a header line, then one line per row), at most `width` characters when
+    possible: every column keeps its full width (ids are never cut or split) except the `limits`
+    columns (cut at their limit) and `shrink`, which gets what is left (at least 8 characters)."""
+    names = list(rows[0])
+    widths = {n: max(len(n), *(len(r[n]) for r in rows)) for n in names}
+    for name, limit in limits.items():
+        if name in widths:
+            widths[name] = min(widths[name], max(limit, len(name)))
+    fixed = sum(w for n, w in widths.items() if n != shrink) + 2 * (len(names) - 1)
+    widths[shrink] = max(8, min(widths[shrink], width - fixed))
+    right = {"seed"}
+
+    def line(cells: dict[str, str]) -> str:
+        parts = []
+        for n in names:
+            text = _fit(cells[n], widths[n])
+            parts.append(text.rjust(widths[n]) if n in right else text.ljust(widths[n]))
+        return "  ".join(parts).rstrip()
+
+    return [line({n: n for n in names}), *(line(r) for r in rows)]
 
 
 @app.command("show")
@@ -113,7 +135,7 @@ def show_artifact(
     """
     store = _store(ctx)
     try:
-        record = store.find(artifact_id, _slug(project))
+        record = store.find(artifact_id, _slug(ctx, store, project))
     finally:
         _warn(store)
     parameters, _embedded = store.read_verified_png(record)
@@ -137,23 +159,25 @@ def show_artifact(
     console.print(Text(safe_text(parameters or "-", newlines=True)), soft_wrap=True)
 
 
-@app.command("verify")
+VERIFY_HELP = "\n\n".join([
+    "Check every stored file of a project (or of all projects) against the catalog.",
+    "Finds missing PNGs, PNGs whose sha256 is not the catalogued one (another file put in its place), PNGs "
+    "that do not decode or do not carry their own lineage record, missing or undecodable thumbnails, PNGs the "
+    "catalog does not know, and damaged catalog parts. Only reads (a damaged catalog part is moved to "
+    "catalog/quarantine/ when the store is writable).",
+    "Exit code: 0 when everything is fine, 1 when problems were found, 2 on bad input.",
+])
+
+
+@app.command("verify", help=VERIFY_HELP)
 def verify_artifacts(
     ctx: typer.Context,
     project: Annotated[Optional[str], typer.Option("--project", "-p", help="Only this project (default: all).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Check every stored file of a project (or of all projects) against the catalog.
-
-    Finds missing PNGs, PNGs whose sha256 is not the catalogued one (another file put in place),
-    PNGs that do not decode or do not carry their own lineage record, missing or undecodable
-    thumbnails, PNGs the catalog does not know, and damaged catalog parts. Only reads (a damaged
-    catalog part is moved to catalog/quarantine/ when the store is writable).
-
-    Exit code: 0 when everything is fine, 1 when problems were found, 2 on bad input.
-    """
+    """`VERIFY_HELP`: check every stored file against the catalog; exit code 1 when problems were found."""
     store = _store(ctx)
-    report = store.verify(_slug(project))
+    report = store.verify(_slug(ctx, store, project))
     if as_json:
         print_json(report.to_dict())
     else:
@@ -163,4 +187,6 @@ def verify_artifacts(
                                         f": {safe_text(problem.detail)}"), soft_wrap=True)
         console.print(Text(safe_text(report.summary())), soft_wrap=True)
     if not report.ok:
-        raise typer.Exit(1)
+        # SystemExit passes through Click unchanged, standalone or not (typer.Exit would be turned
+        # into a return value by `app(standalone_mode=False)`).
+        sys.exit(1)

@@ -46,7 +46,8 @@ def gallery(
         return
     slug, title = _resolve_stored_project(eng, store, project)
     scores, note = gallery_scores(store, slug)
-    result = build_gallery(store, slug, title=title, filter=filter, scores=scores, scores_note=note, out_dir=out)
+    result = build_gallery(store, slug, title=title, filter=filter, scores=scores, scores_note=note, out_dir=out,
+                           check_hashes=True)
     for warning in store.warnings:
         err_console.print(Text(f"warning: {safe_text(warning)}"), highlight=False, soft_wrap=True)
     for problem in result.problems:
@@ -96,17 +97,9 @@ def gallery_scores(store: ArtifactStore, slug: str) -> tuple[pd.DataFrame | None
 
 
 def _resolve_stored_project(eng, store: ArtifactStore, text: str) -> tuple[str, str]:
-    """A project with a spec (name, slug or prefix), or one that only exists in the store (`default`)."""
-    from echo_pipeline.errors import NotFoundError
-    from echo_pipeline.naming import slugify
-
-    try:
-        spec = eng.projects.resolve(text)
-        return spec.slug, spec.name
-    except NotFoundError:
-        if slugify(text) in store.projects():
-            return slugify(text), slugify(text)
-        raise
+    """(slug, display name) of the project `text` names, resolved like every command does."""
+    ref = eng.projects.resolve_ref(text, stored=store.projects)
+    return ref.slug, ref.name
 
 
 def _list_projects(eng, store: ArtifactStore, as_json: bool) -> None:
