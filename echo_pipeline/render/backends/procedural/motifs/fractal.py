@@ -47,12 +47,16 @@ MANDEL_SPOTS = (
     (-0.77568377, 0.13646737, 0.002, 0.02),
     (-0.5, 0.0, 2.4, 3.0),  # the whole set, now and then
 )
+# The Ship and two of its copies along the antenna: (x, y, size relative to the big ship). The
+# copies look like the ship itself, so they share one range of *relative* zoom: whatever the copy,
+# the framing point's zoom then means the same picture (and the low-discrepancy spread holds).
 SHIP_SPOTS = (
-    (-1.7615, -0.0287, 0.03, 0.16),  # the ship
-    (-1.861, -0.0020, 0.012, 0.06),  # the armada along the antenna
-    (-1.9415, -0.0010, 0.0035, 0.016),  # a smaller ship further out
-    (-1.7740, -0.0450, 0.02, 0.06),  # up in the rigging
+    (-1.7615, -0.0287, 1.0),  # the ship
+    (-1.861, -0.0020, 1 / 15),  # a ship of the armada along the antenna
+    (-1.9415, -0.0010, 1 / 60),  # a smaller ship further out
 )
+SHIP_ZOOM = (0.035, 0.2)  # view width for a ship of size 1
+SHIP_RIGGING = (-1.7740, -0.0450, 0.012, 0.045)  # close-ups of the masts: (x, y, min width, max width)
 
 
 # ----------------------------------------------------------------------------------------- iteration
@@ -219,7 +223,7 @@ def _julia_c(power: int, t: float, rng) -> tuple[float, float]:
 def _candidate(kind, rng, where: float, zoom: float, power: int = 2):
     """One candidate view (centre, width, julia c) for a family at framing coordinates in [0, 1):
     `where` picks the neighbourhood (a curated spot and the direction of its offset, a Julia c, a
-    stretch of the Ship's antenna), `zoom` the width within the neighbourhood's range. Points found
+    Ship view: see `_ship_candidate`), `zoom` the width within the neighbourhood's range. Points found
     by `_near_boundary` and yes/no choices still come from the RNG: the former range over a
     continuous plane, the latter only split the seeds (a subset of well-spread points is too)."""
     if kind == "julia":
@@ -233,24 +237,32 @@ def _candidate(kind, rng, where: float, zoom: float, power: int = 2):
             return (0.0, 0.0), (2.4 if power == 2 else 2.2) + 0.9 * zoom, c
         pts = _near_boundary("julia", rng, c, 30, 300, (-1.5, 1.5, -1.5, 1.5), 1500, power)
         return pts[rng.integers(len(pts))], _log_between(0.12 if power == 2 else 0.2, 1.3, zoom), c
-    spots = MANDEL_SPOTS if kind == "mandelbrot" else SHIP_SPOTS
-    share = 0.4 if kind == "mandelbrot" else 0.3  # framings from curated spots; the rest search the edge
-    if where < share:
-        slot = where / share * len(spots)
-        x, y, lo, hi = spots[int(slot)]
+    if kind == "ship":
+        return _ship_candidate(rng, where, zoom)
+    if where < 0.4:  # a curated spot; the rest search the edge
+        slot = where / 0.4 * len(MANDEL_SPOTS)
+        x, y, lo, hi = MANDEL_SPOTS[int(slot)]
         width = _log_between(lo, hi, zoom)
         # the offset from the spot turns with the slot's fraction: one spot, many framings
         angle = 2 * np.pi * (slot % 1.0)
-        reach = width * (0.06 if kind == "ship" else 0.15) * float(rng.uniform(0.3, 1.3))
+        reach = width * 0.15 * float(rng.uniform(0.3, 1.3))
         return (x + reach * np.cos(angle), y + reach * np.sin(angle)), width, None
-    t = (where - share) / (1 - share)
-    if kind == "mandelbrot":
-        pts = _near_boundary(kind, rng, None, 40, 400, (-2.0, 0.5, -1.2, 1.2))
-        return pts[rng.integers(len(pts))], _log_between(0.0015, 0.25, zoom), None
-    # the ship's interesting detail lies along its antenna (the real axis left of the hull): walk it
-    x0 = -1.98 + 0.38 * t
-    pts = _near_boundary(kind, rng, None, 40, 400, (x0, x0 + 0.05, -0.1, 0.02))
-    return pts[rng.integers(len(pts))], _log_between(0.004, 0.06, zoom), None
+    pts = _near_boundary(kind, rng, None, 40, 400, (-2.0, 0.5, -1.2, 1.2))
+    return pts[rng.integers(len(pts))], _log_between(0.0015, 0.25, zoom), None
+
+
+def _ship_candidate(rng, where: float, zoom: float):
+    """Burning Ship views: a ship (45%, any of its copies at one relative zoom), the masts close up
+    (15%), or deep detail along the antenna (40%, zoomed in past the size of its copies)."""
+    if where < 0.45:
+        x, y, size = SHIP_SPOTS[int(where / 0.45 * len(SHIP_SPOTS))]
+        return (x, y), size * _log_between(*SHIP_ZOOM, zoom), None
+    if where < 0.6:
+        x, y, lo, hi = SHIP_RIGGING
+        return (x, y), _log_between(lo, hi, zoom), None
+    x0 = -1.98 + 0.38 * (where - 0.6) / 0.4
+    pts = _near_boundary("ship", rng, None, 40, 400, (x0, x0 + 0.05, -0.1, 0.02))
+    return pts[rng.integers(len(pts))], _log_between(0.0015, 0.01, zoom), None
 
 
 def _score(kind, centre, width, rot, flip, julia_c, aspect, power=2):
