@@ -38,6 +38,9 @@ Batch scores (`QualityAssessor.assess`):
   (`imagehash.phash`) to the nearest other image in the batch or in `reference_hashes`: 0 = identical,
   20 = near-duplicate (h <= 4, `NEAR_DUPLICATE_DISTANCE`), 100 from h >= 20 bits (unrelated images
   differ by ~32 bits on average). 100 when there is nothing to compare with. `nearest_id` names it.
+* **project-wide near-duplicates** (`project_near_duplicates`, the `unique_images` check): every new
+  image against every image already in the project and the other new ones, flagged at pHash distance
+  <= `PROJECT_DUPLICATE_DISTANCE` (10 bits of 64; see there why 10).
 * **alignment**: prompt alignment, CLIPScore convention 100 * max(cos, 0): NaN until CLIP is configured.
 * **aesthetic**: aesthetic predictor: NaN until its weights are configured.
 * **total** = weighted mean of the *available* (non-NaN) components with `TOTAL_WEIGHTS`
@@ -48,7 +51,8 @@ Batch scores (`QualityAssessor.assess`):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import imagehash
 import numpy as np
@@ -57,6 +61,9 @@ from PIL import Image
 
 from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.resonance.embedders import StyleDescriptor, downscale, get_embedder
+
+if TYPE_CHECKING:
+    from echo_pipeline.artifacts.storage import ArtifactStore
 
 WORK_SIDE = 256
 SHARPNESS_SCALE = 400.0
@@ -78,6 +85,14 @@ CONSISTENCY_HALF = 3.0  # d / spread at which style_consistency = 50
 CONSISTENCY_POWER = 4.0  # steepness of the fall-off
 UNIQUE_FULL_BITS = 20  # phash distance from which uniqueness = 100
 NEAR_DUPLICATE_DISTANCE = 4
+# Project-wide near-duplicate threshold, in pHash bits (of 64) that differ: <= 10 is a duplicate.
+# Why 10: pairs from different batches of one collection at distances 6-10 looked identical to a
+# reviewer (the same Burning Ship mini-ship in the same place), so 10 must be caught; renders that
+# merely share a subject (that mini-ship at another zoom, tilt or place) sit at 12-16, and unrelated
+# images differ by ~32 +- 4. A tighter value (the per-image score's 4) lets identical-looking pairs
+# through; a looser one (>= 12) flags variations a collection is meant to have.
+PROJECT_DUPLICATE_DISTANCE = 10
+_HASH_BLOCK = 1 << 22  # distances computed per block of (new x all) pairs: ~32 MB of uint64 at a time
 
 SCORE_COLUMNS = (
     "artifact_id", "sharpness", "contrast", "colourfulness", "entropy", "exposure", "technical",
@@ -258,8 +273,74 @@ def near_duplicates(df: pd.DataFrame, max_distance: int = NEAR_DUPLICATE_DISTANC
         return []
     dist = bits @ (1 - bits).T + (1 - bits) @ bits.T
     ii, jj = np.nonzero(np.triu(dist <= max_distance, k=1))
-    pairs = [(ids[i], ids[j], int(dist[i, j])) for i, j in zip(ii, jj) if ids[i] != ids[j]]
+    pairs = [(ids[i], ids[j], int(dist[i, j])) for i, j in zip(ii, jj, strict=True) if ids[i] != ids[j]]
     return sorted(pairs, key=lambda p: p[2])
+
+
+def hash_ints(hex_hashes: Sequence[str]) -> np.ndarray:
+    """64-bit pHashes (16 hex digits, as `phash_hex` writes them) as a uint64 array."""
+    try:
+        return np.array([int(str(h), 16) for h in hex_hashes], dtype=np.uint64).reshape(-1)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInputError(f"invalid perceptual hash in {list(hex_hashes)[:3]!r}...: {exc}") from exc
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 element (NumPy >= 2 has a ufunc for it; older ones count per byte)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.int16)
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.int16)
+    return table[np.ascontiguousarray(x).view(np.uint8).reshape(*x.shape, 8)].sum(axis=-1)
+
+
+def project_near_duplicates(
+    new: Mapping[str, str], existing: Mapping[str, str], max_distance: int = PROJECT_DUPLICATE_DISTANCE,
+) -> list[tuple[str, str, int]]:
+    """Near-duplicate pairs (new id, other id, distance) of new images against the project's existing
+    images and against each other, at pHash distance <= `max_distance`; sorted by distance.
+
+    Vectorised: XOR of 64-bit hashes and a popcount, (new x all) in blocks, so a 100-image batch
+    against 100k stored images costs a few milliseconds. An id in both maps counts as new (its
+    stored hash is stale). Each new-new pair appears once.
+    """
+    new_ids = [str(k) for k, v in new.items() if v]
+    old_ids = [str(k) for k, v in existing.items() if v and str(k) not in new]
+    if not new_ids:
+        return []
+    new_h = hash_ints([new[k] for k in new_ids])
+    all_ids = new_ids + old_ids
+    all_h = np.concatenate([new_h, hash_ints([existing[k] for k in old_ids])])
+    n = len(new_ids)
+    pairs: list[tuple[str, str, int]] = []
+    rows = max(1, _HASH_BLOCK // max(1, len(all_h)))
+    for start in range(0, n, rows):
+        dist = _popcount(new_h[start:start + rows, None] ^ all_h[None, :])
+        ii, jj = np.nonzero(dist <= max_distance)
+        for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
+            a = start + i
+            # new vs new: once (a < j); new vs existing: always
+            if j >= n or a < j:
+                pairs.append((new_ids[a], all_ids[j], int(dist[i, j])))
+    return sorted(pairs, key=lambda p: (p[2], p[0], p[1]))
+
+
+def project_hashes(store: ArtifactStore, project: str, exclude: Collection[str] = ()) -> dict[str, str]:
+    """pHashes of every image already in `project` (artifact id -> hex), except `exclude`.
+
+    From the score table's `phash` column where an image was scored (hashed from the same
+    thumbnails), else from the stored thumbnail; each read once.
+    """
+    from echo_pipeline.resonance.memory_system import load_scores  # memory_system imports this module
+
+    skip = set(exclude)
+    scores = load_scores(store, project)
+    known = {str(a): str(h) for a, h in zip(scores["artifact_id"], scores["phash"], strict=True)
+             if isinstance(h, str) and h and str(a) not in skip}
+    catalog = store.catalog(project)
+    for artifact_id in catalog["artifact_id"].astype(str):
+        if artifact_id not in known and artifact_id not in skip:
+            known[artifact_id] = phash_hex(store.load_thumbnail(project, artifact_id))
+    return known
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,7 +421,7 @@ class QualityAssessor:
             consistency = batch_consistency(embeddings)
 
         nearest = nearest_hashes(ids, [r["phash"] for r in rows], reference_hashes)
-        for row, cons, (near_id, dist) in zip(rows, consistency, nearest):
+        for row, cons, (near_id, dist) in zip(rows, consistency, nearest, strict=True):
             row["style_consistency"] = float(cons)
             row["uniqueness"] = uniqueness_from_distance(dist)
             row["nearest_id"] = near_id

@@ -163,7 +163,12 @@ class ProjectPipeline:
 
     def generate(self, backend: ImageBackend, *, run_id: str | None = None,
                  progress: ProgressCallback | None = None) -> StepResult:
-        from echo_pipeline.resonance.quality_assessor import near_duplicates, phash_hex
+        from echo_pipeline.resonance.quality_assessor import (
+            PROJECT_DUPLICATE_DISTANCE,
+            phash_hex,
+            project_hashes,
+            project_near_duplicates,
+        )
 
         batch, requests = self.load_prompt_set()
         result = BatchProcessor(self.store, backend).run(requests, run_id=run_id, progress=progress)
@@ -173,11 +178,14 @@ class ProjectPipeline:
         records = result.new + result.existing
         new_ids = {r.artifact_id for r in result.new}
         thumbs = [self.store.load_thumbnail(r.project, r.artifact_id) for r in records]
-        # Uniqueness within this batch: no near-duplicate pair (perceptual hash distance <= 4).
-        # Only hashes are needed here; full scoring is the quality_scores step.
-        hashes = pd.DataFrame({"artifact_id": [r.artifact_id for r in records],
-                               "phash": [phash_hex(t) for t in thumbs]})
-        duplicates = near_duplicates(hashes)
+        # Uniqueness across the project, not just this batch: each image of the batch against every
+        # image stored before it and against the rest of the batch (pHash distance <= 10, see
+        # PROJECT_DUPLICATE_DISTANCE). Only hashes are needed here; full scoring is quality_scores.
+        hashes = {r.artifact_id: phash_hex(t) for r, t in zip(records, thumbs, strict=True)}
+        existing = project_hashes(self.store, self.slug, exclude=hashes)
+        duplicates = project_near_duplicates(hashes, existing)
+        check = {"near_duplicates": duplicates, "passed": not duplicates, "compared_with": len(existing),
+                 "max_distance": PROJECT_DUPLICATE_DISTANCE}
         return StepResult(
             summary={"batch": batch, "new_images": len(result.new), "already_stored": len(result.existing),
                      "recovered_from_interrupted_run": result.recovered, "seconds": round(result.seconds, 2),
@@ -187,7 +195,7 @@ class ProjectPipeline:
                    "status": "new" if r.artifact_id in new_ids else "stored"} for r in records[:50]],
             images=thumbs[:16],
             data=GenerateOutcome(batch=batch, result=result),
-            check={"near_duplicates": duplicates, "passed": not duplicates},
+            check=check,
         )
 
     def score(self) -> StepResult:

@@ -1,0 +1,152 @@
+"""Project-wide uniqueness: new images against every image already in the project.
+
+The unique_images check used to compare a batch with itself only; after 16 batches of the Ruzgar
+NFT collection, pairs from different batches sat at pHash distance 6-10 and looked identical.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from echo_pipeline.render.backends.procedural import ProceduralBackend
+from echo_pipeline.resonance import quality_assessor as qa
+from echo_pipeline.resonance.quality_assessor import (
+    PROJECT_DUPLICATE_DISTANCE,
+    hash_ints,
+    project_hashes,
+    project_near_duplicates,
+)
+from echo_pipeline.settings import Settings
+from echo_pipeline.workflows.creative_engine import CreativeEngine
+from echo_pipeline.workflows.project_pipeline import ProjectPipeline
+
+
+def _hex(value: int) -> str:
+    return f"{value:016x}"
+
+
+def _flip(value: int, bits: int, offset: int = 0) -> int:
+    """`value` with `bits` low bits (from `offset`) inverted: Hamming distance exactly `bits`."""
+    return value ^ (((1 << bits) - 1) << offset)
+
+
+# ------------------------------------------------------------------------------------- the check
+def test_new_against_existing_and_against_each_other():
+    base = 0x0123456789ABCDEF
+    existing = {"old-1": _hex(base), "old-2": _hex(_flip(base, 24, 40)), "old-3": _hex(_flip(base, 20, 30))}
+    new = {"new-1": _hex(_flip(base, PROJECT_DUPLICATE_DISTANCE)),  # at the threshold: flagged
+           "new-2": _hex(_flip(base, 30, 2)),
+           "new-3": _hex(_flip(_flip(base, 30, 2), 3, 40))}  # 3 bits from new-2
+    pairs = project_near_duplicates(new, existing)
+    assert pairs == [("new-2", "new-3", 3), ("new-1", "old-1", PROJECT_DUPLICATE_DISTANCE)]
+    assert project_near_duplicates(new, existing, max_distance=2) == []
+    # one past the threshold passes
+    assert project_near_duplicates({"n": _hex(_flip(base, PROJECT_DUPLICATE_DISTANCE + 1))}, {"o": _hex(base)}) == []
+
+
+def test_threshold_catches_the_distances_that_looked_identical():
+    assert PROJECT_DUPLICATE_DISTANCE >= 10  # the issue's identical-looking pairs sat at 6-10
+    assert PROJECT_DUPLICATE_DISTANCE < 12  # merely related framings (same subject) sit at 12-16
+
+
+def test_an_id_in_both_maps_is_new_and_empty_inputs():
+    h = _hex(0xFFFF0000FFFF0000)
+    assert project_near_duplicates({"a": h}, {"a": h}) == []  # not a duplicate of itself
+    assert project_near_duplicates({}, {"a": h}) == []
+    assert project_near_duplicates({"a": h}, {}) == []
+    assert project_near_duplicates({"a": h, "b": h}, {}) == [("a", "b", 0)]
+
+
+def test_popcount_fallback_matches_and_bad_hashes_raise(monkeypatch):
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 2**63, 200, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, 200, dtype=np.uint64)
+    expected = np.array([bin(int(v)).count("1") for v in values])
+    assert (qa._popcount(values) == expected).all()
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    assert (qa._popcount(values) == expected).all()
+    assert (qa._popcount(values[:, None] ^ values[None, :5]) >= 0).all()  # 2-D input works too
+    with pytest.raises(Exception, match="perceptual hash"):
+        hash_ints(["not-hex"])
+
+
+def test_vectorised_and_fast():
+    """100 new images against 100,000 stored ones: well under a second (no Python pair loop)."""
+    rng = np.random.default_rng(7)
+    old = {f"o{i}": _hex(int(v)) for i, v in enumerate(rng.integers(0, 2**63, 100_000, dtype=np.uint64))}
+    new = {f"n{i}": _hex(int(v)) for i, v in enumerate(rng.integers(0, 2**63, 100, dtype=np.uint64))}
+    new["dup"] = _hex(_flip(int(old["o123"], 16), 5))
+    start = time.perf_counter()
+    pairs = project_near_duplicates(new, old)
+    elapsed = time.perf_counter() - start
+    assert ("dup", "o123", 5) in pairs
+    assert elapsed < 2.0, elapsed
+
+
+# ------------------------------------------------------------------------------------ a project
+@pytest.fixture
+def engine(config_dir, artifact_root) -> CreativeEngine:
+    return CreativeEngine(Settings.load(artifact_root=str(artifact_root), config_dir=config_dir))
+
+
+def _ruzgar(engine: CreativeEngine, count: int) -> ProjectPipeline:
+    """The example project of the issue (warm fractal, no human forms, digital art) at 64 x 64."""
+    spec = engine.projects.create("Ruzgar NFT Collection", "warm fractal, no human forms", style="digital art",
+                                  count=count, width=64, height=64)
+    pipeline = ProjectPipeline(engine, spec.slug)
+    pipeline.intent()
+    pipeline.plan()
+    return pipeline
+
+
+def test_project_hashes_come_from_scores_or_thumbnails(engine):
+    pipeline = _ruzgar(engine, 3)
+    backend = ProceduralBackend(workers=1)
+    pipeline.prompt_set(backend)
+    first = pipeline.generate(backend)
+    ids = [row["artifact_id"] for row in first.rows]
+    from_thumbs = project_hashes(engine.store, pipeline.slug)
+    assert sorted(from_thumbs) == sorted(ids)
+    pipeline.score()  # now the score table has them (the same thumbnails: the same hashes)
+    assert project_hashes(engine.store, pipeline.slug) == from_thumbs
+    assert project_hashes(engine.store, pipeline.slug, exclude=ids[:1]).keys() == set(ids[1:])
+    # the next batch is compared with these three
+    pipeline.prompt_set(backend)
+    second = pipeline.generate(backend)
+    assert second.check["compared_with"] == 3 and second.check["passed"]
+
+
+def test_a_repeated_framing_from_another_batch_fails_the_check(engine):
+    """The same images stored again under other ids (as a repeated framing would be) are caught."""
+    pipeline = _ruzgar(engine, 2)
+    backend = ProceduralBackend(workers=1)
+    pipeline.prompt_set(backend)
+    pipeline.generate(backend)
+    stored = project_hashes(engine.store, pipeline.slug)
+    fake_new = {f"copy-of-{k}": v for k, v in stored.items()}
+    pairs = project_near_duplicates(fake_new, stored)
+    assert {(f"copy-of-{k}", k, 0) for k in stored} <= set(pairs)
+
+
+@pytest.mark.slow
+def test_a_500_image_project_passes_the_project_wide_check(engine):
+    """25 batches of 20 warm fractals through ProjectPipeline (render, store, score, check): no
+    pair of the 500 images is a near-duplicate, in any batch's check or over the whole project."""
+    pipeline = _ruzgar(engine, 20)
+    backend = ProceduralBackend(workers=2)
+    for batch in range(25):
+        pipeline.prompt_set(backend)
+        step = pipeline.generate(backend)
+        assert step.summary["batch"] == batch and step.summary["new_images"] == 20
+        assert step.check["compared_with"] == 20 * batch
+        assert step.check["passed"], step.check["near_duplicates"][:5]
+        pipeline.score()  # as the asset graph does: the next check reads these hashes from the scores
+    hashes = project_hashes(engine.store, pipeline.slug)
+    assert len(hashes) == 500
+    values = hash_ints(list(hashes.values()))
+    distance = qa._popcount(values[:, None] ^ values[None, :])
+    np.fill_diagonal(distance, 64)
+    print(f"closest pair of 500: pHash distance {int(distance.min())}")
+    assert int(distance.min()) > PROJECT_DUPLICATE_DISTANCE
