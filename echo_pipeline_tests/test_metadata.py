@@ -261,8 +261,6 @@ def test_sampler_comes_from_the_backends_capabilities(monkeypatch):
     assert format_infotext(record).split("\n")[-1].startswith("Steps: 30, Sampler: Euler a, CFG scale: 7, Seed: 1")
 
 
-@pytest.mark.xfail(strict=True, reason="needs `sampler=False` in ProceduralBackend.capabilities "
-                                       "(render/backends/procedural/backend.py): remove this marker with that edit")
 def test_procedural_artifacts_claim_no_sampler():
     text = format_infotext(make_record())
     assert "Steps:" not in text and "Sampler:" not in text and "CFG scale:" not in text

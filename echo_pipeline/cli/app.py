@@ -62,11 +62,14 @@ def _global_options(
 
 
 def _error(message: str, code: int) -> None:
+    from rich.text import Text
+
     from echo_pipeline.cli.common import err_console
     from echo_pipeline.textsafe import safe_text
 
-    err_console.print(f"[bold red]error:[/bold red] {safe_text(' '.join(message.split()))}", highlight=False,
-                      soft_wrap=True)
+    # Text, not markup: a name like "[bold]" in the message is printed as it is.
+    err_console.print(Text.assemble(("error:", "bold red"), " ", safe_text(" ".join(message.split()))),
+                      highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -74,8 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in args
     try:
-        app(args=args, prog_name="echo-os", standalone_mode=False)
+        rc = app(args=args, prog_name="echo-os", standalone_mode=False)
         _seeded_home_notice()
+        if isinstance(rc, int) and rc:  # without standalone mode, click returns typer.Exit(n)'s code
+            sys.exit(rc)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except click_errors.NoArgsIsHelpError as exc:
@@ -103,7 +108,7 @@ def _seeded_home_notice() -> None:
     """A DAGSTER_HOME that had no dagster.yaml got ours (pools and run limits on): say so."""
     instance_module = sys.modules.get("echo_pipeline.defs.instance")
     home = getattr(instance_module, "seeded_home", None)
-    if home is not None and os.environ.get("DAGSTER_HOME") and home.name != ".dagster_home":
+    if home is not None and home.name != ".dagster_home":
         from echo_pipeline.cli.common import warn
 
         warn(f"DAGSTER_HOME {home} had no dagster.yaml: seeded it with echo-os defaults "

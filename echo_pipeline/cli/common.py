@@ -50,7 +50,9 @@ def say(text: str = "", *, err: bool = False) -> None:
 
 
 def warn(text: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {safe_text(text)}", highlight=False, soft_wrap=True)
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("warning:", "yellow"), " ", safe_text(text)), highlight=False, soft_wrap=True)
 
 
 def print_json(payload: Any) -> None:

@@ -96,6 +96,7 @@ def batch(
         "style_threshold": scores.style_threshold if scores else None,
         "style_memory_images": outcome.style_memory_images,
         "gallery": gallery.html_path if gallery else None,
+        "file_problems": outcome.file_problems,
     }
     if as_json:
         print_json(summary)
@@ -111,6 +112,10 @@ def batch(
     if gallery:
         say(f"gallery: {display_path(gallery.html_path)}")
     say(f"run:     {outcome.run_id}")
+    for problem in outcome.file_problems:
+        warn(problem)
+    if outcome.file_problems:
+        warn("see `echo-os artifacts verify --project` for details")
 
 
 def backfill(

@@ -78,6 +78,7 @@ class BatchOutcome:
     style_memory_images: int | None
     gallery: GalleryResult | None
     run_seconds: float
+    file_problems: list[str]  # missing or damaged files of the project, reported, never hidden
 
     @property
     def images_per_minute(self) -> float | None:
@@ -166,7 +167,8 @@ def batch(settings: Settings, project: str, *, count: int | None = None, style: 
     return BatchOutcome(spec=spec, run_id=result.run_id, batch=generated.batch, result=generated.result,
                         scores=collector.results.get("quality_scores"),
                         style_memory_images=memory.count if memory is not None else None,
-                        gallery=collector.results.get("gallery"), run_seconds=time.perf_counter() - started)
+                        gallery=collector.results.get("gallery"), run_seconds=time.perf_counter() - started,
+                        file_problems=[p.line() for p in engine.store.check_files(spec.slug).problems])
 
 
 def plan(settings: Settings, name: str, intent: str, **fields: Any) -> PlanOutcome:

@@ -54,7 +54,10 @@ class CreativeEngine:
         (source 'new') for an unknown name instead; nothing is written either way. See
         `ProjectRegistry.resolve_ref` for the exact order.
         """
-        return self.projects.resolve_ref(text, stored=lambda: self.store.projects(), create=create)
+        # Resolving only reads: a read-only or full store must not fail the write probe of `self.store`.
+        return self.projects.resolve_ref(
+            text, stored=lambda: ArtifactStore.open(self.settings.artifact_root, read_only=True).projects(),
+            create=create)
 
     def plan_requests(self, spec: PromptSpec) -> list[RenderRequest]:
         """Validate the spec (project name, style, size, count) and expand it into requests."""

@@ -39,7 +39,8 @@ class ProceduralBackend(ImageBackend):
 
     name = "procedural"
     capabilities = BackendCapabilities(
-        txt2img=True, img2img=True, tiling=True, negative_prompt=True, min_side=64, max_side=2048, size_multiple=1
+        txt2img=True, img2img=True, tiling=True, negative_prompt=True, min_side=64, max_side=2048, size_multiple=1,
+        sampler=False,  # no denoising steps: the A1111 parameters must not claim a sampler, steps or CFG
     )
 
     def __init__(self, workers: int | None = None) -> None:
