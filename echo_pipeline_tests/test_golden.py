@@ -66,6 +66,11 @@ TXT2IMG: dict[str, tuple[str, int, dict[str, Any]]] = {
     "nonsquare-fractal-4": ("fractal", 4, {"width": 80, "height": 64}),
     "tiling-flow-1": ("flow field", 1, {"tiling": True}),
     "tiling-texture-2": ("texture", 2, {"tiling": True}),
+    "material-sword-texture-1": ("sword texture", 1, {"tiling": True}),
+    "material-weapons-2": ("medieval fantasy weapons", 2, {}),
+    "material-wood-3": ("oak wood grain", 3, {}),
+    "material-stone-4": ("stone", 4, {}),
+    "material-stone-texture-5": ("stone texture", 5, {"tiling": True}),
 }
 # case id -> (parent prompt, parent seed, refine prompt, refine seed, strength)
 REFINE: dict[str, tuple[str, int, str, int, float]] = {

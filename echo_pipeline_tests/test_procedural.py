@@ -366,3 +366,60 @@ def test_fractal_framings_follow_the_framing_point(backend):
     cool = render_one(backend, req("cool fractal", seed=11, size=64)).info["params"]["motif_params"]
     assert warm == cool
     assert {"center", "width", "rotation", "mirror"} <= set(warm)
+
+
+# ------------------------------------------------------------------------ words used / ignored
+@pytest.mark.parametrize("prompt,palette,motif", [
+    ("sword texture", "steel", "flow"), ("medieval fantasy weapons", "steel", "flow"), ("steel", "steel", "flow"),
+    ("metal", "steel", "flow"), ("wood", "wood", "flow"), ("stone", "stone", "landscape"),
+])
+def test_material_words_pick_the_closest_motif_and_a_material_palette(backend, prompt, palette, motif):
+    for seed in (1, 2):
+        info = render_one(backend, req(prompt, seed=seed, size=64)).info
+        assert (info["palette"], info["motif"], info["motif_source"]) == (palette, motif, "material")
+        assert info["material"] and "no material renderer" in info["notes"][0]
+
+
+def test_material_textures_tile_and_family_words_still_win(backend):
+    stone = render_one(backend, req("stone texture", size=64, tiling=True)).info
+    assert (stone["motif"], stone["palette"]) == ("geometric", "stone")
+    sword = render_one(backend, req("sword texture", size=64, tiling=True)).info
+    assert (sword["motif"], sword["palette"]) == ("flow", "steel")
+    city = render_one(backend, req("steel city skyline", size=64)).info  # a family noun beats a material
+    assert (city["motif"], city["palette"], city["motif_source"]) == ("city", "steel", "prompt")
+    warm = render_one(backend, req("warm steel", size=64)).info  # the earlier palette word wins
+    assert (warm["palette"], warm["motif"]) == ("warm", "flow")
+    unmetal = render_one(backend, req("flow field", size=64, negative_prompt="metal")).info
+    assert unmetal["motif"] == "flow" and unmetal["palette"] != "steel"
+
+
+def test_info_says_which_words_were_used_and_ignored(backend):
+    info = render_one(backend, req("a cat", size=64)).info
+    assert (info["words_used"], info["words_ignored"], info["motif_source"]) == ([], ["cat"], "seed")
+    assert "the seed chose" in info["notes"][0]
+    info = render_one(backend, req("warm fractal 01, burning ship, with the digital art", size=64)).info
+    assert info["words_used"] == ["warm", "fractal", "burning ship"]
+    assert info["words_ignored"] == ["digital", "art"]  # "01", "with", "the" are neither
+    assert (info["motif_source"], info["notes"]) == ("prompt", [])
+    info = render_one(backend, req("medieval fantasy weapons", size=64)).info
+    assert (info["words_used"], info["words_ignored"]) == (["weapons"], ["medieval", "fantasy"])
+    json.dumps(info, allow_nan=False)
+    parent, _ = _parent(backend, "warm flow field")
+    refined = backend.refine(parent, _refine_req("warm flow field, oak", 0.3))
+    assert refined.info["words_used"] == ["warm", "flow field", "oak"] and refined.info["palette"] == "wood"
+
+
+def test_vocabulary_lists_what_the_renderer_knows():
+    from echo_pipeline.render.backends.procedural import vocabulary
+
+    vocab = vocabulary()
+    assert vocab["motifs"] == ["fractal", "flow", "waves", "landscape", "geometric", "city", "nebula"]
+    assert {"metal", "wood", "stone"} == set(vocab["materials"])
+    assert {"steel", "wood", "stone", "warm", "neon noir"} <= set(vocab["palettes"])
+    assert {"sword", "steel", "oak", "granite"} <= set(vocab["material_words"])
+    assert {"julia", "mandelbrot", "ship", "truchet"} <= set(vocab["kinds"])
+    assert all(isinstance(v, list) and all(isinstance(w, str) for w in v) for v in vocab.values())
+    # every word listed is understood: nothing it lists ends up ignored
+    for key in ("motif_words", "palette_words", "material_words", "effect_words", "modifiers"):
+        for word in vocab[key]:
+            assert words.report(word)[1] == [], (key, word)

@@ -17,17 +17,38 @@ from echo_pipeline.render.backends.base import (
     RenderedImage,
 )
 from echo_pipeline.render.backends.procedural import params as P
+from echo_pipeline.render.backends.procedural import words
 from echo_pipeline.render.requests import RenderRequest
 
 PROCEDURAL_VERSION = P.PROCEDURAL_VERSION
 
 
-def _info(params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _info(params: dict[str, Any], prompt: str, **extra: Any) -> dict[str, Any]:
+    """What the image is and which words made it: `words_used` / `words_ignored` (stop-words and
+    numbers are neither), `motif_source` ("prompt": a family word chose the motif; "material": the
+    closest family to a material word; "seed": no word did, the seed drew it) and `notes` saying
+    where the renderer only approximates what was asked."""
+    used, ignored = words.report(prompt)
+    material = params.get("material")
+    notes = []
+    if params.get("motif_source") == "seed":
+        notes.append(f"no word named a motif the procedural renderer knows; the seed chose {params['motif']}")
+    if material and params.get("motif_source") == "material":
+        kind = params["motif_params"].get("kind") or params["motif_params"].get("style")
+        notes.append(f"no material renderer yet: {material} is approximated by the closest motif, "
+                     f"{params['motif']} ({kind}), in the {params['palette']['name']} palette")
+    elif material:
+        notes.append(f"no material renderer yet: {material} only chose the {params['palette']['name']} palette")
     info = {
         "motif": params["motif"],
         "kind": params["motif_params"].get("kind") or params["motif_params"].get("style"),
         "palette": params["palette"]["name"],
         "effects": sorted(k for k, v in params["effects"].items() if v > 0),
+        "words_used": used,
+        "words_ignored": ignored,
+        "motif_source": params.get("motif_source", "prompt"),
+        "material": material,
+        "notes": notes,
         "params": params,
     }
     info.update(extra)
@@ -78,14 +99,14 @@ class ProceduralBackend(ImageBackend):
             with ProcessPoolExecutor(max_workers=min(self.workers, total), mp_context=context,
                                      initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                 results = pool.map(_render_one, requests, chunksize=1)
-                for done, (request, (params, image)) in enumerate(zip(requests, results), start=1):
-                    yield RenderedImage(request=request, image=image, info=_info(params))
+                for done, (request, (params, image)) in enumerate(zip(requests, results, strict=True), start=1):
+                    yield RenderedImage(request=request, image=image, info=_info(params, request.prompt))
                     if progress is not None:
                         progress(done, total)
             return
         for done, request in enumerate(requests, start=1):
             params, image = _render_one(request)
-            yield RenderedImage(request=request, image=image, info=_info(params))
+            yield RenderedImage(request=request, image=image, info=_info(params, request.prompt))
             if progress is not None:
                 progress(done, total)
 
@@ -101,7 +122,7 @@ class ProceduralBackend(ImageBackend):
             request.width, request.height, request.tiling,
         )
         image = P.render_params(params, request.width, request.height, request.tiling)
-        info = _info(params, parent_params=parent_params, parent_artifact_id=parent.artifact_id,
+        info = _info(params, request.prompt, parent_params=parent_params, parent_artifact_id=parent.artifact_id,
                      strength=strength, changes=changes)
         return RenderedImage(request=request, image=image, info=info)
 

@@ -84,6 +84,19 @@ PALETTES: dict[str, dict[str, Any]] = {
         "stops": ["#0b0418", "#241046", "#4c1d95", "#7c3aed", "#a78bfa", "#ddd6fe", "#f7f5ff"],
         "bg": "#080312", "accents": ["#c084fc", "#f0abfc", "#818cf8"],
     },
+    # Material palettes (picked by material words such as "steel", "wood", "stone"; never by a seed).
+    "steel": {
+        "stops": ["#0b0d10", "#1f242b", "#3a424c", "#5f6a76", "#8d98a4", "#c3ccd5", "#f1f5f8"],
+        "bg": "#0a0c0f", "accents": ["#9fb3c8", "#d9e2ea", "#6c7a89"],
+    },
+    "wood": {
+        "stops": ["#1a0f07", "#3b2212", "#5e3a1e", "#85562e", "#a97842", "#c99b62", "#ead0a0"],
+        "bg": "#160c05", "accents": ["#8b5a2b", "#c68e4e", "#5a3618"],
+    },
+    "stone": {
+        "stops": ["#121211", "#2a2926", "#46433e", "#66625a", "#8a857b", "#b3ada1", "#dcd7cc"],
+        "bg": "#0f0f0e", "accents": ["#9a948a", "#c2bcb0", "#6e6a62"],
+    },
 }
 
 # Palettes whose images must keep a dark ground (light comes only from accents / lit structure).

@@ -23,7 +23,7 @@ from PIL import Image
 from echo_pipeline.render.backends.procedural import finish, framing, motifs, words
 from echo_pipeline.render.backends.procedural.palettes import DEFAULT_PALETTES, Palette, blend_specs, palette_spec
 
-PROCEDURAL_VERSION = "4"  # bump whenever the same params/request would give different pixels (see test_golden)
+PROCEDURAL_VERSION = "5"  # bump whenever the same params/request would give different pixels (see test_golden)
 
 # With no motif word, the seed picks among the families that look best on their own.
 DEFAULT_MOTIFS = (("fractal", 0.3), ("flow", 0.22), ("nebula", 0.18), ("landscape", 0.18), ("waves", 0.12))
@@ -56,6 +56,11 @@ def _weighted(rng: np.random.Generator, options: tuple[tuple[str, float], ...], 
 
 
 def choose_motif(parsed: words.Parsed, rng: np.random.Generator, tiling: bool) -> str:
+    if parsed.motif and parsed.motif_source == "material" and tiling:
+        swap = words.MATERIALS[str(parsed.material)].get("tiling_motif")
+        if swap and swap[0] not in parsed.excluded_motifs:
+            parsed.kinds += [k for k in swap[1] if k not in parsed.kinds]
+            return str(swap[0])
     if parsed.motif:
         return parsed.motif
     allowed = [m for m in motifs.MOTIF_MODULES if m not in parsed.excluded_motifs]
@@ -106,6 +111,8 @@ def build_params(prompt: str, negative: str, seed: int, width: int, height: int,
         "saturation": round(parsed.saturation, 4),
         "effects": effects_for(parsed, motif, palette, tiling),
         "kinds": list(parsed.kinds),
+        "motif_source": parsed.motif_source,  # "prompt", "material" or "seed": did a word choose it?
+        "material": parsed.material,
         "size": [int(width), int(height)],  # what it was drawn at (a refine may choose another size)
         "tiling": bool(tiling),
     }
@@ -149,10 +156,14 @@ def refine_params(parent: dict[str, Any], parent_prompt: str, prompt: str, negat
     motif = parent["motif"]
     if parsed.motif and parsed.motif != motif:
         motif, changes = parsed.motif, changes + [f"motif:{parsed.motif}"]
+        params["motif_source"] = parsed.motif_source
     elif motif in parsed.excluded_motifs:
         motif = choose_motif(words.Parsed(excluded_motifs=parsed.excluded_motifs), rng, tiling)
         changes.append(f"motif:{motif}")
+        params["motif_source"] = "seed"
     params["motif"] = motif
+    if parsed.material:
+        params["material"] = parsed.material
 
     name = parent["palette"]["name"]
     if parsed.palette and parsed.palette != name:
@@ -162,7 +173,7 @@ def refine_params(parent: dict[str, Any], parent_prompt: str, prompt: str, negat
         new = choose_palette(words.Parsed(excluded_palettes=parsed.excluded_palettes), motif, rng)
         params["palette"] = palette_spec(new, rng)
         changes.append(f"palette:{new}")
-    elif amount > 0 and name in DEFAULT_PALETTES + ("noir", "monochrome", "earthy"):
+    elif amount > 0 and name in DEFAULT_PALETTES + ("noir", "monochrome", "earthy", "steel", "wood", "stone"):
         params["palette"] = blend_specs(parent["palette"], palette_spec(name, rng), amount * 0.6)
 
     effects = dict(parent["effects"])

@@ -12,6 +12,11 @@ Rules (all case- and accent-insensitive, plurals folded):
   other way: a negative "ornate" lowers detail).
 - Effects are additive: every effect word present switches that effect on; "no"/"without" before an
   effect word switches it off.
+- Materials ("steel", "sword", "wood", "stone"...): the renderer has no material renderer, so a
+  material word picks the material's palette (as a palette word, in prompt order) and, unless a
+  family noun is named, the closest family (`MATERIALS`); between the two motif tiers.
+- Every image reports the words it used and those it ignored (`report`); stop-words and numbers are
+  neither.
 """
 
 from __future__ import annotations
@@ -133,6 +138,35 @@ MODIFIER_WORDS: dict[str, tuple[str, float]] = {
     "negative space": ("detail", -1),
 }
 
+# Materials: word -> material. Weapons and armour are metal ("sword texture", "medieval weapons").
+MATERIAL_WORDS: dict[str, str] = {
+    "metal": "metal", "metallic": "metal", "steel": "metal", "iron": "metal", "silver": "metal",
+    "chrome": "metal", "bronze": "metal", "copper": "metal", "titanium": "metal", "brushed metal": "metal",
+    "forged": "metal", "damascus": "metal", "rust": "metal", "rusty": "metal", "sword": "metal",
+    "blade": "metal", "dagger": "metal", "knife": "metal", "axe": "metal", "spear": "metal", "mace": "metal",
+    "weapon": "metal", "armor": "metal", "armour": "metal", "helmet": "metal", "chainmail": "metal",
+    "wood": "wood", "wooden": "wood", "wood grain": "wood", "oak": "wood", "timber": "wood", "plank": "wood",
+    "walnut": "wood", "mahogany": "wood", "bark": "wood", "driftwood": "wood", "bamboo": "wood",
+    "stone": "stone", "rock": "stone", "rocky": "stone", "granite": "stone", "marble": "stone",
+    "cobblestone": "stone", "brick": "stone", "concrete": "stone", "slate": "stone", "pebble": "stone",
+    "gravel": "stone", "sandstone": "stone", "masonry": "stone", "tas": "stone",
+}
+
+# What a material becomes: its palette and the closest family (and sub-kinds) the renderer has;
+# `tiling_motif` replaces the family for seamless textures where the picture one would not tile well.
+MATERIALS: dict[str, dict] = {
+    "metal": {"palette": "steel", "motif": "flow", "kinds": ["silk", "wind"]},  # brushed metal: fine strokes
+    "wood": {"palette": "wood", "motif": "flow", "kinds": ["wind"]},  # grain: long parallel strokes
+    "stone": {"palette": "stone", "motif": "landscape", "kinds": [],  # rock faces; carved tiles when tiling
+              "tiling_motif": ("geometric", ["hex"])},
+}
+
+# Neither used nor ignored: function words, and numbers (variation labels such as "warm fractal 07").
+STOP_WORDS = frozenset(
+    "a an the of and or for with in on to at by from into over under some very its it this that is are be as "
+    "like my your our their his her".split()
+)
+
 # Words that turn the next effect/modifier word off ("no rain", "without fog", "remove grain").
 NEGATORS = frozenset({"no", "without", "remove", "less", "minus", "sans", "not"})
 
@@ -150,6 +184,7 @@ def tokenize(text: str) -> list[str]:
 
 def _all_keys() -> set[str]:
     keys: set[str] = set(PALETTE_WORDS) | set(EFFECT_WORDS) | set(MODIFIER_WORDS) | set(KIND_WORDS)
+    keys |= set(MATERIAL_WORDS)
     for strong, weak in MOTIF_WORDS.values():
         keys |= set(strong) | set(weak)
     return keys
@@ -200,15 +235,24 @@ class Parsed:
     excluded_effects: set[str] = field(default_factory=set)
     excluded_kinds: set[str] = field(default_factory=set)
     words: list[str] = field(default_factory=list)
+    material: str | None = None  # first material word (see MATERIALS)
+    motif_source: str = "seed"  # what chose the motif: "prompt" (a family word), "material" or "seed"
 
 
 def _motif_of(key: str) -> tuple[str, int] | None:
+    """(family, tier) a key names: tier 0 a family noun, 1 a material's closest family, 2 a contextual word."""
     for motif, (strong, weak) in MOTIF_WORDS.items():
         if key in strong:
             return motif, 0
         if key in weak:
-            return motif, 1
+            return motif, 2
+    if key in MATERIAL_WORDS:
+        return MATERIALS[MATERIAL_WORDS[key]]["motif"], 1
     return None
+
+
+def _material_palette(key: str) -> str | None:
+    return MATERIALS[MATERIAL_WORDS[key]]["palette"] if key in MATERIAL_WORDS else None
 
 
 def parse(prompt: str, negative: str = "") -> Parsed:
@@ -217,10 +261,10 @@ def parse(prompt: str, negative: str = "") -> Parsed:
     neg = phrases(tokenize(negative))
     for _, _, key in neg:
         hit = _motif_of(key)
-        if hit:
+        if hit and hit[1] != 1:  # a negative "metal" rules out the steel palette, not flow fields
             result.excluded_motifs.add(hit[0])
-        if key in PALETTE_WORDS:
-            result.excluded_palettes.add(PALETTE_WORDS[key])
+        if key in PALETTE_WORDS or key in MATERIAL_WORDS:
+            result.excluded_palettes.add(PALETTE_WORDS.get(key) or str(_material_palette(key)))
         if key in EFFECT_WORDS:
             result.excluded_effects.add(EFFECT_WORDS[key])
         if key in KIND_WORDS:
@@ -242,9 +286,12 @@ def parse(prompt: str, negative: str = "") -> Parsed:
         if hit and hit[0] not in result.excluded_motifs and not negated:
             if motif_best is None or (hit[1], pos) < motif_best:
                 motif_best, result.motif = (hit[1], pos), hit[0]
-        if key in PALETTE_WORDS and not negated and result.palette is None:
-            if PALETTE_WORDS[key] not in result.excluded_palettes:
-                result.palette = PALETTE_WORDS[key]  # phrases come in prompt order: first one wins
+                result.motif_source = "material" if hit[1] == 1 else "prompt"
+        if key in MATERIAL_WORDS and not negated and result.material is None:
+            result.material = MATERIAL_WORDS[key]
+        palette = PALETTE_WORDS.get(key) or _material_palette(key)
+        if palette and not negated and result.palette is None and palette not in result.excluded_palettes:
+            result.palette = palette  # phrases come in prompt order: first one wins
         if key in KIND_WORDS and not negated:
             kind = KIND_WORDS[key]
             if kind not in result.excluded_kinds and kind not in result.kinds:
@@ -261,7 +308,51 @@ def parse(prompt: str, negative: str = "") -> Parsed:
             setattr(result, axis, float(max(-1.0, min(1.0, getattr(result, axis) + value))))
     for effect in result.excluded_effects:
         result.effects[effect] = -1.0
+    if result.material and result.motif_source == "material":
+        # the material's look within its family ("silk" strokes read as brushed metal)
+        result.kinds += [k for k in MATERIALS[result.material]["kinds"] if k not in result.kinds]
     return result
+
+
+def report(prompt: str) -> tuple[list[str], list[str]]:
+    """(words used, words ignored) of a prompt, each in prompt order without repeats.
+
+    Used: the vocabulary phrases found ("burning ship", "highly detailed", "swords"), as written.
+    Ignored: every other word, except stop-words, negators and numbers, which are neither.
+    """
+    words = tokenize(prompt)
+    used: list[str] = []
+    covered: set[int] = set()
+    for pos, length, _key in phrases(words):
+        used.append(" ".join(words[pos:pos + length]))
+        covered.update(range(pos, pos + length))
+    ignored = [w for i, w in enumerate(words)
+               if i not in covered and w not in STOP_WORDS and w not in NEGATORS and not w.isdigit()]
+    return list(dict.fromkeys(used)), list(dict.fromkeys(ignored))
+
+
+def vocabulary() -> dict[str, list[str]]:
+    """What the procedural renderer understands, by category (for a "words it knows" warning).
+
+    motifs: the families; motif_words: the words that name one; kinds: sub-kinds ("julia",
+    "truchet"...); palettes: palette names (material palettes included); palette_words; materials
+    and material_words; effects and effect_words; modifiers (detail, light, saturation words).
+    """
+    from echo_pipeline.render.backends.procedural.palettes import PALETTES
+
+    motif_words = sorted({w for strong, weak in MOTIF_WORDS.values() for w in (*strong, *weak)})
+    return {
+        "motifs": list(MOTIFS),
+        "motif_words": motif_words,
+        "kinds": sorted(set(KIND_WORDS.values())),
+        "palettes": sorted(PALETTES),
+        "palette_words": sorted(PALETTE_WORDS),
+        "materials": sorted(MATERIALS),
+        "material_words": sorted(MATERIAL_WORDS),
+        "effects": sorted(set(EFFECT_WORDS.values())),
+        "effect_words": sorted(EFFECT_WORDS),
+        "modifiers": sorted(MODIFIER_WORDS),
+    }
 
 
 def vocabulary_free_hash(prompt: str) -> int:
