@@ -10,11 +10,11 @@ import shutil
 import uuid
 
 import dagster as dg
+import psycopg2  # installed with dagster-postgres: a missing driver must fail, not skip
 import pytest
 
 from echo_pipeline_tests.conftest import REPO_ROOT
 
-psycopg2 = pytest.importorskip("psycopg2")
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=root dbname=postgres"
 
 

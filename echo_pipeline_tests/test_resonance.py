@@ -373,11 +373,11 @@ def test_scores_save_merge_load(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# With the real procedural renderer (optional)
+# With the real procedural renderer
 
 
 def test_procedural_style_consistency():
-    procedural = pytest.importorskip("echo_pipeline.render.backends.procedural")
+    from echo_pipeline.render.backends import procedural
     from echo_pipeline.render.requests import RenderRequest
 
     backend = procedural.ProceduralBackend()
