@@ -84,7 +84,9 @@ def test_plan_game_assets_concept_texture_model():
     concept, texture, model = by_id.values()
     assert concept.media_type == "image" and "medieval fantasy weapons" in concept.prompt
     assert texture.media_type == "texture" and texture.tiling and texture.width == texture.height
-    assert texture.prompt.startswith("seamless texture of medieval fantasy weapons")
+    # weapons name no material: the texture and concept prompts carry the one they imply
+    assert texture.prompt.startswith("seamless forged steel texture of medieval fantasy weapons")
+    assert "forged steel" in concept.prompt and "forged steel" in model.prompt
     assert texture.depends_on == ["t1-concept"]
     assert model.media_type == "3d_model" and model.depends_on == ["t1-concept", "t2-texture"]
     assert not model.renderable and "not implemented yet" in model.notes
@@ -186,8 +188,8 @@ def test_batches_are_reproducible_and_new():
     plan = plan_project(GAME)
     b0, b0_again, b1 = (task_prompt_specs(plan, GAME, batch=b) for b in (0, 0, 1))
     assert b0 == b0_again
-    assert all(x.seed != y.seed for x, y in zip(b0, b1))
-    assert all(y.seed - x.seed == BATCH_SEED_STRIDE for x, y in zip(b0, b1))
+    assert all(x.seed != y.seed for x, y in zip(b0, b1, strict=True))
+    assert all(y.seed - x.seed == BATCH_SEED_STRIDE for x, y in zip(b0, b1, strict=True))
     seeded = GAME.model_copy(update={"seed": 42})
     assert [s.seed for s in task_prompt_specs(plan, seeded, batch=2)] == [42 + 2 * BATCH_SEED_STRIDE] * 2
     with pytest.raises(InvalidInputError, match="batch"):
@@ -210,3 +212,40 @@ def test_prompt_specs_build_real_requests(config_dir):
     assert len(ids0) == 20 and not ids0 & ids1
     again = [r for ps in task_prompt_specs(plan, spec, batch=0) for r in engine.build_requests(ps)]
     assert [r.request_id for r in again] == [r.request_id for r in batch0]
+
+
+@pytest.mark.parametrize("subject,role,expected", [
+    ("medieval fantasy weapons", "texture", "seamless forged steel texture of medieval fantasy weapons, tileable"),
+    ("a sword", "concept", "concept art of a sword, forged steel, game asset design"),
+    ("castle ruins", "texture", "seamless weathered stone texture of castle ruins"),
+    ("wooden barrels", "texture", "seamless texture of wooden barrels"),  # names its material: no hint
+    ("seamless stone", "texture", "seamless stone, tileable"),  # "seamless" is a texture word (one rule)
+    ("sword textures", "texture", "seamless sword textures, forged steel, tileable"),
+    ("warm fractal", "image", "warm fractal"),  # images get no material
+])
+def test_texture_and_weapon_prompts_carry_material_words(subject, role, expected):
+    from echo_pipeline.workflows.multi_modal import media_prompt
+
+    assert media_prompt(role, subject).startswith(expected)
+
+
+def test_one_home_for_the_texture_words_and_the_range_regex():
+    from echo_pipeline.render import prompt_engine
+    from echo_pipeline.workflows import intent, multi_modal, visual_planner
+
+    assert visual_planner.TEXTURE_WORDS is multi_modal.TEXTURE_WORDS is intent.TEXTURE_WORDS
+    assert visual_planner._RANGE is prompt_engine._RANGE
+    assert intent.infer_media_types("tiling floor") == ["image", "texture"]
+
+
+def test_game_asset_prompts_render_as_metal_with_the_procedural_backend():
+    """The planner's words reach the renderer: weapons become steel, not a random motif."""
+    from echo_pipeline.render.backends.procedural import ProceduralBackend
+    from echo_pipeline.render.requests import RenderRequest
+
+    backend = ProceduralBackend(workers=1)
+    for task in plan_project(GAME).renderable_tasks():
+        request = RenderRequest(prompt=task.prompt, seed=1, width=64, height=64, tiling=task.tiling)
+        (out,) = list(backend.render([request]))
+        assert (out.info["palette"], out.info["material"], out.info["motif_source"]) == ("steel", "metal", "material")
+        assert "medieval" in out.info["words_ignored"] and "weapons" in out.info["words_used"]

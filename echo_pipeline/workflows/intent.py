@@ -27,10 +27,9 @@ from pydantic import BaseModel, Field
 from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.render.prompt_engine import constraint_terms, split_constraints
 from echo_pipeline.render.requests import MediaType
-from echo_pipeline.workflows.multi_modal import order_media_types
+from echo_pipeline.workflows.multi_modal import TEXTURE_WORDS, order_media_types
 
 _INLINE_CONSTRAINT = re.compile(r"\s+(?:(?:but|and)\s+(?:no|not|without)|with\s+no|without)\s+", re.IGNORECASE)
-_TEXTURE = re.compile(r"\b(?:textures?|materials?|patterns?|seamless|tileable|tiling)\b")
 _3D = re.compile(
     r"\b(?:3d|3-d)\b|\bmesh(?:es)?\b|\bprops?\b|\bweapons?\b|(?<!fashion )(?<!role )(?<!scale )\bmodels?\b"
 )
@@ -90,7 +89,7 @@ def infer_media_types(text: str) -> list[str]:
     """Media types implied by free text (lower-cased inside); always includes 'image'."""
     low = text.lower()
     types = {"image"}
-    if _TEXTURE.search(low):
+    if TEXTURE_WORDS.search(low):
         types.add("texture")
     if _3D.search(low) or (_ASSETS.search(low) and _GAME.search(low)):
         types.update({"3d_model", "texture"})

@@ -45,7 +45,27 @@ NOT_RENDERABLE_REASONS: dict[str, str] = {
              "the clip itself is not",
 }
 
-_TEXTURE_WORDS = re.compile(r"\b(?:textures?|materials?|patterns?|tileable)\b", re.IGNORECASE)
+#: Words that name a texture (the one home of this rule: intent and the planner import it).
+TEXTURE_WORDS = re.compile(r"\b(?:textures?|materials?|patterns?|seamless|tileable|tiling)\b", re.IGNORECASE)
+
+#: Material words: a subject naming one already says what its textures are made of.
+MATERIAL_WORDS = re.compile(
+    r"\b(?:metal\w*|steel|iron|bronze|copper|silver|gold(?:en)?|chrome|wood(?:en)?|oak|timber|bamboo|stone|"
+    r"rocks?|rocky|granite|marble|bricks?|concrete|slate|leather|fabric|cloth|silk|glass|bone|crystal|ice)\b",
+    re.IGNORECASE,
+)
+
+#: The material a subject implies when it names none: texture, concept and 3D prompts carry it, so
+#: every backend is told what "medieval fantasy weapons" are made of (and the procedural one, which
+#: knows materials but no weapons, picks its steel palette and closest look from it).
+MATERIAL_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b(?:weapons?|swords?|blades?|daggers?|knife|knives|axes?|spears?|maces?|halberds?|armou?rs?|"
+                r"helmets?|gauntlets?|chainmail)\b", re.IGNORECASE), "forged steel"),
+    (re.compile(r"\b(?:castles?|ruins?|temples?|dungeons?|fortress(?:es)?|statues?|walls?|towers?)\b",
+                re.IGNORECASE), "weathered stone"),
+    (re.compile(r"\b(?:furniture|barrels?|crates?|chests?|tables?|chairs?|cabins?|bows?|staffs?)\b",
+                re.IGNORECASE), "oak wood"),
+)
 
 # Prompt templates per media type and role; `{subject}` is the intent's positive part.
 _PROMPTS: dict[str, str] = {
@@ -104,12 +124,29 @@ def media_defaults(media_type: str, width: int = 512, height: int = 512) -> dict
     }
 
 
+def material_hint(subject: str) -> str | None:
+    """The material `subject` implies ("medieval fantasy weapons" -> "forged steel"); None when it
+    names a material itself or implies none."""
+    if MATERIAL_WORDS.search(subject):
+        return None
+    return next((material for pattern, material in MATERIAL_HINTS if pattern.search(subject)), None)
+
+
 def media_prompt(role: str, subject: str) -> str:
-    """The engineered prompt of a task: `role` is a media type or 'concept'/'keyframes' (image roles)."""
+    """The engineered prompt of a task: `role` is a media type or 'concept'/'keyframes' (image roles).
+
+    Texture, concept and 3d_model prompts carry the subject's material (`material_hint`).
+    """
     subject = subject.strip()
-    if role == "texture" and _TEXTURE_WORDS.search(subject):
+    material = material_hint(subject) if role in ("texture", "concept", "3d_model") else None
+    if role == "texture" and TEXTURE_WORDS.search(subject):
         # "seamless stone textures" already names the texture: don't say it twice.
         lead = subject if re.search(r"\bseamless\b", subject, re.IGNORECASE) else f"seamless {subject}"
-        return f"{lead}, tileable, even lighting, top-down view, high detail"
+        return f"{lead}{f', {material}' if material else ''}, tileable, even lighting, top-down view, high detail"
+    if role == "texture" and material:
+        return _PROMPTS["texture"].replace("seamless texture of", f"seamless {material} texture of").format(
+            subject=subject)
     template = _PROMPTS.get(role, "{subject}")
+    if material:
+        template = template.replace("{subject}", f"{{subject}}, {material}", 1)
     return template.format(subject=subject)

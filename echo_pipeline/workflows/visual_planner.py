@@ -17,7 +17,8 @@ How a project's `count` (n images per batch) is split across renderable tasks, b
   task tN-video (video, 1 clip, <- t1) is added.
 
 3d_model and video tasks are planned (with their inputs as dependencies) but not rendered: see
-`multi_modal`. When `count` is too small to give every renderable task an image (count 1 with
+`multi_modal`. Texture, concept and 3d_model prompts carry the material the subject implies when it
+names none ("medieval fantasy weapons" -> "forged steel": `multi_modal.material_hint`). When `count` is too small to give every renderable task an image (count 1 with
 concept + texture), the task left without images is kept in the plan, not renderable, with a note.
 
 Seeds (`task_prompt_specs`): batch b of a task starts at
@@ -33,15 +34,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 
 from pydantic import BaseModel, Field, model_validator
 
 from echo_pipeline.errors import InvalidInputError
-from echo_pipeline.render.prompt_engine import PromptSpec, stable_seed
+from echo_pipeline.render.prompt_engine import _RANGE, PromptSpec, stable_seed
 from echo_pipeline.render.requests import MAX_SEED, MAX_SIDE, MIN_SIDE, MediaType
 from echo_pipeline.workflows.intent import Intent, parse_intent
 from echo_pipeline.workflows.multi_modal import (
+    TEXTURE_WORDS,
     media_defaults,
     media_prompt,
     not_renderable_reason,
@@ -50,14 +51,12 @@ from echo_pipeline.workflows.multi_modal import (
 from echo_pipeline.workflows.projects import ProjectSpec
 
 #: Bump when a planner change alters plans (task ids, prompts, splits): it is part of `created_from`.
-PLANNER_VERSION = "1"
+PLANNER_VERSION = "2"
 #: Seed distance between successive batches of the same task (prime, > MAX_COUNT images per batch).
 BATCH_SEED_STRIDE = 100_003
 #: Spec fields that decide the plan (seed, backend, schedule and style_threshold do not).
 PLAN_FIELDS = ("name", "slug", "intent", "constraints", "style", "width", "height", "count", "media_types")
 
-_TEXTURE_WORDS = re.compile(r"\b(?:textures?|materials?|patterns?|seamless|tileable|tiling)\b", re.IGNORECASE)
-_RANGE = re.compile(r"(?<![\w.])(\d{1,4})\s*-\s*(\d{1,4})(?![\w.])")
 
 
 class Task(BaseModel):
@@ -180,7 +179,7 @@ def plan_project(spec: ProjectSpec) -> Plan:
         subject = stripped
 
     has_3d, has_video, has_texture = "3d_model" in media, "video" in media, "texture" in media
-    texture_only = has_texture and not has_3d and bool(_TEXTURE_WORDS.search(subject))
+    texture_only = has_texture and not has_3d and bool(TEXTURE_WORDS.search(subject))
     n = spec.count
     tasks: list[Task] = []
 
