@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import imagehash
 import numpy as np
@@ -347,7 +347,7 @@ def project_hashes(store: ArtifactStore, project: str, exclude: Collection[str] 
 # Totals and the assessor
 
 
-def weighted_total(row: Mapping[str, float], weights: Mapping[str, float] = TOTAL_WEIGHTS) -> float:
+def weighted_total(row: Mapping[str, Any], weights: Mapping[str, float] = TOTAL_WEIGHTS) -> float:
     """Weighted mean of the non-NaN components in `row`; NaN when none is available."""
     num = 0.0
     den = 0.0

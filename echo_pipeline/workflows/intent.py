@@ -52,7 +52,7 @@ class Intent(BaseModel):
     constraints: list[str] = Field(default_factory=list, description="things to leave out ('human forms')")
     negative_terms: list[str] = Field(default_factory=list, description="negative-prompt terms for the constraints")
     keywords: list[str] = Field(default_factory=list, description="content words of the subject")
-    media_types: list[MediaType] = Field(default_factory=lambda: ["image"])
+    media_types: list[MediaType] = Field(default_factory=lambda: list[MediaType](["image"]))
     collection: bool = Field(default=False, description="a coherent series (NFT collection, series)")
 
     @property

@@ -187,7 +187,8 @@ def plan_project(spec: ProjectSpec) -> Plan:
         defaults = media_defaults(media_type, spec.width, spec.height)
         renderable = defaults["renderable"] and count > 0
         if not defaults["renderable"]:
-            notes = f"{notes}; {not_renderable_reason(media_type)}" if notes else not_renderable_reason(media_type)
+            reason = not_renderable_reason(media_type) or ""
+            notes = f"{notes}; {reason}" if notes else reason
         task = Task(
             id=f"t{len(tasks) + 1}-{role}",
             media_type=media_type,

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, TypeGuard
 
 from echo_pipeline.render.backends.base import (
     BackendCapabilities,
@@ -113,9 +113,8 @@ class ProceduralBackend(ImageBackend):
     def refine(self, parent: ParentImage, request: RenderRequest) -> RenderedImage:
         """img2img as a parameter-space variation of `parent` (strength 0 = same, 1 = free)."""
         self.check_requests([request])
-        parent_params = parent.info.get("params") if isinstance(parent.info, dict) else None
-        if not _usable(parent_params):
-            parent_params = self.params_for(parent.request)
+        stored = parent.info.get("params") if isinstance(parent.info, dict) else None
+        parent_params: dict[str, Any] = stored if _usable(stored) else self.params_for(parent.request)
         strength = 0.5 if request.strength is None else float(request.strength)
         params, changes = P.refine_params(
             parent_params, parent.request.prompt, request.prompt, request.negative_prompt, request.seed, strength,
@@ -161,7 +160,7 @@ def _render_one(request: RenderRequest) -> tuple[dict[str, Any], Any]:
     return params, P.render_params(params, request.width, request.height, request.tiling)
 
 
-def _usable(params: Any) -> bool:
+def _usable(params: Any) -> TypeGuard[dict[str, Any]]:
     """Parent params from this backend's format (any version: refine re-renders them with this one)."""
     if not isinstance(params, dict):
         return False

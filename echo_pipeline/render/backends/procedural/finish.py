@@ -43,13 +43,13 @@ def _upsample_matrix(n_out: int, n_in: int, f: int, wrap: bool) -> np.ndarray:
     return m
 
 
-def blur(img: np.ndarray, sigma, wrap: bool) -> np.ndarray:
+def blur(img: np.ndarray, sigma: float | tuple[float, float], wrap: bool) -> np.ndarray:
     """Gaussian blur of an (h, w) or (h, w, c) array.
 
     Wide blurs run on a box-downsampled copy and come back through two small interpolation matrices
     (a separable upsample as matrix products): a 24 px glow costs about as much as a 3 px one.
     """
-    sy, sx = (float(sigma), float(sigma)) if np.isscalar(sigma) else (float(sigma[0]), float(sigma[1]))
+    sy, sx = (float(sigma), float(sigma)) if isinstance(sigma, (int, float)) else (float(sigma[0]), float(sigma[1]))
     mode = "wrap" if wrap else "nearest"
     planar = img.ndim == 2
     x = img[..., None] if planar else img
@@ -85,7 +85,7 @@ def seamless(img: np.ndarray, periodic: tuple[bool, bool]) -> np.ndarray:
     """
     out = img
     h, w = img.shape[:2]
-    for axis, (is_periodic, n) in enumerate(zip(periodic, (h, w))):
+    for axis, (is_periodic, n) in enumerate(zip(periodic, (h, w), strict=True)):
         if is_periodic:
             continue
         t = (np.arange(n, dtype=np.float32) + 0.5) / n
@@ -241,11 +241,11 @@ def pixelate(rgb: np.ndarray, palette: Palette, amount: float) -> np.ndarray:
     hb, wb = max(1, h // block), max(1, w // block)
     from PIL import Image
 
-    small = np.asarray(Image.fromarray(rgb).resize((wb, hb), Image.BOX), dtype=np.float32) / 255.0
+    small = np.asarray(Image.fromarray(rgb).resize((wb, hb), Image.Resampling.BOX), dtype=np.float32) / 255.0
     colours = linear_to_srgb(np.concatenate([palette.lut[::68], palette.accents], axis=0))
     d = ((small[:, :, None, :] - colours[None, None]) ** 2).sum(-1)
     snapped = (colours[np.argmin(d, axis=2)] * 255 + 0.5).astype(np.uint8)
-    return np.asarray(Image.fromarray(snapped).resize((w, h), Image.NEAREST))
+    return np.asarray(Image.fromarray(snapped).resize((w, h), Image.Resampling.NEAREST))
 
 
 def apply_effects(img: np.ndarray, params: dict[str, Any], palette: Palette, wrap: bool,

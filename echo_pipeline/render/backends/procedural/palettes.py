@@ -189,9 +189,9 @@ def blend_specs(a: dict[str, Any], b: dict[str, Any], t: float) -> dict[str, Any
 
     return {
         "name": a["name"],
-        "stops": [mix(x, y) for x, y in zip(a["stops"], b["stops"])],
+        "stops": [mix(x, y) for x, y in zip(a["stops"], b["stops"], strict=True)],
         "bg": mix(a["bg"], b["bg"]),
-        "accents": [mix(x, y) for x, y in zip(a["accents"], b["accents"])],
+        "accents": [mix(x, y) for x, y in zip(a["accents"], b["accents"], strict=True)],
         "light": a.get("light", False),
         "exposure": a.get("exposure", 1.0),
     }

@@ -55,7 +55,7 @@ def blend(old: Any, fresh: Any, amount: float, rng: np.random.Generator) -> Any:
         return {k: (blend(old[k], fresh[k], amount, rng) if k in fresh else old[k]) for k in old}
     if isinstance(old, list) and isinstance(fresh, list):
         if len(old) == len(fresh):
-            return [blend(a, b, amount, rng) for a, b in zip(old, fresh)]
+            return [blend(a, b, amount, rng) for a, b in zip(old, fresh, strict=True)]
         return fresh if rng.random() < amount else old
     if isinstance(old, int) and isinstance(fresh, int):
         return int(round(old + (fresh - old) * amount))

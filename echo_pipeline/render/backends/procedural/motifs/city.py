@@ -161,9 +161,9 @@ def draw(params: dict, canvas: Canvas) -> np.ndarray:
             col = body[None, None, :] * (face * grad)[..., None]
             # windows on a pixel grid; sizes shrink with distance
             bid = (li * 1000 + bi) ^ params["layout"]
-            wx = max(1, int(round(win_w * wscale * (1 + noise.hash01(bid, 1) * 1.2))))
-            wy = max(1, int(round(wx * (0.8 + noise.hash01(bid, 2) * 0.8))))
-            sx, sy = wx + max(1, int(round(wx * (0.6 + noise.hash01(bid, 3))))), wy + max(1, int(round(wy * 0.9)))
+            wx = max(1, int(np.round(win_w * wscale * (1 + noise.hash01(bid, 1) * 1.2))))
+            wy = max(1, int(np.round(wx * (0.8 + noise.hash01(bid, 2) * 0.8))))
+            sx, sy = wx + max(1, int(np.round(wx * (0.6 + noise.hash01(bid, 3))))), wy + max(1, int(round(wy * 0.9)))
             margin = max(1, wx)
             cx, cy = (lx - margin) // sx, (ly - margin) // sy
             in_win = ((lx - margin) % sx < wx) & ((ly - margin) % sy < wy) & (lx >= margin) & \

@@ -135,7 +135,7 @@ def draw(params: dict, canvas: Canvas) -> np.ndarray:
     step = 2.0 * max(scale, 0.25)
     mean_steps = params["length"] * canvas.unit / step
     life = np.clip(rng.gamma(3.0, mean_steps / 3.0, n), 4, None).astype(np.float32)
-    steps = int(min(np.percentile(life, 97), 320))
+    steps = int(min(float(np.percentile(life, 97)), 320))
     life = np.minimum(life, steps)
     tone_field = noise.fbm2(gh, gw, params["colour_freq"], 2, canvas.seed + [13], unit=float(np.sqrt(gh * gw)))
     tone = 0.5 + 0.5 * noise.sample(tone_field, py * fy_s, px * fx_s)

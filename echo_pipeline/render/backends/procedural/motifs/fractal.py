@@ -290,7 +290,7 @@ def _score(kind, centre, width, rot, flip, julia_c, aspect, power=2):
     return float(score), p99
 
 
-def _pick_view(kind, rng, aspect, power=2, framing=None):
+def _pick_view(kind, rng, aspect, power=2, framing: tuple[float, ...] | None = None):
     """The view of a fractal: the framing point's candidate if it grades well, else the best of a
     few more whose neighbourhood comes from the RNG (zoom, turn and placement stay the framing's).
 
@@ -317,6 +317,7 @@ def _pick_view(kind, rng, aspect, power=2, framing=None):
             best = (score, centre, width, julia_c, p99)
         if score > -0.35:
             break  # good enough: the framing's own view wins whenever it is acceptable
+    assert best is not None  # the loop ran at least once
     score, centre, width, julia_c, p99 = best
     return {"center": [float(centre[0]), float(centre[1])], "width": width, "rotation": float(rot),
             "mirror": bool(mirror),

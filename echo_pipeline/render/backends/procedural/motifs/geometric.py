@@ -32,7 +32,7 @@ def make(rng: np.random.Generator, canvas: Canvas, kinds: list[str]) -> dict:
         style = str(rng.choice(STYLES, p=[0.34, 0.33, 0.33]))
     n_rings = int(rng.integers(5, 9))
     rings = []
-    for k in range(n_rings):
+    for _ in range(n_rings):
         rings.append({
             "shape": str(rng.choice(("petal", "dots", "band", "spike"), p=[0.4, 0.2, 0.2, 0.2])),
             "tone": float(rng.uniform(0.2, 1.0)),
