@@ -40,8 +40,8 @@ def main() -> int:
         from echo_pipeline.artifacts.storage import ArtifactStore
         from echo_pipeline.definitions import defs
         from echo_pipeline.render.backends.registry import create_backend
-        from echo_pipeline.workflows.batch_processor import BatchProcessor
         from echo_pipeline.settings import Settings
+        from echo_pipeline.workflows.batch_processor import BatchProcessor
         from echo_pipeline.workflows.creative_engine import CreativeEngine
         from echo_pipeline.workflows.visual_planner import plan_project, task_prompt_specs
 

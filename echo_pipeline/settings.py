@@ -176,7 +176,7 @@ class Settings(BaseModel):
         }
 
     @classmethod
-    def load(cls, artifact_root: str | None = None, config_dir: str | Path | None = None) -> "Settings":
+    def load(cls, artifact_root: str | None = None, config_dir: str | Path | None = None) -> Settings:
         """Settings from the arguments, the environment, `settings.yaml` and the defaults, in that order."""
         sources: dict[str, str] = {}
         if config_dir is not None and str(config_dir).strip():

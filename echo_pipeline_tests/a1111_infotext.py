@@ -129,7 +129,7 @@ def parse_generation_parameters(x: str, *, fill_defaults: bool = False) -> dict:
     if "Clip skip" not in res:
         res["Clip skip"] = "1"
 
-    hypernet = res.get("Hypernet", None)
+    hypernet = res.get("Hypernet")
     if hypernet is not None:
         res["Prompt"] += f"""<hypernet:{hypernet}:{res.get("Hypernet strength", "1.0")}>"""
 

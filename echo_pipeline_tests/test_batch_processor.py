@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from PIL import Image
 
 from echo_pipeline.artifacts.storage import ArtifactStore
 from echo_pipeline.render.backends.base import BackendCapabilities, BackendDescription, ImageBackend, RenderedImage
-from echo_pipeline.workflows.batch_processor import BatchProcessor
 from echo_pipeline.render.requests import RenderRequest
+from echo_pipeline.workflows.batch_processor import BatchProcessor
 from echo_pipeline_tests.conftest import sigkill_after_images
 
 

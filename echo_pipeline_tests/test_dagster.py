@@ -8,8 +8,8 @@ import os
 from datetime import datetime, timezone
 
 import dagster as dg
-from dagster._core.definitions.data_version import StaleStatus
 import pytest
+from dagster._core.definitions.data_version import StaleStatus
 
 from echo_pipeline.settings import Settings
 from echo_pipeline.workflows.creative_engine import CreativeEngine
@@ -161,7 +161,11 @@ class FlatBackend:
         from PIL import Image
 
         from echo_pipeline.render.backends.base import (
-            BackendCapabilities, BackendDescription, ImageBackend, RenderedImage)
+            BackendCapabilities,
+            BackendDescription,
+            ImageBackend,
+            RenderedImage,
+        )
 
         class _Flat(ImageBackend):
             name = "flat"

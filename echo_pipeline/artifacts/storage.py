@@ -253,7 +253,7 @@ class ArtifactStore:
         self._bad_parts: dict[str, Problem] = {}  # catalog part path -> why it was skipped
 
     @classmethod
-    def open(cls, root: str, *, read_only: bool = False, **kwargs: Any) -> "ArtifactStore":
+    def open(cls, root: str, *, read_only: bool = False, **kwargs: Any) -> ArtifactStore:
         """A store whose root is checked: known protocol, dependency installed, writable.
 
         With `read_only=True` only the protocol and dependency are checked (nothing is written).

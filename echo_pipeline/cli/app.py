@@ -8,7 +8,6 @@ else is a bug and exits 1 with its traceback.
 from __future__ import annotations
 
 import errno
-import os
 import sys
 from typing import Annotated, Optional
 

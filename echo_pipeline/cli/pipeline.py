@@ -61,8 +61,9 @@ def plan(
         table.add_row(row["id"], row["type"], row["count"], row["size"], row["depends_on"], row["status"],
                       shorten(row["prompt"], 40))
     console.print(table)
-    say(f"spec: {display_path(str(outcome.spec_path))}")
-    say(f"run:  {outcome.run_id}")
+    say(f"spec:      {display_path(str(outcome.spec_path))}")
+    say(f"artifacts: {display_path(settings(ctx).artifact_root)}")
+    say(f"run:       {outcome.run_id}")
     say(f'next: echo-os batch --project "{safe_text(spec.name)}" --count {spec.count}')
 
 

@@ -107,6 +107,7 @@ def generated_images(context: dg.AssetExecutionContext, echo: EchoResource, imag
     pipeline = _pipeline(context, echo)
     step = _observed(observer, "generated_images", pipeline.generate(
         image_backend.get(pipeline.spec.backend), run_id=context.run.run_id, progress=observer.progress))
+    assert step.check is not None  # generate always reports its uniqueness check
     duplicates = step.check["near_duplicates"]
     check = dg.AssetCheckResult(
         check_name="unique_images", passed=step.check["passed"],
@@ -126,6 +127,7 @@ def quality_scores(context: dg.AssetExecutionContext, echo: EchoResource,
                    observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
     """Per-image scores (technical, style consistency, uniqueness, total); scores only new images."""
     step = _observed(observer, "quality_scores", _pipeline(context, echo).score())
+    assert step.check is not None  # score always reports the consistency check
     check = dg.AssetCheckResult(
         check_name="style_consistency", passed=step.check["passed"],
         severity=dg.AssetCheckSeverity.WARN,

@@ -70,11 +70,11 @@ def get_instance() -> dg.DagsterInstance:
 
 def ensure_partition(instance: dg.DagsterInstance, slug: str) -> bool:
     """Register the project's partition; True when it was new."""
-    from echo_pipeline.defs.partitions import projects_partitions
+    from echo_pipeline.defs.partitions import PROJECTS
 
-    if instance.has_dynamic_partition(projects_partitions.name, slug):
+    if instance.has_dynamic_partition(PROJECTS, slug):
         return False
-    instance.add_dynamic_partitions(projects_partitions.name, [slug])
+    instance.add_dynamic_partitions(PROJECTS, [slug])
     return True
 
 

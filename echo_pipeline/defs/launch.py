@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._utils.error import SerializableErrorInfo
 from filelock import FileLock, Timeout
 
 from echo_pipeline.artifacts.gallery import GalleryResult
@@ -309,7 +310,7 @@ def _project_guard(instance: dg.DagsterInstance, slug: str | None, *, wait: bool
     except Timeout:
         raise _busy(instance, slug) from None
     try:
-        while (active := active_project_run(instance, slug)) is not None:
+        while active_project_run(instance, slug) is not None:
             if not wait:
                 raise _busy(instance, slug)
             time.sleep(2.0)
@@ -361,7 +362,9 @@ def _failure(result: dg.ExecuteInProcessResult) -> Exception:
         if not event.is_step_failure:
             continue
         error = event.step_failure_data.error
-        cause = error
+        if error is None:
+            continue
+        cause: SerializableErrorInfo | None = error
         while cause is not None:
             if cause.cls_name in _INTERRUPTS:
                 return Interrupted()

@@ -1,4 +1,5 @@
 import dagster as dg
 
 # One partition per project; keys are slugs (`ruzgar-nft-collection`), display names live in metadata.
-projects_partitions = dg.DynamicPartitionsDefinition(name="projects")
+PROJECTS = "projects"
+projects_partitions = dg.DynamicPartitionsDefinition(name=PROJECTS)

@@ -13,7 +13,7 @@ from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
 from echo_pipeline.render.prompt_engine import PromptSpec
 from echo_pipeline.workflows.project_pipeline import RunObserver
 
-RenderConfig = create_model(  # type: ignore[call-overload]
+RenderConfig = create_model(  # type: ignore[call-overload]  # fields from PromptSpec, typed at runtime
     "RenderConfig", __base__=dg.Config, __doc__="A PromptSpec, plus the backend name.",
     backend=(Optional[str], None),
     **{name: (field.annotation, field) for name, field in PromptSpec.model_fields.items()},
@@ -26,10 +26,12 @@ def render_config(spec: PromptSpec, backend: str | None) -> dict:
 
 
 @dg.op(pool="gpu")
-def render_prompt(context: dg.OpExecutionContext, config: RenderConfig, echo: EchoResource,  # type: ignore[valid-type]
+def render_prompt(context: dg.OpExecutionContext, config: RenderConfig, echo: EchoResource,
                   image_backend: ImageBackendResource, observer: dg.ResourceParam[RunObserver]) -> None:
-    spec = PromptSpec.model_validate(config.model_dump(exclude={"backend"}))
-    result = echo.engine().render(spec, image_backend.get(config.backend), run_id=context.run.run_id,
+    fields = config.model_dump()
+    backend = fields.pop("backend")
+    spec = PromptSpec.model_validate(fields)
+    result = echo.engine().render(spec, image_backend.get(backend), run_id=context.run.run_id,
                                   progress=observer.progress)
     observer.step_finished("render", result)
     context.add_output_metadata({"new_images": len(result.new), "already_stored": len(result.existing),

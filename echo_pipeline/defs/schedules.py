@@ -8,7 +8,7 @@ RunRequest per project itself (and registers partitions for project files it has
 import dagster as dg
 
 from echo_pipeline.defs.jobs import batch_job
-from echo_pipeline.defs.partitions import projects_partitions
+from echo_pipeline.defs.partitions import PROJECTS, projects_partitions
 from echo_pipeline.defs.resources import EchoResource
 
 
@@ -19,7 +19,7 @@ def nightly_batch(context: dg.ScheduleEvaluationContext, echo: EchoResource):
     specs = [s for s in echo.engine().projects.list() if s.schedule]
     if not specs:
         return dg.SkipReason("no project has `schedule: true` in configs/projects/")
-    known = set(context.instance.get_dynamic_partitions(projects_partitions.name))
+    known = set(context.instance.get_dynamic_partitions(PROJECTS))
     missing = [s.slug for s in specs if s.slug not in known]
     stamp = context.scheduled_execution_time.strftime("%Y%m%d")
     return dg.SensorResult(

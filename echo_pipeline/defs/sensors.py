@@ -19,7 +19,7 @@ from dagster._core.definitions.data_version import extract_data_version_from_ent
 
 from echo_pipeline.defs.assets import plan, style_presets
 from echo_pipeline.defs.jobs import observe_styles_job, plan_job
-from echo_pipeline.defs.partitions import projects_partitions
+from echo_pipeline.defs.partitions import PROJECTS, projects_partitions
 from echo_pipeline.defs.resources import EchoResource
 from echo_pipeline.errors import EchoError
 
@@ -49,7 +49,7 @@ def project_files_sensor(context: dg.SensorEvaluationContext, echo: EchoResource
             context.log.warning(str(exc))
             continue
         valid.append(slug)
-    known = set(context.instance.get_dynamic_partitions(projects_partitions.name))
+    known = set(context.instance.get_dynamic_partitions(PROJECTS))
     planned = context.instance.get_materialized_partitions(plan.key)
     to_add = [s for s in valid if s not in known]
     never_planned = [s for s in valid if s not in planned and s not in seen]

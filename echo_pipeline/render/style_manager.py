@@ -17,6 +17,7 @@ of the library and reported (`StyleLibrary.problems`); asking for it names the f
 
 from __future__ import annotations
 
+import builtins
 import csv
 import difflib
 import io
@@ -205,7 +206,7 @@ class StyleLibrary:
         self.reload()
         return style
 
-    def _write_user_styles(self, styles: list[Style]) -> None:
+    def _write_user_styles(self, styles: builtins.list[Style]) -> None:
         payload = json.dumps([s.model_dump(exclude={"source"}) for s in styles], indent=2, ensure_ascii=False)
         self.styles_dir.mkdir(parents=True, exist_ok=True)
         # Atomic replace (a crash never leaves a half-written user.json), umask permissions.

@@ -54,8 +54,7 @@ MEMORY_FILE = "resonance/style_memory.json"
 SCORES_FILE = "resonance/scores.parquet"
 
 STOP_WORDS = frozenset(
-    """a an the and or of in on at to for with without by from into over under as is are be this that
-    it its very some no not de da ve bir ile""".split()
+    ["a", "an", "the", "and", "or", "of", "in", "on", "at", "to", "for", "with", "without", "by", "from", "into", "over", "under", "as", "is", "are", "be", "this", "that", "it", "its", "very", "some", "no", "not", "de", "da", "ve", "bir", "ile"]
 )
 _TOKEN = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
 
@@ -105,7 +104,7 @@ class StyleMemory(BaseModel):
         return self.model_dump_json(indent=1)
 
     @classmethod
-    def from_json(cls, data: str | bytes) -> "StyleMemory":
+    def from_json(cls, data: str | bytes) -> StyleMemory:
         return cls.model_validate_json(data)
 
 
@@ -181,7 +180,7 @@ def learn_style(
 
     new_rows: list[int] = []
     batch_ids: set[str] = set()
-    for i, (artifact_id, total) in enumerate(zip(ids, totals)):
+    for i, (artifact_id, total) in enumerate(zip(ids, totals, strict=True)):
         if artifact_id in learned or artifact_id in batch_ids:
             continue
         batch_ids.add(artifact_id)

@@ -114,7 +114,7 @@ class BatchProcessor:
 
     def _catalogued(self, project: str) -> dict[str, ArtifactRecord]:
         catalog = self.store.catalog(project)
-        return {row.artifact_id: ArtifactRecord.model_validate_json(row.record_json)
+        return {str(row.artifact_id): ArtifactRecord.model_validate_json(str(row.record_json))
                 for row in catalog.itertuples(index=False)}
 
     def _flush(self, pending: list[ArtifactRecord]) -> None:

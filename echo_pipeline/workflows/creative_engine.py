@@ -44,7 +44,7 @@ class CreativeEngine:
 
         return ProjectRegistry(self.settings.config_dir / "projects")
 
-    def resolve_project(self, text: str | None, *, create: bool = False) -> "ProjectRef":
+    def resolve_project(self, text: str | None, *, create: bool = False) -> ProjectRef:
         """The project a user's words name, the same way for every command (render, batch, gallery,
         artifacts, runs, plan): a spec by exact slug or name, then a project that only exists in the
         artifact store, then a unique prefix of a spec's name or slug; None -> `default`.

@@ -102,7 +102,7 @@ class ProjectSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check_seed_room(self) -> "ProjectSpec":
+    def _check_seed_room(self) -> ProjectSpec:
         if self.seed is not None:
             try:
                 check_seed_range(self.seed, self.count)

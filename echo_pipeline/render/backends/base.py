@@ -109,5 +109,5 @@ class ImageBackend(abc.ABC):
         """img2img: a variation of `parent` steered by `request` (strength = how far it may move)."""
         raise InvalidInputError(f"backend {self.name!r} cannot refine images (no img2img)")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
         """Release models, sessions or connections."""
