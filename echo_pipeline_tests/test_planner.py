@@ -161,7 +161,7 @@ def test_counts_add_up_to_spec_count(spec, count):
 
 
 def test_media_defaults():
-    assert RENDERABLE == {"image", "texture"}
+    assert {"image", "texture"} == RENDERABLE
     assert media_defaults("texture", 768, 512) == {"width": 512, "height": 512, "tiling": True, "renderable": True,
                                                    "reason": None, "inputs": ["image"]}
     assert media_defaults("image", 768, 512)["width"] == 768

@@ -79,7 +79,7 @@ def test_progress_called_per_image_and_info_is_json(backend):
     requests = [req(FAMILIES[m], seed=i) for i, m in enumerate(FAMILIES)]
     outs = list(backend.render(requests, progress=lambda done, total: calls.append((done, total))))
     assert calls == [(i, len(requests)) for i in range(1, len(requests) + 1)]
-    for out, motif in zip(outs, FAMILIES):
+    for out, motif in zip(outs, FAMILIES, strict=True):
         assert out.image.mode == "RGB" and out.image.size == (96, 96)
         info = json.loads(json.dumps(out.info, allow_nan=False))  # strict JSON: no NaN/inf
         assert info["motif"] == motif

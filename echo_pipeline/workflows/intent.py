@@ -39,7 +39,8 @@ _VIDEO = re.compile(r"\bvideos?\b(?!\s*games?\b)|\banimations?\b|\banimated\b|\b
 _COLLECTION = re.compile(r"\b(?:nfts?|collections?|series)\b")
 _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _STOPWORDS = frozenset(
-    "a an the of and or for with in on to at by from into over under some very its it this that is are be".split()
+    ["a", "an", "the", "of", "and", "or", "for", "with", "in", "on", "to", "at", "by", "from", "into", "over",
+     "under", "some", "very", "its", "it", "this", "that", "is", "are", "be"]
 )
 
 

@@ -81,7 +81,7 @@ class Plan(BaseModel):
     created_from: str = Field(description="hash of the spec fields that decide the plan (PLAN_FIELDS + planner version)")
 
     @model_validator(mode="after")
-    def _check_graph(self) -> "Plan":
+    def _check_graph(self) -> Plan:
         ids = [t.id for t in self.tasks]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:

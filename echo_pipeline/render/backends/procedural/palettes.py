@@ -209,7 +209,7 @@ class Palette:
     lut: np.ndarray  # (1024, 3) linear RGB, OKLab-interpolated
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "Palette":
+    def from_spec(cls, spec: dict[str, Any]) -> Palette:
         stops_srgb = np.asarray(spec["stops"], dtype=np.float64)
         lab = linear_to_oklab(srgb_to_linear(stops_srgb))
         n = len(lab)

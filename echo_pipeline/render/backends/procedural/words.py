@@ -163,8 +163,9 @@ MATERIALS: dict[str, dict] = {
 
 # Neither used nor ignored: function words, and numbers (variation labels such as "warm fractal 07").
 STOP_WORDS = frozenset(
-    "a an the of and or for with in on to at by from into over under some very its it this that is are be as "
-    "like my your our their his her".split()
+    ["a", "an", "the", "of", "and", "or", "for", "with", "in", "on", "to", "at", "by", "from", "into", "over",
+     "under", "some", "very", "its", "it", "this", "that", "is", "are", "be", "as", "like", "my", "your", "our",
+     "their", "his", "her"]
 )
 
 # Words that turn the next effect/modifier word off ("no rain", "without fog", "remove grain").
@@ -283,10 +284,10 @@ def parse(prompt: str, negative: str = "") -> Parsed:
     for pos, _length, key in phrases(words):
         negated = pos > 0 and words[pos - 1] in NEGATORS
         hit = _motif_of(key)
-        if hit and hit[0] not in result.excluded_motifs and not negated:
-            if motif_best is None or (hit[1], pos) < motif_best:
-                motif_best, result.motif = (hit[1], pos), hit[0]
-                result.motif_source = "material" if hit[1] == 1 else "prompt"
+        if (hit and hit[0] not in result.excluded_motifs and not negated
+                and (motif_best is None or (hit[1], pos) < motif_best)):
+            motif_best, result.motif = (hit[1], pos), hit[0]
+            result.motif_source = "material" if hit[1] == 1 else "prompt"
         if key in MATERIAL_WORDS and not negated and result.material is None:
             result.material = MATERIAL_WORDS[key]
         palette = PALETTE_WORDS.get(key) or _material_palette(key)
