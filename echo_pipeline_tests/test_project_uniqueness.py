@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.render.backends.procedural import ProceduralBackend
 from echo_pipeline.resonance import quality_assessor as qa
 from echo_pipeline.resonance.quality_assessor import (
@@ -68,7 +69,7 @@ def test_popcount_fallback_matches_and_bad_hashes_raise(monkeypatch):
     monkeypatch.delattr(np, "bitwise_count", raising=False)
     assert (qa._popcount(values) == expected).all()
     assert (qa._popcount(values[:, None] ^ values[None, :5]) >= 0).all()  # 2-D input works too
-    with pytest.raises(Exception, match="perceptual hash"):
+    with pytest.raises(InvalidInputError, match="perceptual hash"):
         hash_ints(["not-hex"])
 
 
