@@ -160,3 +160,15 @@ def test_help_does_not_import_heavy_libraries():
             "print(sorted(m for m in ('pandas', 'dagster', 'torch', 'diffusers', 'open_clip') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_render_says_which_prompt_words_it_ignored(cli):
+    code, out, err = cli("render", "a cat", "--size", "64", "--json")
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["words_ignored"] == ["cat"] and payload["artifacts"][0]["words_ignored"] == ["cat"]
+    code, _, err = cli("render", "a cat", "--size", "64", "--seed", "3")
+    assert code == 0 and "did not use these words of your prompt: cat" in err and "motifs: fractal" in err
+    # A style preset's own words ("digital", "art") are not the user's: no warning for a clear prompt.
+    code, _, err = cli("render", "warm fractal", "--style", "digital art", "--size", "64")
+    assert code == 0 and "did not use" not in err

@@ -423,3 +423,21 @@ def test_vocabulary_lists_what_the_renderer_knows():
     for key in ("motif_words", "palette_words", "material_words", "effect_words", "modifiers"):
         for word in vocab[key]:
             assert words.report(word)[1] == [], (key, word)
+
+
+def test_prefetch_renders_ahead_with_the_same_pixels_and_falls_back_for_other_requests():
+    from echo_pipeline.render.backends.procedural import ProceduralBackend
+
+    backend = ProceduralBackend(workers=2)
+    requests = [backend.prepare(RenderRequest(prompt="warm fractal", seed=s, width=64, height=64)) for s in range(4)]
+    plain = [r.image.tobytes() for r in ProceduralBackend(workers=1).render(requests)]
+
+    backend.prefetch(requests)  # workers start now; render() of the same requests streams their results
+    assert [r.image.tobytes() for r in backend.render(requests)] == plain
+    # A render of other requests ignores (and stops) an unconsumed prefetch.
+    backend.prefetch(requests)
+    assert [r.image.tobytes() for r in backend.render(requests[1:])] == plain[1:]
+    # close() stops a prefetch nobody consumed; the backend stays usable.
+    backend.prefetch(requests)
+    backend.close()
+    assert [r.image.tobytes() for r in backend.render(requests[:1])] == plain[:1]

@@ -57,7 +57,7 @@ def render(
     rows = sorted([(r, "new") for r in result.new] + [(r, "stored") for r in result.existing],
                   key=lambda item: item[0].request.index)
     store = engine(ctx).store
-    ignored = sorted({w for r, _ in rows for w in r.info.get("words_ignored", [])})
+    ignored = _ignored_user_words([r for r, _ in rows])
     if as_json:
         print_json({
             "project": outcome.project, "run_id": outcome.run_id, "backend": outcome.backend,
@@ -90,3 +90,14 @@ def render(
         say(f"Recovered {result.recovered} image(s) left uncatalogued by an interrupted run.")
     if ignored:
         warn(launch.ignored_words_hint(outcome.backend, ignored))
+
+
+def _ignored_user_words(records: list) -> list[str]:
+    """Words the backend ignored that the user typed (a style preset's own words are not news)."""
+    import re
+
+    ignored = set()
+    for record in records:
+        typed = set(re.findall(r"[\w'-]+", (record.request.source_prompt or record.request.prompt).lower()))
+        ignored |= {w for w in record.info.get("words_ignored", []) if set(w.lower().split()) <= typed}
+    return sorted(ignored)

@@ -99,7 +99,8 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, echo:
     partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[prompt_set], pool="gpu",
     check_specs=[dg.AssetCheckSpec("unique_images", asset="generated_images", blocking=True,
                                    partitions_def=projects_partitions,
-                                   description="No two images of the batch are near-duplicates (pHash distance <= 4).")],
+                                   description="No image of the batch is a near-duplicate of any image in the project "
+                                               "(perceptual-hash distance <= 10).")],
 )
 def generated_images(context: dg.AssetExecutionContext, echo: EchoResource, image_backend: ImageBackendResource,
                      observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:

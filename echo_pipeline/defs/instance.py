@@ -20,10 +20,12 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-import dagster as dg
+from typing import TYPE_CHECKING
 
 from echo_pipeline.settings import PACKAGE_DIR
+
+if TYPE_CHECKING:  # imported when needed: `echo-os render` sets its backend going first
+    import dagster as dg
 
 DEFAULT_HOME = ".dagster_home"
 INSTANCE_TEMPLATE = PACKAGE_DIR.parent / "dagster.yaml"
@@ -33,8 +35,13 @@ PID_TAG = "echo/pid"
 PID_STARTED_TAG = "echo/pid_started"
 PARTITION_TAG = "dagster/partition"
 
-ACTIVE_STATUSES = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                   dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def _active_statuses() -> list[dg.DagsterRunStatus]:
+    import dagster as dg
+
+    return [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+            dg.DagsterRunStatus.CANCELING]
 
 
 # The home this process seeded, if any: the CLI says so once its command has succeeded.
@@ -64,6 +71,8 @@ def ensure_dagster_home() -> DagsterHome:
 
 
 def get_instance() -> dg.DagsterInstance:
+    import dagster as dg
+
     ensure_dagster_home()
     return dg.DagsterInstance.get()
 
@@ -114,8 +123,10 @@ def run_process_alive(run: dg.DagsterRun) -> bool | None:
 
 def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Mark the active runs whose process on this host is gone as failed and free their pool slots."""
+    import dagster as dg
+
     reaped = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES)):
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=_active_statuses())):
         if run_process_alive(run) is False:
             instance.report_run_failed(run, f"process {run.tags[PID_TAG]} on {run.tags[HOST_TAG]} died "
                                             "while executing this run; its stored images are kept")
@@ -135,8 +146,10 @@ class ActiveRun:
 
 def active_project_run(instance: dg.DagsterInstance, slug: str) -> ActiveRun | None:
     """A run of this project that is executing now (dead ones are reaped first by the caller)."""
+    import dagster as dg
+
     records = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=ACTIVE_STATUSES, tags={PARTITION_TAG: slug}), limit=1)
+        filters=dg.RunsFilter(statuses=_active_statuses(), tags={PARTITION_TAG: slug}), limit=1)
     if not records:
         return None
     record = records[0]

@@ -14,6 +14,10 @@ Settings travel as the resources' run config (never through this process's envir
 run starts, runs of dead processes are marked failed and their pool slots freed (see instance.py),
 and a project already being written by a live run is reported busy instead of waiting on it.
 SIGTERM is handled like Ctrl-C: the run stops, stored images are kept, `Interrupted` is raised.
+
+`render` keeps the fixed cost of a run small: once its input is validated it creates the backend and
+lets it start on the images to render (`ImageBackend.prefetch`) before importing Dagster and setting
+up the run, which then uses that same backend through `ImageBackendResource` (`prepared`).
 """
 
 from __future__ import annotations
@@ -27,10 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dagster as dg
-from dagster._utils.error import SerializableErrorInfo
 from filelock import FileLock, Timeout
 
 from echo_pipeline.artifacts.gallery import GalleryResult
@@ -44,6 +46,10 @@ from echo_pipeline.workflows.creative_engine import CreativeEngine
 from echo_pipeline.workflows.project_pipeline import GenerateOutcome, RunObserver, ScoreSummary
 from echo_pipeline.workflows.projects import ProjectSpec
 from echo_pipeline.workflows.visual_planner import Plan
+
+if TYPE_CHECKING:  # Dagster is imported when a run starts, after `render` has set its backend going
+    import dagster as dg
+    from dagster._utils.error import SerializableErrorInfo
 
 WORKSPACE_FILE = PACKAGE_DIR.parent / "workspace.yaml"
 PROJECT_JOBS = ("batch", "plan_project")
@@ -135,17 +141,31 @@ class _Collector(RunObserver):
 def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None,
            progress: ProgressFn | None = None) -> RenderOutcome:
     """Render `spec` into its project (already stored requests are skipped) as one `render_job` run."""
-    from echo_pipeline.defs.render_job import render_config
+    from echo_pipeline.render.backends.registry import create_backend
+    from echo_pipeline.workflows.batch_processor import BatchProcessor
 
     engine = CreativeEngine(settings)
     backend_name = backend or settings.default_backend
     requests = engine.plan_requests(spec)  # validates prompt, style, size, count, seeds, project name
     backend_class(backend_name).check_requests(requests)
     engine.store.check_writable()
+    image_backend = create_backend(backend_name)  # the run's backend: models load lazily, once
+
+    def start_rendering() -> dict[str, Any]:
+        # Inside the project guard: nothing starts for a busy project.
+        image_backend.prefetch(BatchProcessor(engine.store, image_backend).pending(requests))
+        from echo_pipeline.defs.resources import ImageBackendResource, PreparedBackends
+
+        return {"image_backend": ImageBackendResource(default_backend=settings.default_backend,
+                                                      prepared=PreparedBackends({backend_name: image_backend}))}
+
     collector = _Collector(progress)
-    run_config = {"ops": {"render_prompt": {"config": render_config(spec, backend)}}}
-    result = _execute(settings, "render_job", run_config=run_config, observer=collector,
-                      project=requests[0].project)
+    run_config = {"ops": {"render_prompt": {"config": spec.model_dump(mode="json") | {"backend": backend}}}}
+    try:
+        result = _execute(settings, "render_job", run_config=run_config, observer=collector,
+                          project=requests[0].project, before_run=start_rendering)
+    finally:
+        image_backend.close()
     return RenderOutcome(run_id=result.run_id, project=requests[0].project, backend=backend_name,
                          result=collector.results["render"])
 
@@ -198,13 +218,15 @@ def _project_spec(engine: CreativeEngine, text: str) -> ProjectSpec:
 
 
 def ignored_words_hint(backend: str, words: list[str]) -> str:
-    """What to tell a user whose prompt had words the backend does not understand."""
-    known = getattr(backend_class(backend), "vocabulary", None)
-    hint = f"the {backend} renderer ignored these prompt words: {', '.join(words)}"
-    if known is None:
+    """What to tell a user whose prompt had words the backend does not understand (and what it knows)."""
+    hint = f"the {backend} renderer did not use these words of your prompt: {', '.join(words)}"
+    if backend != "procedural":
         return hint
-    vocabulary = known()
-    return hint + "; it understands " + "; ".join(f"{kind}: {', '.join(names)}" for kind, names in vocabulary.items())
+    from echo_pipeline.render.backends.procedural import vocabulary
+
+    known = vocabulary()
+    return hint + "; it draws " + "; ".join(f"{kind}: {', '.join(known[kind])}"
+                                           for kind in ("motifs", "materials", "palettes", "effects"))
 
 
 def check_count(count: int | None) -> None:
@@ -214,6 +236,8 @@ def check_count(count: int | None) -> None:
 
 def runs(settings: Settings, *, project: str | None = None, limit: int = 20) -> list[RunInfo]:
     """Recent runs on the instance, newest first."""
+    import dagster as dg
+
     from echo_pipeline.defs.instance import PARTITION_TAG, get_instance, reap_dead_runs
 
     filters = None
@@ -269,35 +293,36 @@ def _definitions() -> dg.Definitions:
 
 def _execute(settings: Settings, job_name: str, *, observer: RunObserver, partition_key: str | None = None,
              project: str | None = None, run_config: dict | None = None, wait: bool = False,
-             ) -> dg.ExecuteInProcessResult:
-    """Execute a job in this process on the persistent instance; user errors raise as themselves."""
-    from echo_pipeline.defs.instance import ensure_partition, get_instance, process_tags, reap_dead_runs
+             before_run: Callable[[], dict[str, Any]] | None = None) -> dg.ExecuteInProcessResult:
+    """Execute a job in this process on the persistent instance; user errors raise as themselves.
 
-    instance = get_instance()
-    reap_dead_runs(instance)
-    if partition_key is not None:
-        ensure_partition(instance, partition_key)
-    job = _definitions().resolve_job_def(job_name)
-    config = {**(run_config or {}), "resources": resource_config(settings),
-              # The caller presents progress and results; Dagster's console log would only repeat them.
-              "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-    with _project_guard(instance, partition_key or project, wait=wait), _sigterm_as_interrupt():
-        result = job.execute_in_process(run_config=config, instance=instance, partition_key=partition_key,
-                                        tags=process_tags(), resources={"observer": observer},
-                                        raise_on_error=False)
+    `before_run` runs once the project is known not to be busy and returns extra resources."""
+    with _project_guard(partition_key or project, wait=wait):
+        resources: dict[str, Any] = {"observer": observer, **(before_run() if before_run else {})}
+        from echo_pipeline.defs.instance import ensure_partition, get_instance, process_tags, reap_dead_runs
+
+        instance = get_instance()
+        reap_dead_runs(instance)
+        _check_not_busy(instance, partition_key or project, wait=wait)
+        if partition_key is not None:
+            ensure_partition(instance, partition_key)
+        job = _definitions().resolve_job_def(job_name)
+        config = {**(run_config or {}), "resources": resource_config(settings),
+                  # The caller presents progress and results; Dagster's console log would only repeat them.
+                  "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+        with _sigterm_as_interrupt():
+            result = job.execute_in_process(run_config=config, instance=instance, partition_key=partition_key,
+                                            tags=process_tags(), resources=resources, raise_on_error=False)
     if not result.success:
         raise _failure(result)
     return result
 
 
 @contextmanager
-def _project_guard(instance: dg.DagsterInstance, slug: str | None, *, wait: bool) -> Iterator[None]:
-    """One writer per project on this instance: a live run of it makes this one busy (or wait).
-
-    A file lock in DAGSTER_HOME serialises the check and the run (the OS drops it when a process
-    dies, so a kill never wedges it); runs started elsewhere (the daemon) are checked on the instance.
-    """
-    from echo_pipeline.defs.instance import active_project_run, ensure_dagster_home
+def _project_guard(slug: str | None, *, wait: bool) -> Iterator[None]:
+    """One writer per project on this instance, part 1: a file lock in DAGSTER_HOME serialises the
+    commands of this machine (the OS drops it when a process dies, so a kill never wedges it)."""
+    from echo_pipeline.defs.instance import ensure_dagster_home
 
     if slug is None:
         yield
@@ -308,15 +333,23 @@ def _project_guard(instance: dg.DagsterInstance, slug: str | None, *, wait: bool
     try:
         lock.acquire(timeout=-1 if wait else 0)
     except Timeout:
-        raise _busy(instance, slug) from None
+        from echo_pipeline.defs.instance import get_instance
+
+        raise _busy(get_instance(), slug) from None
     try:
-        while active_project_run(instance, slug) is not None:
-            if not wait:
-                raise _busy(instance, slug)
-            time.sleep(2.0)
         yield
     finally:
         lock.release()
+
+
+def _check_not_busy(instance: dg.DagsterInstance, slug: str | None, *, wait: bool) -> None:
+    """Part 2: a live run of the project started elsewhere (the daemon) makes it busy (or wait)."""
+    from echo_pipeline.defs.instance import active_project_run
+
+    while slug is not None and active_project_run(instance, slug) is not None:
+        if not wait:
+            raise _busy(instance, slug)
+        time.sleep(2.0)
 
 
 def _busy(instance: dg.DagsterInstance, slug: str) -> ProjectBusyError:

@@ -20,11 +20,6 @@ RenderConfig = create_model(  # type: ignore[call-overload]  # fields from Promp
 )
 
 
-def render_config(spec: PromptSpec, backend: str | None) -> dict:
-    """The op config for a spec (the inverse of what `render_prompt` reads)."""
-    return spec.model_dump(mode="json") | {"backend": backend}
-
-
 @dg.op(pool="gpu")
 def render_prompt(context: dg.OpExecutionContext, config: RenderConfig, echo: EchoResource,
                   image_backend: ImageBackendResource, observer: dg.ResourceParam[RunObserver]) -> None:

@@ -42,16 +42,25 @@ class EchoResource(dg.ConfigurableResource):
         return self._engine
 
 
+class PreparedBackends(dict[str, ImageBackend]):
+    """Backends a caller created before the run (already loading a model or rendering), by name.
+    The caller owns them: it closes them after the run."""
+
+
 class ImageBackendResource(dg.ConfigurableResource):
-    """Creates each named backend once per run (the project spec or the render command names which)."""
+    """Creates each named backend once per run (the project spec or the render command names which),
+    or hands out the one the launching caller prepared for this run."""
 
     default_backend: str = "procedural"
+    prepared: dg.ResourceDependency[Optional[PreparedBackends]] = None  # type: ignore[assignment]
     _backends: dict = PrivateAttr(default_factory=dict)
 
     def get(self, name: Optional[str] = None) -> ImageBackend:
         from echo_pipeline.render.backends.registry import create_backend
 
         key = name or self.default_backend
+        if self.prepared and key in self.prepared:
+            return self.prepared[key]
         if key not in self._backends:
             self._backends[key] = create_backend(key)
         return self._backends[key]

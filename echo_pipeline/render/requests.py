@@ -62,7 +62,7 @@ class RenderRequest(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _img2img_consistent(self) -> "RenderRequest":
+    def _img2img_consistent(self) -> RenderRequest:
         if (self.parent_id is None) != (self.strength is None):
             raise ValueError("parent_id and strength go together (img2img needs both)")
         return self

@@ -70,22 +70,7 @@ class BatchProcessor:
         for project in sorted({r.project for r in prepared}):
             result.recovered += self.store.reconcile(project)
 
-        catalogued = {project: self._catalogued(project) for project in sorted({r.project for r in prepared})}
-        todo: list[RenderRequest] = []
-        seen: set[tuple[str, str]] = set()
-        for request in prepared:
-            key = (request.project, request.request_id)
-            if key in seen:
-                continue
-            seen.add(key)
-            record = catalogued[request.project].get(request.request_id)
-            # A catalogued record whose PNG vanished, or a PNG that could not be catalogued
-            # (corrupted), is rendered again; the atomic write replaces the bad file.
-            if record is not None and self.store.has_image(request.project, request.request_id):
-                result.existing.append(record)
-            else:
-                todo.append(request)
-
+        result.existing, todo = self._split(prepared)
         total, done = len(todo), 0
         if progress is not None:
             progress(0, total, None)
@@ -111,6 +96,30 @@ class BatchProcessor:
             self._flush(pending)
         result.seconds = time.perf_counter() - started
         return result
+
+    def pending(self, requests: Sequence[RenderRequest]) -> list[RenderRequest]:
+        """The requests a `run` would render now (not stored yet), in order; reads only."""
+        return self._split(self.prepare(requests))[1]
+
+    def _split(self, prepared: list[RenderRequest]) -> tuple[list[ArtifactRecord], list[RenderRequest]]:
+        """(records already stored, requests to render), duplicates dropped."""
+        catalogued = {project: self._catalogued(project) for project in sorted({r.project for r in prepared})}
+        existing: list[ArtifactRecord] = []
+        todo: list[RenderRequest] = []
+        seen: set[tuple[str, str]] = set()
+        for request in prepared:
+            key = (request.project, request.request_id)
+            if key in seen:
+                continue
+            seen.add(key)
+            record = catalogued[request.project].get(request.request_id)
+            # A catalogued record whose PNG vanished, or a PNG that could not be catalogued
+            # (corrupted), is rendered again; the atomic write replaces the bad file.
+            if record is not None and self.store.has_image(request.project, request.request_id):
+                existing.append(record)
+            else:
+                todo.append(request)
+        return existing, todo
 
     def _catalogued(self, project: str) -> dict[str, ArtifactRecord]:
         catalog = self.store.catalog(project)

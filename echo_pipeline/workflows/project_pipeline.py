@@ -15,17 +15,15 @@ only advances once batch k's images are all stored. So a killed batch re-runs th
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-import pandas as pd
 
+from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.render.backends.base import ImageBackend
-from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.render.requests import RenderRequest
 from echo_pipeline.workflows.batch_processor import BatchProcessor, BatchResult, ProgressCallback
 from echo_pipeline.workflows.creative_engine import CreativeEngine
@@ -211,7 +209,7 @@ class ProjectPipeline:
             # Thumbnails, like style_memory and the uniqueness check: the style centroid and the
             # embeddings compared with it come from the same input (scores work at <= 256 px anyway).
             items = [(aid, self.store.load_thumbnail(self.slug, aid)) for aid in todo.artifact_id]
-            reference = dict(zip(previous.artifact_id, previous.phash)) if len(previous) else None
+            reference = dict(zip(previous.artifact_id, previous.phash, strict=True)) if len(previous) else None
             centroid = np.asarray(memory.centroid, dtype=np.float32) if memory and memory.count else None
             fresh = QualityAssessor().assess(items, centroid=centroid, spread=memory.spread if memory else None,
                                              reference_hashes=reference)
@@ -227,8 +225,8 @@ class ProjectPipeline:
                      "mean_style_consistency": None if np.isnan(consistency) else round(consistency, 1),
                      "style_threshold": threshold},
             data_version=content_hash(scores.round(4).to_json(orient="records").encode()) if len(scores) else "empty",
-            rows=batch_scores.sort_values("total", ascending=False).head(50)[
-                ["artifact_id", "total", "technical", "style_consistency", "uniqueness"]].round(1).to_dict("records"),
+            rows=cast(list[dict[str, Any]], batch_scores.sort_values("total", ascending=False).head(50)[
+                ["artifact_id", "total", "technical", "style_consistency", "uniqueness"]].round(1).to_dict("records")),
             check={"passed": bool(np.isnan(consistency) or consistency >= threshold),
                    "mean_style_consistency": consistency, "threshold": threshold},
             data=ScoreSummary(scored_now=len(todo), images=len(scores),

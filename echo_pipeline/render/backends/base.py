@@ -105,6 +105,11 @@ class ImageBackend(abc.ABC):
     ) -> Iterator[RenderedImage]:
         """txt2img: yield one `RenderedImage` per request, in order, as each finishes."""
 
+    def prefetch(self, requests: Sequence[RenderRequest]) -> None:  # noqa: B027 - optional hook
+        """Optionally start rendering `requests` now, so a later `render` of exactly these requests
+        (same ids, same order) yields results already under way, e.g. while the caller sets up a
+        Dagster run. Any other `render` call works as usual; `close` drops what was not consumed."""
+
     def refine(self, parent: ParentImage, request: RenderRequest) -> RenderedImage:
         """img2img: a variation of `parent` steered by `request` (strength = how far it may move)."""
         raise InvalidInputError(f"backend {self.name!r} cannot refine images (no img2img)")

@@ -71,6 +71,8 @@ class ProceduralBackend(ImageBackend):
             backend="procedural", model="echo-procedural", model_hash="", version=PROCEDURAL_VERSION
         )
         self.workers = max(1, min(os.cpu_count() or 1, 4) if workers is None else int(workers))
+        # (request ids, pool, results) of a `prefetch` not yet consumed by `render`
+        self._prefetched: tuple[list[str], ProcessPoolExecutor, Iterator[Any]] | None = None
 
     def describe(self) -> BackendDescription:
         return self._description
@@ -90,15 +92,38 @@ class ProceduralBackend(ImageBackend):
         self.check_requests(requests)
         return self._stream(requests, progress)
 
+    def prefetch(self, requests: Sequence[RenderRequest]) -> None:
+        """Start the worker processes on `requests` now (forked from the calling thread, before the
+        caller imports or sets up more); `render` of the same requests then streams their results."""
+        requests = list(requests)
+        self.check_requests(requests)
+        self.close()
+        if self.workers > 1 and len(requests) >= 3:
+            pool = self._pool(len(requests))
+            self._prefetched = ([r.request_id for r in requests], pool, pool.map(_render_one, requests, chunksize=1))
+
+    def close(self) -> None:
+        """Stop the workers of a prefetch that was not consumed."""
+        if self._prefetched is not None:
+            self._prefetched[1].shutdown(wait=False, cancel_futures=True)
+            self._prefetched = None
+
+    def _pool(self, total: int) -> ProcessPoolExecutor:
+        # Rendering is pure NumPy per image: a process per core roughly multiplies throughput.
+        return ProcessPoolExecutor(max_workers=min(self.workers, total), mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
+
     def _stream(self, requests: list[RenderRequest], progress: ProgressCallback | None) -> Iterator[RenderedImage]:
         total = len(requests)
-        if self.workers > 1 and total >= 3:
-            # Rendering is pure NumPy per image: a process per core roughly multiplies throughput.
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and prefetched[0] != [r.request_id for r in requests]:
+            prefetched[1].shutdown(wait=False, cancel_futures=True)  # started for other requests
+            prefetched = None
+        if prefetched is not None or (self.workers > 1 and total >= 3):
             # `map` keeps request order and yields each image as soon as it and its predecessors are done.
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=min(self.workers, total), mp_context=context,
-                                     initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-                results = pool.map(_render_one, requests, chunksize=1)
+            pool = prefetched[1] if prefetched is not None else self._pool(total)
+            with pool:
+                results = prefetched[2] if prefetched is not None else pool.map(_render_one, requests, chunksize=1)
                 for done, (request, (params, image)) in enumerate(zip(requests, results, strict=True), start=1):
                     yield RenderedImage(request=request, image=image, info=_info(params, request.prompt))
                     if progress is not None:
