@@ -172,3 +172,22 @@ def test_render_says_which_prompt_words_it_ignored(cli):
     # A style preset's own words ("digital", "art") are not the user's: no warning for a clear prompt.
     code, _, err = cli("render", "warm fractal", "--style", "digital art", "--size", "64")
     assert code == 0 and "did not use" not in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["render", "x", "--count", "ten"], "'--count'"),
+    (["render"], "Missing argument"),
+    (["render", "x", "--no-such-flag"], "--no-such-flag"),
+    (["artifacts", "nope"], "No such command"),
+])
+def test_parse_errors_are_one_line_exit_2(cli, args, message):
+    code, out, err = cli(*args)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert "╭" not in err  # not Typer's multi-line box
+
+
+def test_render_escapes_control_characters_in_its_output(cli):
+    code, out, err = cli("render", "warm fractal \x1b[2J\x1b]0;pwned\x07", "--size", "64")
+    assert code == 0, err
+    assert "\x1b" not in out + err and "\x07" not in out + err
+    assert "\\x1b[2J" in out

@@ -55,6 +55,8 @@ def test_batch_job_materializes_the_graph_and_next_batch_is_new(env):
     assert meta["new_images"].value == 3 and "data:image/jpeg;base64," in meta["preview"].value
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"unique_images": True, "style_consistency": True}
+    # Check results belong to the project's partition (the UI shows each project its own).
+    assert {e.partition for e in result.get_asset_check_evaluations()} == {spec.slug}
     catalog = engine.store.catalog(spec.slug)
     assert len(catalog) == 3 and set(catalog.run_id) == {result.run_id}
     assert "human forms" in catalog.negative_prompt.iloc[0]
