@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.text import Text
 
-from echo_pipeline.cli.common import console, engine, err_console, print_json
+from echo_pipeline.cli.common import columns, console, engine, err_console, print_json
 from echo_pipeline.textsafe import safe_text
 
 if TYPE_CHECKING:
@@ -68,9 +68,9 @@ def list_artifacts(
     catalog = catalog.sort_values("created", ascending=False)
     if limit > 0:
         catalog = catalog.head(limit)
-    columns = ["artifact_id", "project", "created", "prompt", "seed", "width", "height", "style", "backend", "image_path"]
+    fields = ["artifact_id", "project", "created", "prompt", "seed", "width", "height", "style", "backend", "image_path"]
     if as_json:
-        cells = catalog[columns].astype(object)
+        cells = catalog[fields].astype(object)
         print_json(cells.where(cells.notna(), None).to_dict(orient="records"))
         return
     wide = console.width >= WIDE
@@ -90,35 +90,8 @@ def list_artifacts(
     console.print(Text(f"{len(catalog)} artifact(s)"))
     if rows:
         limits = {"project": 24 if wide else 14, "style": 20}
-        for text in _columns(rows, console.width, shrink="prompt", limits=limits):
+        for text in columns(rows, console.width, shrink="prompt", limits=limits, right={"seed"}):
             console.print(Text(text), soft_wrap=True)
-
-
-def _fit(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
-
-
-def _columns(rows: list[dict[str, str]], width: int, *, shrink: str, limits: dict[str, int]) -> list[str]:
-    """Plain aligned columns (a header line, then one line per row), at most `width` characters when
-    possible: every column keeps its full width (ids are never cut or split) except the `limits`
-    columns (cut at their limit) and `shrink`, which gets what is left (at least 8 characters)."""
-    names = list(rows[0])
-    widths = {n: max(len(n), *(len(r[n]) for r in rows)) for n in names}
-    for name, limit in limits.items():
-        if name in widths:
-            widths[name] = min(widths[name], max(limit, len(name)))
-    fixed = sum(w for n, w in widths.items() if n != shrink) + 2 * (len(names) - 1)
-    widths[shrink] = max(8, min(widths[shrink], width - fixed))
-    right = {"seed"}
-
-    def line(cells: dict[str, str]) -> str:
-        parts = []
-        for n in names:
-            text = _fit(cells[n], widths[n])
-            parts.append(text.rjust(widths[n]) if n in right else text.ljust(widths[n]))
-        return "  ".join(parts).rstrip()
-
-    return [line({n: n for n in names}), *(line(r) for r in rows)]
 
 
 @app.command("show")

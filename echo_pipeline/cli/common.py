@@ -65,6 +65,33 @@ def shorten(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def columns(rows: list[dict[str, str]], width: int, *, shrink: str, limits: dict[str, int] | None = None,
+            right: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Plain aligned columns (a header line, then one line per row), at most `width` characters when
+    possible: every column keeps its full width (ids are never cut or split) except the `limits`
+    columns (cut at their limit) and `shrink`, which gets what is left (at least 8 characters)."""
+    names = list(rows[0])
+    widths = {n: max(len(n), *(len(r[n]) for r in rows)) for n in names}
+    for name, limit in (limits or {}).items():
+        if name in widths:
+            widths[name] = min(widths[name], max(limit, len(name)))
+    fixed = sum(w for n, w in widths.items() if n != shrink) + 2 * (len(names) - 1)
+    widths[shrink] = max(8, min(widths[shrink], width - fixed))
+
+    def line(cells: dict[str, str]) -> str:
+        parts = []
+        for n in names:
+            text = fit(cells[n], widths[n])
+            parts.append(text.rjust(widths[n]) if n in right else text.ljust(widths[n]))
+        return "  ".join(parts).rstrip()
+
+    return [line({n: n for n in names}), *(line(r) for r in rows)]
+
+
 def display_path(path: str) -> str:
     """Local paths relative to the working directory when that is shorter (tables stay readable)."""
     import os

@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from echo_pipeline.cli.common import (
+    columns,
     console,
     display_path,
     print_json,
@@ -136,7 +137,7 @@ def backfill(
         raise InvalidInputError("pass either --projects a,b or --all")
     names = None if all_projects else [p.strip() for p in (projects or "").split(",") if p.strip()]
     outcome = launch.backfill(settings(ctx), names, job=job, wait=wait, timeout=timeout)
-    rows = [{"run_id": r.run_id, "project": r.project, "status": r.status} for r in outcome.runs]
+    rows = [{"run_id": r.run_id, "status": r.status, "project": r.project} for r in outcome.runs]
     if as_json:
         print_json({"job": outcome.job, "projects": outcome.projects, "backfill": outcome.backfill_id,
                     "runs": [row | {"backfill": outcome.backfill_id} for row in rows]})
@@ -157,12 +158,15 @@ def runs(
     from echo_pipeline.defs import launch
 
     infos = launch.runs(settings(ctx), project=project, limit=limit)
-    rows = [{"run_id": r.run_id, "job": r.job, "project": r.project or "-", "status": r.status,
-             "started": r.started.strftime("%Y-%m-%d %H:%M:%S") if r.started else "-", "seconds": r.seconds}
-            for r in infos]
     if as_json:
-        print_json(rows)
+        print_json([{"run_id": r.run_id, "status": r.status, "job": r.job, "project": r.project or "-",
+                     "started": r.started.strftime("%Y-%m-%d %H:%M:%S") if r.started else "-", "seconds": r.seconds}
+                    for r in infos])
         return
+    # The table: minutes are enough, and they keep it within 80 columns.
+    rows = [{"run_id": r.run_id, "status": r.status, "job": r.job,
+             "started": r.started.strftime("%m-%d %H:%M") if r.started else "-", "seconds": r.seconds,
+             "project": r.project or "-"} for r in infos]
     _runs_table(rows, title=f"{len(rows)} recent run(s)")
 
 
@@ -189,13 +193,10 @@ def ui(
 
 
 def _runs_table(rows: list[dict], title: str) -> None:
+    """Plain aligned columns: run ids whole (never cut or wrapped), the project column shortened."""
+    say(title)
     if not rows:
-        say(title)
         return
-    table = Table(title=title)
-    for column in rows[0]:
-        table.add_column(column, no_wrap=True, overflow="fold" if column == "run_id" else "ellipsis",
-                         min_width=36 if column == "run_id" else None)
-    for row in rows:
-        table.add_row(*[safe_text(v) if v is not None else "-" for v in row.values()])
-    console.print(table)
+    cells = [{k: safe_text(v) if v is not None else "-" for k, v in row.items()} for row in rows]
+    for text in columns(cells, console.width, shrink="project", right={"seconds"}):
+        say(text)
