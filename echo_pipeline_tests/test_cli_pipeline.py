@@ -173,6 +173,8 @@ def test_backfill_over_two_projects_runs_both(cli, artifact_root, monkeypatch):
     code, out, err = cli("backfill", "--projects", "Back One,back-two", "--wait", "--json")
     assert code == 0, err
     payload = json.loads(out)
+    code, out, err = cli("runs")  # the table: whole run ids, one line per run
+    assert code == 0 and all(r["run_id"] in out for r in payload["runs"]), err
     assert sorted(r["project"] for r in payload["runs"]) == ["back-one", "back-two"]
     assert {r["status"] for r in payload["runs"]} == {"SUCCESS"}
     assert len({r["backfill"] for r in payload["runs"]}) == 1

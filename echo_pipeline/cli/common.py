@@ -80,7 +80,8 @@ def columns(rows: list[dict[str, str]], width: int, *, shrink: str, limits: dict
         if name in widths:
             widths[name] = min(widths[name], max(limit, len(name)))
     fixed = sum(w for n, w in widths.items() if n != shrink) + 2 * (len(names) - 1)
-    widths[shrink] = max(8, min(widths[shrink], width - fixed))
+    if shrink in widths:
+        widths[shrink] = max(8, min(widths[shrink], width - fixed))
 
     def line(cells: dict[str, str]) -> str:
         parts = []

@@ -164,9 +164,8 @@ def runs(
                     for r in infos])
         return
     # The table: minutes are enough, and they keep it within 80 columns.
-    rows = [{"run_id": r.run_id, "status": r.status, "job": r.job,
-             "started": r.started.strftime("%m-%d %H:%M") if r.started else "-", "seconds": r.seconds,
-             "project": r.project or "-"} for r in infos]
+    rows = [{"run_id": r.run_id, "status": r.status, "project": r.project or "-", "job": r.job,
+             "started": r.started.strftime("%m-%d %H:%M") if r.started else "-", "secs": r.seconds} for r in infos]
     _runs_table(rows, title=f"{len(rows)} recent run(s)")
 
 
@@ -198,5 +197,5 @@ def _runs_table(rows: list[dict], title: str) -> None:
     if not rows:
         return
     cells = [{k: safe_text(v) if v is not None else "-" for k, v in row.items()} for row in rows]
-    for text in columns(cells, console.width, shrink="project", right={"seconds"}):
+    for text in columns(cells, console.width, shrink="job", limits={"project": 24}, right={"secs"}):
         say(text)

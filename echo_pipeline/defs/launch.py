@@ -434,7 +434,7 @@ def _submit_backfill(instance: dg.DagsterInstance, settings: Settings, job_name:
     from dagster.version import __version__ as dagster_version
     from dagster_shared.cli import WorkspaceOpts
 
-    with get_workspace_from_cli_opts(instance, version=dagster_version,
+    with get_workspace_from_cli_opts(instance, version=dagster_version, log_level="WARNING",
                                      workspace_opts=WorkspaceOpts(workspace=(str(WORKSPACE_FILE),))) as workspace:
         location = get_code_location_from_workspace(workspace, None)
         repo = get_remote_repository_from_code_location(location, None)
@@ -462,10 +462,16 @@ def _submit_backfill(instance: dg.DagsterInstance, settings: Settings, job_name:
     return backfill_id, run_ids
 
 
+# A live daemon heartbeats every 30 s; Dagster's own "live" test tolerates 30 minutes of silence,
+# which would take a daemon stopped a minute ago for a running one.
+DAEMON_SILENCE_S = 75
+
+
 def daemon_running(instance: dg.DagsterInstance) -> bool:
     from dagster._daemon.controller import all_daemons_live
 
-    return bool(instance.get_daemon_heartbeats()) and all_daemons_live(instance)
+    return bool(instance.get_daemon_heartbeats()) and all_daemons_live(
+        instance, heartbeat_tolerance_seconds=DAEMON_SILENCE_S)
 
 
 def _start_daemon() -> subprocess.Popen:
@@ -474,14 +480,16 @@ def _start_daemon() -> subprocess.Popen:
 
 
 def _wait_for_runs(instance: dg.DagsterInstance, run_ids: list[str], timeout: float) -> None:
-    """Wait for the runs to finish, with the running daemon or one of our own for the duration."""
-    daemon = None if daemon_running(instance) else _start_daemon()
+    """Wait for the runs to finish, with the running daemon or, while none runs, one of our own."""
+    daemon = None
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             current = [instance.get_run_by_id(r) for r in run_ids]
             if all(r is not None and r.is_finished for r in current):
                 return
+            if daemon is None and not daemon_running(instance):
+                daemon = _start_daemon()
             time.sleep(1.0)
         raise InvalidInputError(f"runs did not finish within {timeout:.0f}s; they stay queued on the instance")
     finally:
@@ -491,6 +499,7 @@ def _wait_for_runs(instance: dg.DagsterInstance, run_ids: list[str], timeout: fl
                 daemon.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 daemon.kill()
+            instance.wipe_daemon_heartbeats()  # ours is gone: the next wait must not count on it
 
 
 def _run_info(record: Any) -> RunInfo:
