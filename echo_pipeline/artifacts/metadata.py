@@ -2,7 +2,7 @@
 
 Every stored PNG carries two text chunks:
 
-* `parameters`: the AUTOMATIC1111 infotext (see PROTOCOLS.md), so PNG-Info readers, Civitai and
+* `parameters`: the AUTOMATIC1111 infotext (the format A1111's `parse_generation_parameters` reads), so PNG-Info readers, Civitai and
   ComfyUI users see prompt, seed, sampler and model::
 
       warm fractal, neon
