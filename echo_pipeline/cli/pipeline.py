@@ -12,7 +12,6 @@ import sys
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from echo_pipeline.cli.common import (
     columns,
@@ -55,13 +54,14 @@ def plan(
                     "spec": str(outcome.spec_path), "tasks": rows})
         return
     say(f"{safe_text(spec.name)} ({spec.slug}): {safe_text(spec.intent)}")
-    table = Table(title=f"plan: {len(rows)} task(s)")
-    for column in ("id", "type", "count", "size", "depends on", "status", "prompt"):
-        table.add_column(column, no_wrap=column != "prompt", overflow="ellipsis")
-    for row in rows:
-        table.add_row(row["id"], row["type"], row["count"], row["size"], row["depends_on"], row["status"],
-                      shorten(row["prompt"], 40))
-    console.print(table)
+    say(f"plan: {len(rows)} task(s)")
+    cells = [{"id": r["id"], "type": r["type"], "count": r["count"], "size": r["size"],
+              "depends on": r["depends_on"], "status": r["status"]} for r in rows]
+    header, *lines = columns(cells, console.width, shrink="depends on", right={"count"})
+    say(header)
+    for line, row in zip(lines, rows, strict=True):  # each task's prompt on its own line, cut to the width
+        say(line)
+        say("    " + shorten(row["prompt"], max(20, console.width - 4)))
     say(f"spec:      {display_path(str(outcome.spec_path))}")
     say(f"artifacts: {display_path(settings(ctx).artifact_root)}")
     say(f"run:       {outcome.run_id}")
