@@ -247,3 +247,63 @@ def test_errors_inside_a_run_are_one_line(cli, config_dir, monkeypatch):
     monkeypatch.setattr(ArtifactStore, "save", full_disk)
     code, out, err = cli("batch", "inside")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err
+
+
+@pytest.mark.slow
+def test_batch_behind_another_projects_run_waits_quietly_and_stops_on_sigterm(cli, artifact_root):
+    """With the gpu pool held by a live run of another project, a batch says what it waits for,
+    does not spin, and SIGTERM (or Ctrl-C) ends it at once: one line, exit 130, no run left behind."""
+    import signal
+    import time
+
+    import psutil
+
+    assert cli("plan", "Pool Holder", "flow field", "--size", "192x192", "--count", "60")[0] == 0
+    assert cli("plan", "Pool Waiter", "cool waves", "--size", "64", "--count", "1")[0] == 0
+    images = artifact_root / "projects" / "pool-holder" / "images"
+    holder = subprocess.Popen([sys.executable, "-m", "echo_pipeline.cli.app", "batch", "pool-holder", "--json"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    waiter = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(images.glob("*.png")):
+            time.sleep(0.05)
+        waiter = subprocess.Popen([sys.executable, "-m", "echo_pipeline.cli.app", "batch", "pool-waiter"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _stderr_so_far(waiter):
+            time.sleep(0.1)
+        assert holder.poll() is None, "the holder finished too early for this test"
+        cpu = psutil.Process(waiter.pid).cpu_percent(interval=1.0)
+        assert cpu < 30, f"waiting for the pool costs {cpu}% CPU"
+        early = _stderr_so_far(waiter)
+        waiter.send_signal(signal.SIGTERM)
+        _, rest = waiter.communicate(timeout=30)
+        err = early + rest
+    finally:
+        for proc in (holder, waiter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert waiter.returncode == 130, err
+    assert "waiting for the gpu pool" in err and "pool-holder" in err
+    assert err.strip().splitlines()[-1].startswith("interrupted; stored images are kept")
+    with dg.DagsterInstance.get() as instance:
+        assert not instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "pool-waiter"}, job_name="batch"))
+
+
+def _stderr_so_far(proc: subprocess.Popen) -> str:
+    """What a running process wrote to stderr so far (non-blocking)."""
+    import os
+    import select
+
+    fd = proc.stderr.fileno()
+    os.set_blocking(fd, False)
+    chunks = []
+    while select.select([fd], [], [], 0)[0]:
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        chunks.append(data.decode())
+    text = "".join(chunks)
+    proc._echo_stderr = getattr(proc, "_echo_stderr", "") + text  # type: ignore[attr-defined]  # kept for asserts
+    return proc._echo_stderr  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ else is a bug and exits 1 with its traceback.
 from __future__ import annotations
 
 import errno
+import signal
 import sys
 from typing import Annotated, Optional
 
@@ -75,9 +76,12 @@ def _error(message: str, code: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in args
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends a command like Ctrl-C
     try:
         rc = app(args=args, prog_name="echo-os", standalone_mode=False)
         _seeded_home_notice()
+        if rc == 130:  # Typer returns Ctrl-C (and SIGTERM, see defs/launch.py) as exit code 130
+            _interrupted()
         if isinstance(rc, int) and rc:  # without standalone mode, click returns typer.Exit(n)'s code
             sys.exit(rc)
     except typer.Exit as exc:

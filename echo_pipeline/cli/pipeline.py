@@ -86,7 +86,8 @@ def batch(
     if not query:
         raise InvalidInputError("which project? pass --project NAME (see `echo-os plan` to create one)")
     with progress_bar(f"batch {query}", enabled=not as_json) as progress:
-        outcome = launch.batch(settings(ctx), query, count=count, style=style, progress=progress, wait=wait)
+        outcome = launch.batch(settings(ctx), query, count=count, style=style, progress=progress, wait=wait,
+                               notify=warn)
     result, scores, gallery = outcome.result, outcome.scores, outcome.gallery
     summary = {
         "project": outcome.spec.name, "slug": outcome.spec.slug, "run_id": outcome.run_id, "batch": outcome.batch,

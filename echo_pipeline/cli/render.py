@@ -52,7 +52,7 @@ def render(
     spec = PromptSpec(prompt=prompt, style=style, project=slug, count=count, seed=seed, width=width, height=height,
                       negative_prompt=negative, media_type=media_type, tiling=tiling or media_type == "texture")
     with progress_bar("rendering", enabled=not as_json) as progress:
-        outcome = launch.render(config, spec, backend=backend, progress=progress)
+        outcome = launch.render(config, spec, backend=backend, progress=progress, notify=warn)
     result = outcome.result
     rows = sorted([(r, "new") for r in result.new] + [(r, "stored") for r in result.existing],
                   key=lambda item: item[0].request.index)

@@ -22,6 +22,7 @@ up the run, which then uses that same backend through `ImageBackendResource` (`p
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -53,6 +54,9 @@ if TYPE_CHECKING:  # Dagster is imported when a run starts, after `render` has s
 
 WORKSPACE_FILE = PACKAGE_DIR.parent / "workspace.yaml"
 PROJECT_JOBS = ("batch", "plan_project")
+# Jobs with a step in the `gpu` pool (generated_images, render_prompt): one at a time per instance.
+GPU_POOL = "gpu"
+GPU_JOBS = ("batch", "render_job")
 
 
 class RunFailedError(EchoError):
@@ -120,6 +124,7 @@ class BackfillOutcome:
 
 
 ProgressFn = Callable[[int, int, ArtifactRecord | None], None]
+NotifyFn = Callable[[str], None]  # one line for the user, e.g. what a run is waiting for
 
 
 class _Collector(RunObserver):
@@ -139,7 +144,7 @@ class _Collector(RunObserver):
 
 # -- entry points -----------------------------------------------------------------------------------
 def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None,
-           progress: ProgressFn | None = None) -> RenderOutcome:
+           progress: ProgressFn | None = None, notify: NotifyFn | None = None) -> RenderOutcome:
     """Render `spec` into its project (already stored requests are skipped) as one `render_job` run."""
     from echo_pipeline.render.backends.registry import create_backend
     from echo_pipeline.workflows.batch_processor import BatchProcessor
@@ -163,7 +168,7 @@ def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None,
     run_config = {"ops": {"render_prompt": {"config": spec.model_dump(mode="json") | {"backend": backend}}}}
     try:
         result = _execute(settings, "render_job", run_config=run_config, observer=collector,
-                          project=requests[0].project, before_run=start_rendering)
+                          project=requests[0].project, before_run=start_rendering, notify=notify)
     finally:
         image_backend.close()
     return RenderOutcome(run_id=result.run_id, project=requests[0].project, backend=backend_name,
@@ -171,7 +176,7 @@ def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None,
 
 
 def batch(settings: Settings, project: str, *, count: int | None = None, style: str | None = None,
-          progress: ProgressFn | None = None, wait: bool = False) -> BatchOutcome:
+          progress: ProgressFn | None = None, wait: bool = False, notify: NotifyFn | None = None) -> BatchOutcome:
     """Render the project's next batch and score, learn from and show it: one `batch` run."""
     engine = CreativeEngine(settings)
     spec = _project_spec(engine, project)
@@ -181,7 +186,7 @@ def batch(settings: Settings, project: str, *, count: int | None = None, style: 
     overrides = {k: v for k, v in (("count", count), ("style", style)) if v is not None}
     started = time.perf_counter()
     collector = _Collector(progress)
-    result = _execute(settings, "batch", partition_key=spec.slug, observer=collector, wait=wait,
+    result = _execute(settings, "batch", partition_key=spec.slug, observer=collector, wait=wait, notify=notify,
                       run_config={"ops": {"prompt_set": {"config": overrides}}} if overrides else None)
     generated: GenerateOutcome = collector.results["generated_images"]
     memory = collector.results.get("style_memory")
@@ -293,7 +298,8 @@ def _definitions() -> dg.Definitions:
 
 def _execute(settings: Settings, job_name: str, *, observer: RunObserver, partition_key: str | None = None,
              project: str | None = None, run_config: dict | None = None, wait: bool = False,
-             before_run: Callable[[], dict[str, Any]] | None = None) -> dg.ExecuteInProcessResult:
+             before_run: Callable[[], dict[str, Any]] | None = None, notify: NotifyFn | None = None,
+             ) -> dg.ExecuteInProcessResult:
     """Execute a job in this process on the persistent instance; user errors raise as themselves.
 
     `before_run` runs once the project is known not to be busy and returns extra resources."""
@@ -311,8 +317,13 @@ def _execute(settings: Settings, job_name: str, *, observer: RunObserver, partit
                   # The caller presents progress and results; Dagster's console log would only repeat them.
                   "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
         with _sigterm_as_interrupt():
-            result = job.execute_in_process(run_config=config, instance=instance, partition_key=partition_key,
-                                            tags=process_tags(), resources=resources, raise_on_error=False)
+            if job_name in GPU_JOBS:
+                _wait_for_pool(instance, GPU_POOL, notify)
+            run_id = _new_run_id()
+            with _interrupt_watchdog(instance, run_id):
+                result = job.execute_in_process(run_config=config, instance=instance, partition_key=partition_key,
+                                                tags=process_tags(), resources=resources, raise_on_error=False,
+                                                run_id=run_id)
     if not result.success:
         raise _failure(result)
     return result
@@ -359,6 +370,67 @@ def _busy(instance: dg.DagsterInstance, slug: str) -> ProjectBusyError:
     what = (f"run {active.run_id} ({active.job}) since {active.started:%Y-%m-%d %H:%M:%S}" if active and active.started
             else "another echo-os command")
     return ProjectBusyError(f"project {slug!r} is busy: {what}; pass --wait to wait for it")
+
+
+def _new_run_id() -> str:
+    from dagster._core.utils import make_new_run_id
+
+    return make_new_run_id()
+
+
+def _wait_for_pool(instance: dg.DagsterInstance, pool: str, notify: NotifyFn | None) -> None:
+    """Wait here, interruptibly and without spinning, until `pool` has a free slot.
+
+    Dagster's own wait for a pool slot happens where Ctrl-C and SIGTERM are only recorded, not acted
+    on (and it polls busily), so a run started behind a long one is let in only once the slot is free.
+    """
+    told = False
+    while True:
+        info = instance.event_log_storage.get_concurrency_info(pool)
+        if not info.claimed_slots or len(info.claimed_slots) < info.slot_count:
+            return
+        if notify is not None and not told:
+            holder = info.claimed_slots[0].run_id
+            record = instance.get_run_record_by_id(holder)
+            project = record.dagster_run.tags.get("dagster/partition", "-") if record else "-"
+            notify(f"waiting for the {pool} pool: run {holder} (project {project}) is using it; Ctrl-C stops")
+            told = True
+        time.sleep(1.0)
+
+
+@contextmanager
+def _interrupt_watchdog(instance: dg.DagsterInstance, run_id: str, grace_s: float = 5.0) -> Iterator[None]:
+    """Ctrl-C or SIGTERM while Dagster waits outside our code (e.g. for a pool slot another run took
+    first) is only recorded by Dagster; if nothing acts on it within `grace_s`, end the run as canceled
+    (nothing of ours is running then, so nothing is half-written) and exit like an interrupt does."""
+    import threading
+
+    from dagster._utils.interrupts import check_captured_interrupt
+
+    done = threading.Event()
+
+    def watch() -> None:
+        pending_since: float | None = None
+        while not done.wait(0.5):
+            if not check_captured_interrupt():
+                pending_since = None
+                continue
+            pending_since = pending_since or time.monotonic()
+            if time.monotonic() - pending_since >= grace_s:
+                run = instance.get_run_by_id(run_id)
+                if run is not None and not run.is_finished:
+                    instance.report_run_canceled(run, "interrupted while waiting to run a step")
+                    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+                sys.stderr.write("interrupted; stored images are kept and the next run resumes\n")
+                sys.stderr.flush()
+                os._exit(130)
+
+    thread = threading.Thread(target=watch, name="echo-interrupt-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 @contextmanager

@@ -108,7 +108,9 @@ class ImageBackend(abc.ABC):
     def prefetch(self, requests: Sequence[RenderRequest]) -> None:  # noqa: B027 - optional hook
         """Optionally start rendering `requests` now, so a later `render` of exactly these requests
         (same ids, same order) yields results already under way, e.g. while the caller sets up a
-        Dagster run. Any other `render` call works as usual; `close` drops what was not consumed."""
+        Dagster run. Any other `render` call works as usual; `close` drops what was not consumed.
+        It runs before the run holds its `gpu` pool slot: only work that needs no exclusive device
+        (CPU rendering, reading files) belongs here, never loading a model onto a GPU."""
 
     def refine(self, parent: ParentImage, request: RenderRequest) -> RenderedImage:
         """img2img: a variation of `parent` steered by `request` (strength = how far it may move)."""
