@@ -95,7 +95,7 @@ def test_busy_project_is_refused_and_sigterm_ends_cleanly(cli, artifact_root):
     import signal
     import time
 
-    assert cli("plan", "Busy Project", "flow field", "--size", "192x192", "--count", "40")[0] == 0
+    assert cli("plan", "Busy Project", "flow field", "--size", "320x320", "--count", "40")[0] == 0
     images = artifact_root / "projects" / "busy-project" / "images"
     first = subprocess.Popen([sys.executable, "-m", "echo_pipeline.cli.app", "batch", "busy", "--json"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -258,7 +258,8 @@ def test_batch_behind_another_projects_run_waits_quietly_and_stops_on_sigterm(cl
 
     import psutil
 
-    assert cli("plan", "Pool Holder", "flow field", "--size", "192x192", "--count", "60")[0] == 0
+    # Enough work that the holder is still rendering when the waiter is checked (it is killed then).
+    assert cli("plan", "Pool Holder", "flow field", "--size", "192x192", "--count", "400")[0] == 0
     assert cli("plan", "Pool Waiter", "cool waves", "--size", "64", "--count", "1")[0] == 0
     images = artifact_root / "projects" / "pool-holder" / "images"
     holder = subprocess.Popen([sys.executable, "-m", "echo_pipeline.cli.app", "batch", "pool-holder", "--json"],
