@@ -11,10 +11,12 @@ another folder (`out_dir`, e.g. when the store is read-only)::
 
 Every page is rewritten on every build (whichever filter was asked for), so no page goes stale.
 
-The page has no external assets: inline CSS, a few lines of inline JavaScript for the search box, and
-links relative to the page (`../thumbs/<id>.jpg` tiles, `../images/<id>.png` full images), so the
-folder can be opened from a local disk, served, or synced from S3 as it is. Pages written elsewhere
-link to the store's files (relative paths when both are local).
+The page has no external assets: inline CSS, a few lines of inline JavaScript (the search box; a tile
+whose thumbnail does not load shows the full image, else "no image"), and links relative to the page
+(`../thumbs/<id>.jpg` tiles, `../images/<id>.png` full images), so the folder can be opened from a
+local disk, served, or synced from S3 as it is. Pages written elsewhere link to the store's files
+(relative paths when both are local). Text from the store (prompts, names) is HTML-escaped, with
+control and bidi characters shown as visible escapes (`textsafe.safe_text`), and long words wrap.
 
 Scores come from the caller (`scores`, a DataFrame with `artifact_id`, `total` and components), so
 this module needs nothing from `resonance`. Missing or damaged files are reported, not hidden: the
@@ -48,6 +50,7 @@ from PIL import Image, ImageDraw
 from echo_pipeline.artifacts.storage import ArtifactStore, Problem, ProblemKind
 from echo_pipeline.atomic import write_atomic
 from echo_pipeline.errors import InvalidInputError, StorageError
+from echo_pipeline.textsafe import safe_text
 
 FILTERS: dict[str, str] = {
     "all": "every image, newest first",
@@ -237,8 +240,8 @@ font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-se
 a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
 header{padding:28px 32px 18px;border-bottom:1px solid var(--line);
 background:linear-gradient(180deg,#181922 0%,var(--bg) 100%)}
-.brand{font-size:12px;letter-spacing:.18em;text-transform:uppercase;color:var(--muted)}
-h1{margin:4px 0 10px;font-size:28px;font-weight:650;letter-spacing:-.01em}
+.brand{font-size:12px;letter-spacing:.18em;text-transform:uppercase;color:var(--muted);overflow-wrap:anywhere}
+h1{margin:4px 0 10px;font-size:28px;font-weight:650;letter-spacing:-.01em;overflow-wrap:anywhere}
 .stats{display:flex;flex-wrap:wrap;gap:10px;margin:0;padding:0;list-style:none}
 .stats li{background:var(--panel);border:1px solid var(--line);border-radius:999px;padding:4px 12px;
 color:var(--muted);font-size:13px}.stats b{color:var(--text);font-weight:600}
@@ -249,7 +252,7 @@ nav a.on{color:#111;background:var(--accent);border-color:var(--accent);font-wei
 nav a:hover{text-decoration:none;color:var(--text)}nav a.on:hover{color:#111}
 input[type=search]{flex:1;min-width:200px;max-width:360px;background:var(--panel);color:var(--text);
 border:1px solid var(--line);border-radius:8px;padding:7px 12px;font:inherit}
-.note{margin:14px 0 0;color:var(--mid);font-size:13px}
+.note{margin:14px 0 0;color:var(--mid);font-size:13px;overflow-wrap:anywhere}
 main{padding:24px 32px 48px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(230px,1fr));gap:18px}
 .tile{margin:0;background:var(--panel);border:1px solid var(--line);border-radius:12px;overflow:hidden;
@@ -258,20 +261,22 @@ display:flex;flex-direction:column;transition:transform .12s ease,border-color .
 .tile:target{outline:2px solid var(--accent)}
 .thumb{position:relative;display:block;background:#000;aspect-ratio:1/1}
 .thumb img{display:block;width:100%;height:100%;object-fit:cover}
+.thumb.noimg img{display:none}.thumb.noimg::before{content:"no image";position:absolute;inset:0;display:flex;
+align-items:center;justify-content:center;color:var(--muted);font-size:13px}
 .score{position:absolute;top:8px;right:8px;min-width:40px;text-align:center;padding:3px 8px;
 border-radius:999px;font-weight:700;font-size:13px;color:#111;box-shadow:0 1px 6px rgba(0,0,0,.5)}
 .s-good{background:var(--good)}.s-mid{background:var(--mid)}.s-bad{background:var(--bad)}
 figcaption{padding:10px 12px 12px;display:flex;flex-direction:column;gap:7px}
 .prompt{margin:0;font-size:13.5px;color:var(--text);display:-webkit-box;-webkit-line-clamp:3;
--webkit-box-orient:vertical;overflow:hidden}
+-webkit-box-orient:vertical;overflow:hidden;overflow-wrap:anywhere}
 .meta{display:flex;flex-wrap:wrap;gap:4px 6px;font-size:11.5px;color:var(--muted)}
-.meta span{background:var(--panel2);border-radius:5px;padding:1px 6px}
+.meta span{background:var(--panel2);border-radius:5px;padding:1px 6px;overflow-wrap:anywhere;min-width:0}
 .comps{display:grid;grid-template-columns:auto 1fr auto;gap:3px 8px;align-items:center;font-size:11px;
 color:var(--muted)}
 .meter{height:5px;background:var(--panel2);border-radius:3px;overflow:hidden}
 .meter i{display:block;height:100%;background:linear-gradient(90deg,#7a5cff,var(--accent))}
-.lineage{font-size:12px;color:var(--muted)}
-.damaged{font-size:12px;color:var(--bad)}
+.lineage{font-size:12px;color:var(--muted);overflow-wrap:anywhere}
+.damaged{font-size:12px;color:var(--bad);overflow-wrap:anywhere}
 .id{font:11px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;color:#6d6f7d}
 .empty{padding:80px 20px;text-align:center;color:var(--muted);font-size:16px;border:1px dashed var(--line);
 border-radius:14px}
@@ -287,8 +292,15 @@ e.style.display=s?'':'none';if(s)n++});const c=document.getElementById('shown');
 """
 
 
+# A thumbnail that does not load (missing, damaged) is replaced by the full image; when that fails too,
+# the tile says "no image" instead of showing a broken-image icon with the prompt over it.
+_IMG_FALLBACK = ("if(!this.dataset.full){this.dataset.full=1;this.src=this.parentNode.href}"
+                 "else{this.onerror=null;this.parentNode.classList.add('noimg')}")
+
+
 def _e(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """`value` as HTML text or attribute value; control and bidi characters as visible escapes (`\\x1b`)."""
+    return html.escape(safe_text("" if value is None else str(value)), quote=True)
 
 
 def _num(value) -> float | None:
@@ -385,7 +397,8 @@ def _tile(row: pd.Series, score: dict | None, shown_ids: set[str], base: str = "
     return (
         f'<figure class="tile" id="a-{_e(qid)}" data-text="{_e(search)}">'
         f'<a class="thumb" href="{_e(base)}/images/{_e(qid)}.png" title="open the full image">'
-        f'<img src="{_e(base)}/thumbs/{_e(qid)}.jpg" loading="lazy" alt="{_e(prompt)}">{badge}</a>'
+        f'<img src="{_e(base)}/thumbs/{_e(qid)}.jpg" loading="lazy" alt="{_e(prompt)}" onerror="{_IMG_FALLBACK}">'
+        f"{badge}</a>"
         f'<figcaption><p class="prompt" title="{_e(prompt)}">{_e(prompt)}</p>'
         f'<div class="meta">{"".join(f"<span>{m}</span>" for m in meta)}</div>'
         f"{comps}{lineage}{damage}"
@@ -503,7 +516,8 @@ def build_gallery(
             image, problem = load_gallery_thumbnail(store, project, artifact_id)
             if problem and not any(p.artifact_id == artifact_id for p in problems):
                 kind: ProblemKind = "thumb_undecodable" if problem.startswith("thumbnail") else "undecodable"
-                problems.append(Problem(project, kind, store.thumb_path(project, artifact_id), problem, artifact_id))
+                detail = problem.removeprefix("thumbnail undecodable: ")
+                problems.append(Problem(project, kind, store.thumb_path(project, artifact_id), detail, artifact_id))
             thumbs[artifact_id] = image
         return thumbs[artifact_id]
 
