@@ -205,8 +205,12 @@ class VerifyReport:
                 "counts": self.counts(), "problems": [p.to_dict() for p in self.problems]}
 
 
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-f]+>")
+
+
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    """The first line of an error, without the `<_io.BytesIO object at 0x...>` Pillow adds."""
+    text = _OBJECT_REPR.sub("", str(exc)).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 

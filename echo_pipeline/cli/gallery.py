@@ -70,7 +70,7 @@ def gallery(
         console.print(Text(safe_text(result.note)))
     if result.problems:
         console.print(Text(f"{len(result.problems)} stored file problem(s) (see above); "
-                           f"`echo-os artifacts verify --project {slug}` checks every file"))
+                           f"`echo-os artifacts verify --project {slug}` checks every file"), soft_wrap=True)
 
 
 def gallery_scores(store: ArtifactStore, slug: str) -> tuple[pd.DataFrame | None, str | None]:

@@ -8,6 +8,7 @@ survive and show in the Dagster UI.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Annotated, Optional
 
@@ -188,6 +189,10 @@ def ui(
     say(f"UI:          http://{host}:{port}")
     # The UI's runs (launchpad, sensor, schedule) read the settings from this environment.
     env = dict(os.environ, ECHO_ARTIFACT_ROOT=config.artifact_root, ECHO_CONFIG_DIR=str(config.config_dir))
+    # `dagster dev` must stop on Ctrl-C/SIGTERM even when started in the background by a script (which
+    # leaves SIGINT ignored, and an ignored signal stays ignored across exec).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.execvpe(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w", str(WORKSPACE_FILE), "-h", host,
                                 "-p", str(port)], env)
 
