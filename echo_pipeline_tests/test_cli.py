@@ -75,6 +75,10 @@ def test_every_command_resolves_a_project_the_same_way(cli, artifact_root):
         code, out, err = cli(*args)
         assert code == 0, (args, err)
         assert "ruzgar-nft-collection" in out, args
+    # `runs --project` lists the project's render runs too (they carry no partition).
+    code, out, _ = cli("runs", "--project", "Ruzgar NFT", "--json")
+    assert sorted(r["job"] for r in json.loads(out)) == ["batch", "plan_project", "render_job"]
+    assert {r["project"] for r in json.loads(out)} == {"ruzgar-nft-collection"}
 
 
 def test_style_commands(cli, config_dir):

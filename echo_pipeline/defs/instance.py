@@ -34,6 +34,7 @@ HOST_TAG = "echo/host"
 PID_TAG = "echo/pid"
 PID_STARTED_TAG = "echo/pid_started"
 PARTITION_TAG = "dagster/partition"
+PROJECT_TAG = "echo/project"  # on unpartitioned runs that write a project (`render`)
 
 
 

@@ -243,14 +243,18 @@ def runs(settings: Settings, *, project: str | None = None, limit: int = 20) -> 
     """Recent runs on the instance, newest first."""
     import dagster as dg
 
-    from echo_pipeline.defs.instance import PARTITION_TAG, get_instance, reap_dead_runs
+    from echo_pipeline.defs.instance import PARTITION_TAG, PROJECT_TAG, get_instance, reap_dead_runs
 
-    filters = None
-    if project:
-        filters = dg.RunsFilter(tags={PARTITION_TAG: resolve_project_slug(settings, project)})
     instance = get_instance()
     reap_dead_runs(instance)
-    return [_run_info(record) for record in instance.get_run_records(filters=filters, limit=limit)]
+    if not project:
+        return [_run_info(record) for record in instance.get_run_records(limit=limit)]
+    # Project jobs carry the partition; `render` runs (unpartitioned) carry PROJECT_TAG.
+    slug = resolve_project_slug(settings, project)
+    records = {r.dagster_run.run_id: r for tag in (PARTITION_TAG, PROJECT_TAG)
+               for r in instance.get_run_records(filters=dg.RunsFilter(tags={tag: slug}), limit=limit)}
+    newest = sorted(records.values(), key=lambda r: r.create_timestamp, reverse=True)[:limit]
+    return [_run_info(record) for record in newest]
 
 
 def backfill(settings: Settings, projects: list[str] | None, *, job: str = "batch", wait: bool = False,
@@ -305,7 +309,13 @@ def _execute(settings: Settings, job_name: str, *, observer: RunObserver, partit
     `before_run` runs once the project is known not to be busy and returns extra resources."""
     with _project_guard(partition_key or project, wait=wait):
         resources: dict[str, Any] = {"observer": observer, **(before_run() if before_run else {})}
-        from echo_pipeline.defs.instance import ensure_partition, get_instance, process_tags, reap_dead_runs
+        from echo_pipeline.defs.instance import (
+            PROJECT_TAG,
+            ensure_partition,
+            get_instance,
+            process_tags,
+            reap_dead_runs,
+        )
 
         instance = get_instance()
         reap_dead_runs(instance)
@@ -322,7 +332,8 @@ def _execute(settings: Settings, job_name: str, *, observer: RunObserver, partit
             run_id = _new_run_id()
             with _interrupt_watchdog(instance, run_id):
                 result = job.execute_in_process(run_config=config, instance=instance, partition_key=partition_key,
-                                                tags=process_tags(), resources=resources, raise_on_error=False,
+                                                tags=process_tags() | ({PROJECT_TAG: project} if project else {}),
+                                                resources=resources, raise_on_error=False,
                                                 run_id=run_id)
     if not result.success:
         raise _failure(result)
@@ -575,11 +586,12 @@ def _wait_for_runs(instance: dg.DagsterInstance, run_ids: list[str], timeout: fl
 
 
 def _run_info(record: Any) -> RunInfo:
-    from echo_pipeline.defs.instance import PARTITION_TAG
+    from echo_pipeline.defs.instance import PARTITION_TAG, PROJECT_TAG
 
     run = record.dagster_run
     start, end = record.start_time, record.end_time
-    return RunInfo(run_id=run.run_id, job=run.job_name, project=run.tags.get(PARTITION_TAG), status=run.status.value,
+    return RunInfo(run_id=run.run_id, job=run.job_name, project=run.tags.get(PARTITION_TAG) or run.tags.get(PROJECT_TAG),
+                   status=run.status.value,
                    started=datetime.fromtimestamp(start) if start else None,
                    seconds=round(end - start, 1) if start and end else None,
                    backfill=run.tags.get("dagster/backfill"))
