@@ -1,8 +1,9 @@
 """The one way the CLI and the API start work: typed entry points over the Dagster instance.
 
-Each entry point takes `Settings` (and, for long work, a `RunObserver` for progress), validates its
-input up front (bad input never becomes a failed run), then runs a job of `echo_pipeline.definitions`
-on the persistent instance and returns a typed result:
+Each entry point takes `Settings` (and, for long work, a progress callback and a `notify` callback
+for one-line news such as "waiting for the gpu pool"), validates its input up front (bad input never
+becomes a failed run), then runs a job of `echo_pipeline.definitions` on the persistent instance and
+returns a typed result; the run's steps report to it through the `observer` resource:
 
 - `render`   one `render_job` run, executed in this process
 - `batch`    one `batch` run of a project's whole asset graph, executed in this process
@@ -12,7 +13,7 @@ on the persistent instance and returns a typed result:
 
 Settings travel as the resources' run config (never through this process's environment). Before a
 run starts, runs of dead processes are marked failed and their pool slots freed (see instance.py),
-and a project already being written by a live run is reported busy instead of waiting on it.
+and a project already being written by a live run is reported busy (or, with `wait`, waited for).
 SIGTERM is handled like Ctrl-C: the run stops, stored images are kept, `Interrupted` is raised.
 
 `render` keeps the fixed cost of a run small: once its input is validated it creates the backend and
@@ -42,7 +43,7 @@ from echo_pipeline.errors import EchoError, Interrupted, InvalidInputError, Proj
 from echo_pipeline.render.backends.registry import backend_class
 from echo_pipeline.render.prompt_engine import MAX_COUNT, PromptSpec
 from echo_pipeline.settings import PACKAGE_DIR, Settings
-from echo_pipeline.workflows.batch_processor import BatchResult
+from echo_pipeline.workflows.batch_processor import BatchResult, ProgressCallback
 from echo_pipeline.workflows.creative_engine import CreativeEngine
 from echo_pipeline.workflows.project_pipeline import GenerateOutcome, RunObserver, ScoreSummary
 from echo_pipeline.workflows.projects import ProjectSpec
@@ -123,14 +124,13 @@ class BackfillOutcome:
     backfill_id: str
 
 
-ProgressFn = Callable[[int, int, ArtifactRecord | None], None]
 NotifyFn = Callable[[str], None]  # one line for the user, e.g. what a run is waiting for
 
 
 class _Collector(RunObserver):
     """Receives what the run's steps report in this process."""
 
-    def __init__(self, progress: ProgressFn | None):
+    def __init__(self, progress: ProgressCallback | None):
         self._progress = progress
         self.results: dict[str, Any] = {}
 
@@ -144,7 +144,7 @@ class _Collector(RunObserver):
 
 # -- entry points -----------------------------------------------------------------------------------
 def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None,
-           progress: ProgressFn | None = None, notify: NotifyFn | None = None) -> RenderOutcome:
+           progress: ProgressCallback | None = None, notify: NotifyFn | None = None) -> RenderOutcome:
     """Render `spec` into its project (already stored requests are skipped) as one `render_job` run."""
     from echo_pipeline.render.backends.registry import create_backend
     from echo_pipeline.workflows.batch_processor import BatchProcessor
@@ -176,7 +176,7 @@ def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None,
 
 
 def batch(settings: Settings, project: str, *, count: int | None = None, style: str | None = None,
-          progress: ProgressFn | None = None, wait: bool = False, notify: NotifyFn | None = None) -> BatchOutcome:
+          progress: ProgressCallback | None = None, wait: bool = False, notify: NotifyFn | None = None) -> BatchOutcome:
     """Render the project's next batch and score, learn from and show it: one `batch` run."""
     engine = CreativeEngine(settings)
     spec = _project_spec(engine, project)
@@ -395,6 +395,8 @@ def _wait_for_pool(instance: dg.DagsterInstance, pool: str, notify: NotifyFn | N
     Dagster's own wait for a pool slot happens where Ctrl-C and SIGTERM are only recorded, not acted
     on (and it polls busily), so a run started behind a long one is let in only once the slot is free.
     """
+    from echo_pipeline.defs.instance import PARTITION_TAG, PROJECT_TAG
+
     told = False
     while True:
         info = instance.event_log_storage.get_concurrency_info(pool)
@@ -403,7 +405,8 @@ def _wait_for_pool(instance: dg.DagsterInstance, pool: str, notify: NotifyFn | N
         if notify is not None and not told:
             holder = info.claimed_slots[0].run_id
             record = instance.get_run_record_by_id(holder)
-            project = record.dagster_run.tags.get("dagster/partition", "-") if record else "-"
+            tags = record.dagster_run.tags if record else {}
+            project = tags.get(PARTITION_TAG) or tags.get(PROJECT_TAG) or "-"
             notify(f"waiting for the {pool} pool: run {holder} (project {project}) is using it; Ctrl-C stops")
             told = True
         time.sleep(1.0)
