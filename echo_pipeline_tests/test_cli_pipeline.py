@@ -308,3 +308,27 @@ def _stderr_so_far(proc: subprocess.Popen) -> str:
     text = "".join(chunks)
     proc._echo_stderr = getattr(proc, "_echo_stderr", "") + text  # type: ignore[attr-defined]  # kept for asserts
     return proc._echo_stderr  # type: ignore[attr-defined]
+
+
+def test_an_interrupt_dagster_only_recorded_ends_the_run_as_canceled(tmp_path):
+    """The last resort for Ctrl-C while Dagster waits outside any step: the run ends CANCELED, its
+    slots are freed, and the process exits 130 with the interrupted line."""
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import time\n"
+        "import dagster as dg\n"
+        "from dagster._utils import interrupts\n"
+        "from echo_pipeline.defs import launch\n"
+        "from echo_pipeline.defs.instance import get_instance\n"
+        "instance = get_instance()\n"
+        "run = instance.add_run(dg.DagsterRun(job_name='batch', run_id='stuck-run', status=dg.DagsterRunStatus.STARTED))\n"
+        "with launch._interrupt_watchdog(instance, 'stuck-run', grace_s=0.5):\n"
+        "    interrupts._received_interrupt['received'] = True  # what Dagster's handler does, and no more\n"
+        "    time.sleep(30)\n"
+        "print('not reached')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and "not reached" not in done.stdout, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("interrupted; stored images are kept")
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id("stuck-run").status == dg.DagsterRunStatus.CANCELED
