@@ -57,7 +57,7 @@ def list_artifacts(
     ctx: typer.Context,
     project: Annotated[Optional[str], typer.Option("--project", "-p", help="Only this project.")] = None,
     limit: Annotated[int, typer.Option(help="Newest N (0 = all).")] = 20,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """List artifacts, newest first (ids are never cut; the prompt is shortened to fit the width)."""
     import pandas as pd
@@ -99,7 +99,7 @@ def show_artifact(
     ctx: typer.Context,
     artifact_id: Annotated[str, typer.Argument(help="Artifact id or a unique prefix of it (4+ characters).")],
     project: Annotated[Optional[str], typer.Option("--project", "-p")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """Show one artifact's lineage record and its embedded A1111 parameters.
 
@@ -146,7 +146,7 @@ VERIFY_HELP = "\n\n".join([
 def verify_artifacts(
     ctx: typer.Context,
     project: Annotated[Optional[str], typer.Option("--project", "-p", help="Only this project (default: all).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """`VERIFY_HELP`: check every stored file against the catalog; exit code 1 when problems were found."""
     store = _store(ctx)

@@ -29,7 +29,7 @@ def gallery(
     out: Annotated[Optional[str], typer.Option(
         "--out", help="Write the pages into this folder instead of the project's gallery/ (the store is "
                       "only read, so it may be read-only or full).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """Write the project's gallery pages (gallery/index.html, best.html, recent.html) and contact sheets.
 

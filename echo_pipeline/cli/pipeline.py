@@ -40,7 +40,7 @@ def plan(
     backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="Image backend.")] = None,
     schedule: Annotated[Optional[bool], typer.Option("--schedule/--no-schedule",
                                                      help="Include in nightly batch generation.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """Create or update a project, register its partition, and materialize intent and plan."""
     from echo_pipeline.defs import launch
@@ -76,7 +76,7 @@ def batch(
     count: Annotated[Optional[int], typer.Option("--count", "-n", help=f"Images in this batch (1-{MAX_COUNT}).")] = None,
     style: Annotated[Optional[str], typer.Option("--style", "-s", help="Style preset for this batch.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="If the project is busy, wait for its run to end.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """Render the next batch of a project and score, learn from and show it (one Dagster run)."""
     from echo_pipeline.defs import launch
@@ -130,7 +130,7 @@ def backfill(
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the runs finish (using the running Dagster "
                                        "daemon, or one started for the wait).")] = False,
     timeout: Annotated[int, typer.Option(help="Seconds to wait with --wait.")] = 3600,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """Queue one run per project on the instance (a Dagster backfill, like `dagster job backfill`)."""
     from echo_pipeline.defs import launch
@@ -154,7 +154,7 @@ def runs(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(help="How many recent runs.")] = 20,
     project: Annotated[Optional[str], typer.Option("--project", "-p")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """Recent Dagster runs and their status."""
     from echo_pipeline.defs import launch

@@ -13,7 +13,7 @@ app = typer.Typer(help="Style presets: built-in ones and your own.", no_args_is_
 
 
 @app.command("list")
-def list_styles(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_styles(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False) -> None:
     """List all styles."""
     styles = engine(ctx).styles.list()
     if as_json:
@@ -28,7 +28,7 @@ def list_styles(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
 
 
 @app.command("show")
-def show_style(ctx: typer.Context, name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def show_style(ctx: typer.Context, name: str, as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False) -> None:
     """Show one style and what it does to a prompt."""
     style = engine(ctx).styles.get(name)
     example, negative = style.apply("warm fractal")
@@ -49,7 +49,7 @@ def create_style(
                                                "otherwise they are appended.")],
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt the style adds.")] = "",
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite your own style of that name.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """Create a user style (kept in configs/styles/user.json; built-in presets are never edited)."""
     library = engine(ctx).styles
