@@ -60,13 +60,14 @@ def print_json(payload: Any) -> None:
     typer.echo(safe_json(json.dumps(payload, indent=2, ensure_ascii=False, default=str)))
 
 
-def shorten(text: str, width: int = 60) -> str:
-    text = safe_text(text)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def fit(text: str, width: int) -> str:
+    """`text` cut to `width` characters, with an ellipsis when cut."""
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def shorten(text: str, width: int = 60) -> str:
+    """User text made safe for the terminal, then fitted to `width`."""
+    return fit(safe_text(text), width)
 
 
 def columns(rows: list[dict[str, str]], width: int, *, shrink: str, limits: dict[str, int] | None = None,

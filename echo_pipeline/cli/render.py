@@ -47,7 +47,7 @@ def render(
     config = settings(ctx)
     if media_type not in MEDIA_TYPES:
         raise InvalidInputError(f"--type {media_type!r} is not available; choose one of: {', '.join(MEDIA_TYPES)}")
-    slug = launch.resolve_project_slug(config, project)
+    slug = engine(ctx).resolve_project(project).slug
     width, height = parse_size(size) if size else (config.default_width, config.default_height)
     spec = PromptSpec(prompt=prompt, style=style, project=slug, count=count, seed=seed, width=width, height=height,
                       negative_prompt=negative, media_type=media_type, tiling=tiling or media_type == "texture")

@@ -37,7 +37,6 @@ PARTITION_TAG = "dagster/partition"
 PROJECT_TAG = "echo/project"  # on unpartitioned runs that write a project (`render`)
 
 
-
 def _active_statuses() -> list[dg.DagsterRunStatus]:
     import dagster as dg
 

@@ -46,7 +46,7 @@ class StepResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # a table for the UI
     images: list[Any] = field(default_factory=list)  # PIL thumbnails for a preview grid
     check: dict[str, Any] | None = None
-    data: Any = None  # the step's typed result (Plan, BatchOutcome, ScoreSummary, StyleMemory, GalleryResult)
+    data: Any = None  # the step's typed result (ProjectSpec, Plan, requests, GenerateOutcome, ScoreSummary, ...)
 
 
 @dataclass
@@ -218,21 +218,21 @@ class ProjectPipeline:
         batch_scores = scores[scores.artifact_id.isin(todo.artifact_id)] if len(todo) else scores.iloc[0:0]
         consistency = float(scores.style_consistency.mean()) if len(scores) else float("nan")
         threshold = self.spec.style_threshold
+        summary = ScoreSummary(scored_now=len(todo), images=len(scores),
+                               mean_total=round(float(scores.total.mean()), 1) if len(scores) else None,
+                               mean_style_consistency=None if np.isnan(consistency) else round(consistency, 1),
+                               style_threshold=threshold)
         return StepResult(
-            summary={"scored_now": len(todo), "already_scored": len(done), "images": len(scores),
-                     "mean_total": round(float(scores.total.mean()), 1) if len(scores) else None,
+            summary={"scored_now": summary.scored_now, "already_scored": len(done), "images": summary.images,
+                     "mean_total": summary.mean_total,
                      "mean_technical": round(float(scores.technical.mean()), 1) if len(scores) else None,
-                     "mean_style_consistency": None if np.isnan(consistency) else round(consistency, 1),
-                     "style_threshold": threshold},
+                     "mean_style_consistency": summary.mean_style_consistency, "style_threshold": threshold},
             data_version=content_hash(scores.round(4).to_json(orient="records").encode()) if len(scores) else "empty",
             rows=cast(list[dict[str, Any]], batch_scores.sort_values("total", ascending=False).head(50)[
                 ["artifact_id", "total", "technical", "style_consistency", "uniqueness"]].round(1).to_dict("records")),
             check={"passed": bool(np.isnan(consistency) or consistency >= threshold),
                    "mean_style_consistency": consistency, "threshold": threshold},
-            data=ScoreSummary(scored_now=len(todo), images=len(scores),
-                              mean_total=round(float(scores.total.mean()), 1) if len(scores) else None,
-                              mean_style_consistency=None if np.isnan(consistency) else round(consistency, 1),
-                              style_threshold=threshold),
+            data=summary,
         )
 
     def learn(self) -> StepResult:
