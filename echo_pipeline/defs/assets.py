@@ -15,6 +15,7 @@ import dagster as dg
 
 from echo_pipeline.defs.partitions import projects_partitions
 from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
+from echo_pipeline.resonance.quality_assessor import PROJECT_DUPLICATE_DISTANCE
 from echo_pipeline.workflows.project_pipeline import ProjectPipeline, RunObserver, StepResult
 
 GROUP = "echo"
@@ -100,7 +101,7 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, echo:
     check_specs=[dg.AssetCheckSpec("unique_images", asset="generated_images", blocking=True,
                                    partitions_def=projects_partitions,
                                    description="No image of the batch is a near-duplicate of any image in the project "
-                                               "(perceptual-hash distance <= 10).")],
+                                               f"(perceptual-hash distance <= {PROJECT_DUPLICATE_DISTANCE}).")],
 )
 def generated_images(context: dg.AssetExecutionContext, echo: EchoResource, image_backend: ImageBackendResource,
                      observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
