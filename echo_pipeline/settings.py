@@ -108,6 +108,55 @@ def normalize_artifact_root(root: str | os.PathLike[str]) -> str:
     return f"{protocol}://{location}"
 
 
+DEFAULT_COMFYUI_URL = "http://127.0.0.1:8188"
+
+
+class BackendConfig(BaseModel):
+    """How to create a backend: the model plus the options of each backend (others ignore them).
+
+    `Settings.backends` holds the configured options (settings.yaml's `backends:` mapping,
+    ECHO_COMFYUI_URL, CLI flags); `Settings.backend_config(name, model)` adds the model and the
+    config folder for one backend. Dagster's `ImageBackendResource` carries it as run config.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = Field(default=None, description="diffusers: hub id, local folder or .safetensors/.ckpt file; "
+                              "comfyui: checkpoint name; openai: model name. None = the backend's default")
+    # diffusers
+    device: str | None = Field(default=None, description="cuda, cuda:1, mps or cpu (None = best available)")
+    dtype: str | None = Field(default=None, description="float16, bfloat16 or float32 (None = float16 on cuda, else float32)")
+    batch_size: int | None = Field(default=None, ge=1, le=64, description="images per pipeline call (None = sized to memory)")
+    allow_downloads: bool = Field(default=False, description="fetch a hub model that is not in the local cache")
+    single_file_config: str | None = Field(default=None, description="for a .safetensors/.ckpt model: a hub id or "
+                                           "local save_pretrained folder holding the pipeline's configs")
+    scheduler: str | None = Field(default=None, description="diffusers scheduler class name that overrides the "
+                                  "request's A1111 sampler name (e.g. DPMSolverMultistepScheduler)")
+    # comfyui
+    comfyui_url: str = DEFAULT_COMFYUI_URL
+    comfyui_workflow: str | None = Field(default=None, description="API-format workflow file (None = configs/comfyui/)")
+    comfyui_nodes: dict[str, str] = Field(default_factory=dict, description="role -> node id for a workflow without "
+                                          "placeholders (roles: prompt, negative, seed, output, image)")
+    comfyui_timeout_s: float = Field(default=600.0, gt=0, description="longest wait for one image")
+    # openai
+    openai_base_url: str | None = Field(default=None, description="Images API base URL (None = OPENAI_BASE_URL or api.openai.com)")
+    # where configs/comfyui/ templates live
+    config_dir: str | None = None
+
+    @field_validator("comfyui_url", "openai_base_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        text = value.strip().rstrip("/")
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL such as {DEFAULT_COMFYUI_URL}")
+        return text
+
+
 class Settings(BaseModel):
     """Where artifacts and configs live, normalized on construction (see the module docstring).
 
@@ -128,6 +177,9 @@ class Settings(BaseModel):
     default_backend: str = "procedural"
     default_width: int = 512
     default_height: int = 512
+    backends: BackendConfig = Field(default_factory=BackendConfig, description="options of the model backends")
+    models: dict[str, str] = Field(default_factory=dict, description="default model per backend, e.g. "
+                                   "{diffusers: stabilityai/sd-turbo, openai: dall-e-3}")
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("artifact_root", mode="before")
@@ -175,9 +227,19 @@ class Settings(BaseModel):
             "config_dir_from": self._sources.get("config_dir", "argument"),
         }
 
+    def backend_config(self, backend: str, model: str | None = None) -> BackendConfig:
+        """The options to create `backend` with: `model`, else this backend's entry in `models`."""
+        return self.backends.model_copy(update={
+            "model": model or self.models.get(backend) or self.backends.model,
+            "config_dir": self.backends.config_dir or str(self.config_dir),
+        })
+
     @classmethod
-    def load(cls, artifact_root: str | None = None, config_dir: str | Path | None = None) -> Settings:
-        """Settings from the arguments, the environment, `settings.yaml` and the defaults, in that order."""
+    def load(cls, artifact_root: str | None = None, config_dir: str | Path | None = None,
+             backend_options: dict[str, Any] | None = None) -> Settings:
+        """Settings from the arguments, the environment, `settings.yaml` and the defaults, in that order.
+
+        `backend_options`: `BackendConfig` fields given on the command line (None values are unset)."""
         sources: dict[str, str] = {}
         if config_dir is not None and str(config_dir).strip():
             cfg_dir, sources["config_dir"] = Path(config_dir).expanduser().resolve(), "argument"
@@ -205,6 +267,13 @@ class Settings(BaseModel):
         env_root = os.environ.get("ECHO_ARTIFACT_ROOT")
         if env_root and env_root.strip():
             values["artifact_root"], sources["artifact_root"] = env_root, "ECHO_ARTIFACT_ROOT"
+        backends = dict(values.get("backends") or {}) if isinstance(values.get("backends") or {}, dict) else values["backends"]
+        env_comfyui = os.environ.get("ECHO_COMFYUI_URL")
+        if isinstance(backends, dict):
+            if env_comfyui and env_comfyui.strip():
+                backends["comfyui_url"] = env_comfyui.strip()
+            backends.update({k: v for k, v in (backend_options or {}).items() if v is not None})
+            values["backends"] = backends
         if artifact_root is not None and str(artifact_root).strip():
             values["artifact_root"], sources["artifact_root"] = artifact_root, "argument"
         elif artifact_root is not None:

@@ -2,6 +2,7 @@
 
 from echo_pipeline.render.backends.base import (
     BackendCapabilities,
+    BackendConfig,
     BackendDescription,
     ImageBackend,
     ParentImage,
@@ -11,6 +12,7 @@ from echo_pipeline.render.backends.registry import available_backends, create_ba
 
 __all__ = [
     "BackendCapabilities",
+    "BackendConfig",
     "BackendDescription",
     "ImageBackend",
     "ParentImage",

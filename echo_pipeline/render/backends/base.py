@@ -17,8 +17,12 @@ from pydantic import BaseModel, ConfigDict
 
 from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.render.requests import RenderRequest
+from echo_pipeline.settings import BackendConfig
 
-ProgressCallback = Callable[[int, int], None]  # (done, total)
+# (done, total) in work units of the backend's choosing over one `render` call (denoising steps for
+# a sampler backend, images for the procedural one); `done` only grows and ends equal to `total`.
+ProgressCallback = Callable[[int, int], None]
+
 
 
 class BackendCapabilities(BaseModel):
@@ -50,6 +54,7 @@ class RenderedImage:
     request: RenderRequest
     image: Image.Image
     info: dict[str, Any] = field(default_factory=dict)  # backend-specific lineage (motif, revised_prompt...)
+    png_text: dict[str, str] = field(default_factory=dict)  # extra PNG text chunks kept as they are (ComfyUI's prompt/workflow)
 
 
 @dataclass
@@ -63,8 +68,15 @@ class ParentImage:
 
 
 class ImageBackend(abc.ABC):
+    """Subclasses take one optional `BackendConfig` (`create_backend` passes it) and must not load a
+    model or open a connection in `__init__`: that happens on first use, so a backend is cheap to
+    create and `check_requests` / `describe` work before any heavy work starts."""
+
     name: ClassVar[str]
     capabilities: ClassVar[BackendCapabilities]
+
+    def __init__(self, config: BackendConfig | None = None):
+        self.config = config or BackendConfig()
 
     @abc.abstractmethod
     def describe(self) -> BackendDescription:
@@ -112,7 +124,13 @@ class ImageBackend(abc.ABC):
         It runs before the run holds its `gpu` pool slot: only work that needs no exclusive device
         (CPU rendering, reading files) belongs here, never loading a model onto a GPU."""
 
-    def refine(self, parent: ParentImage, request: RenderRequest) -> RenderedImage:
+    def check_usable(self) -> str | None:
+        """Why this backend cannot render right now (weights missing, server down, no API key), or
+        None when it can. Cheap: no model is loaded. `echo-os models` shows it."""
+        return None
+
+    def refine(self, parent: ParentImage, request: RenderRequest,
+               progress: ProgressCallback | None = None) -> RenderedImage:
         """img2img: a variation of `parent` steered by `request` (strength = how far it may move)."""
         raise InvalidInputError(f"backend {self.name!r} cannot refine images (no img2img)")
 

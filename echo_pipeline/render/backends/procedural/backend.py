@@ -10,6 +10,7 @@ from typing import Any, TypeGuard
 
 from echo_pipeline.render.backends.base import (
     BackendCapabilities,
+    BackendConfig,
     BackendDescription,
     ImageBackend,
     ParentImage,
@@ -64,9 +65,11 @@ class ProceduralBackend(ImageBackend):
         sampler=False,  # no denoising steps: the A1111 parameters must not claim a sampler, steps or CFG
     )
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, config: BackendConfig | None = None, *, workers: int | None = None) -> None:
         """`workers`: processes for batches of 3+ images (default: one per CPU core, at most 4;
-        1 renders in this process). Images are deterministic either way."""
+        1 renders in this process). Images are deterministic either way. `config` is accepted for
+        the common constructor; nothing in it applies (there is no model)."""
+        super().__init__(config)
         self._description = BackendDescription(
             backend="procedural", model="echo-procedural", model_hash="", version=PROCEDURAL_VERSION
         )
@@ -135,7 +138,8 @@ class ProceduralBackend(ImageBackend):
             if progress is not None:
                 progress(done, total)
 
-    def refine(self, parent: ParentImage, request: RenderRequest) -> RenderedImage:
+    def refine(self, parent: ParentImage, request: RenderRequest,
+               progress: ProgressCallback | None = None) -> RenderedImage:
         """img2img as a parameter-space variation of `parent` (strength 0 = same, 1 = free)."""
         self.check_requests([request])
         stored = parent.info.get("params") if isinstance(parent.info, dict) else None
@@ -148,6 +152,8 @@ class ProceduralBackend(ImageBackend):
         image = P.render_params(params, request.width, request.height, request.tiling)
         info = _info(params, request.prompt, parent_params=parent_params, parent_artifact_id=parent.artifact_id,
                      strength=strength, changes=changes)
+        if progress is not None:
+            progress(1, 1)
         return RenderedImage(request=request, image=image, info=info)
 
 
