@@ -143,6 +143,10 @@ class BackendConfig(BaseModel):
     # where configs/comfyui/ templates live
     config_dir: str | None = None
 
+    def for_backend(self, backend: str, model: str | None, models: dict[str, str]) -> BackendConfig:
+        """This config for one backend: `model`, else `models[backend]` (settings' defaults), else ours."""
+        return self.model_copy(update={"model": model or models.get(backend) or self.model})
+
     @field_validator("comfyui_url", "openai_base_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
@@ -229,10 +233,8 @@ class Settings(BaseModel):
 
     def backend_config(self, backend: str, model: str | None = None) -> BackendConfig:
         """The options to create `backend` with: `model`, else this backend's entry in `models`."""
-        return self.backends.model_copy(update={
-            "model": model or self.models.get(backend) or self.backends.model,
-            "config_dir": self.backends.config_dir or str(self.config_dir),
-        })
+        return self.backends.model_copy(update={"config_dir": self.backends.config_dir or str(self.config_dir)}
+                                        ).for_backend(backend, model, self.models)
 
     @classmethod
     def load(cls, artifact_root: str | None = None, config_dir: str | Path | None = None,

@@ -8,9 +8,12 @@ import os
 from datetime import datetime, timezone
 
 import dagster as dg
+import numpy as np
 import pytest
 from dagster._core.definitions.data_version import StaleStatus
+from PIL import Image
 
+from echo_pipeline.render.backends.base import BackendCapabilities, BackendDescription, ImageBackend, RenderedImage
 from echo_pipeline.settings import Settings
 from echo_pipeline.workflows.creative_engine import CreativeEngine
 
@@ -155,34 +158,20 @@ def test_cli_dagster_home_is_persistent_by_default_and_honours_the_users(monkeyp
     assert (own / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
 
 
-class FlatBackend:
+class FlatBackend(ImageBackend):
     """Every image the same grey: the uniqueness check must fail and block what follows."""
 
-    def __new__(cls):
-        import numpy as np
-        from PIL import Image
+    name = "flat"
+    capabilities = BackendCapabilities()
 
-        from echo_pipeline.render.backends.base import (
-            BackendCapabilities,
-            BackendDescription,
-            ImageBackend,
-            RenderedImage,
-        )
+    def describe(self):
+        return BackendDescription(backend="flat", model="flat-grey", version="1")
 
-        class _Flat(ImageBackend):
-            name = "flat"
-            capabilities = BackendCapabilities()
-
-            def describe(self):
-                return BackendDescription(backend="flat", model="flat-grey", version="1")
-
-            def render(self, requests, progress=None):
-                self.check_requests(requests)
-                for request in requests:
-                    pixels = np.full((request.height, request.width, 3), 128, dtype=np.uint8)
-                    yield RenderedImage(request, Image.fromarray(pixels), {})
-
-        return _Flat()
+    def render(self, requests, progress=None):
+        self.check_requests(requests)
+        for request in requests:
+            pixels = np.full((request.height, request.width, 3), 128, dtype=np.uint8)
+            yield RenderedImage(request, Image.fromarray(pixels), {})
 
 
 def test_near_duplicate_batch_fails_the_blocking_uniqueness_check(env, monkeypatch):

@@ -245,12 +245,18 @@ def parse_infotext(text: str) -> dict[str, str]:
 # PNG
 
 
-def encode_png(image: Image.Image, record: ArtifactRecord, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
-    """PNG bytes with the `parameters` (A1111 infotext) and `echo` (record JSON) text chunks."""
+def encode_png(image: Image.Image, record: ArtifactRecord, compress_level: int = PNG_COMPRESS_LEVEL,
+               extra_text: dict[str, str] | None = None) -> bytes:
+    """PNG bytes with the `parameters` (A1111 infotext) and `echo` (record JSON) text chunks, plus
+    `extra_text` chunks kept as they came (ComfyUI's `prompt` and `workflow`, so ComfyUI can load the
+    graph from the stored file); ours win over an extra chunk of the same name."""
     info = PngImagePlugin.PngInfo()
     # Like A1111: tEXt when the text is Latin-1, iTXt (UTF-8) otherwise.
     info.add_text(PARAMETERS_KEY, format_infotext(record))
     info.add_itxt(ECHO_KEY, record.model_dump_json())
+    for key, value in (extra_text or {}).items():
+        if key not in (PARAMETERS_KEY, ECHO_KEY) and key.isprintable() and 0 < len(key) < 80:
+            info.add_itxt(key, str(value))
     if image.mode not in ("RGB", "RGBA", "L", "LA", "P", "1", "I", "I;16"):
         image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     buf = io.BytesIO()

@@ -361,8 +361,9 @@ class ArtifactStore:
             where = "" if where == self.url else f" ({where})"
             raise StorageError(f"artifact root {self.url!r}{where} cannot be created or written: {_reason(exc)}") from exc
 
-    def save(self, record: ArtifactRecord, image: Image.Image) -> ArtifactRecord:
-        """Write the PNG (with metadata) and its thumbnail; return the record with sha256 and size.
+    def save(self, record: ArtifactRecord, image: Image.Image, extra_text: dict[str, str] | None = None) -> ArtifactRecord:
+        """Write the PNG (with metadata, plus `extra_text` chunks such as ComfyUI's) and its
+        thumbnail; return the record with sha256 and size.
 
         Does not touch the catalog (see `append_catalog`).
         """
@@ -370,7 +371,7 @@ class ArtifactStore:
         record = record.model_copy(update={"width": width, "height": height, "sha256": ""})
         png_key = self._image_key(record.project, record.artifact_id)
         thumb_key = self._thumb_key(record.project, record.artifact_id)
-        data = encode_png(image, record)
+        data = encode_png(image, record, extra_text=extra_text)
         record = record.model_copy(update={"sha256": sha256_hex(data)})
         self._write_atomic(png_key, data)
         self._write_atomic(thumb_key, make_thumbnail(image))

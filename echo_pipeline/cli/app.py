@@ -16,7 +16,7 @@ import typer
 from typer._click import exceptions as click_errors  # typer vendors click: its own exception classes
 
 from echo_pipeline import __version__
-from echo_pipeline.cli import artifacts, gallery, pipeline, render, style
+from echo_pipeline.cli import artifacts, gallery, models, pipeline, render, style
 from echo_pipeline.errors import EchoError, Interrupted
 
 app = typer.Typer(
@@ -33,6 +33,8 @@ app.command("gallery")(gallery.gallery)
 app.command("backfill")(pipeline.backfill)
 app.command("runs")(pipeline.runs)
 app.command("ui")(pipeline.ui)
+app.command("models")(models.models)
+app.command("compare")(models.compare)
 app.add_typer(style.app, name="style")
 app.add_typer(artifacts.app, name="artifacts")
 
@@ -55,10 +57,19 @@ def _global_options(
     config_dir: Annotated[Optional[str], typer.Option(
         "--config-dir", help="Folder with styles/, wildcards/, projects/ (default: $ECHO_CONFIG_DIR, "
         "else ./configs, else the checkout's configs/).")] = None,
+    comfyui_url: Annotated[Optional[str], typer.Option(
+        "--comfyui-url", help="ComfyUI server for --backend comfyui (default: $ECHO_COMFYUI_URL, else "
+        "settings.yaml, else http://127.0.0.1:8188).")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="Device for the diffusers backend: cuda, cuda:1, mps or cpu (default: best available).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(
+        "--dtype", help="Weights dtype for the diffusers backend: float16, bfloat16, float32 "
+        "(default: float16 on cuda, else float32).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show tracebacks of errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
 ) -> None:
-    ctx.obj = {"artifact_root": artifact_root, "config_dir": config_dir}
+    ctx.obj = {"artifact_root": artifact_root, "config_dir": config_dir,
+               "backend_options": {"comfyui_url": comfyui_url, "device": device, "dtype": dtype}}
 
 
 def _error(message: str, code: int) -> None:

@@ -41,7 +41,7 @@ def settings(ctx: typer.Context) -> Settings:
 def settings_from_options(options: dict[str, Any]) -> Settings:
     from echo_pipeline.settings import Settings
 
-    return Settings.load(options.get("artifact_root"), options.get("config_dir"))
+    return Settings.load(options.get("artifact_root"), options.get("config_dir"), options.get("backend_options"))
 
 
 def say(text: str = "", *, err: bool = False) -> None:

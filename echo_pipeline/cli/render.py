@@ -35,7 +35,19 @@ def render(
     seed: Annotated[Optional[int], typer.Option(help="Base seed; image k uses seed+k. Default: derived from the prompt.")] = None,
     size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT, each side 64-2048 (default 512x512).")] = None,
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt: what to avoid.")] = "",
-    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="Image backend (default: procedural, offline).")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="Image backend: procedural (default, offline), "
+                                                   "diffusers, comfyui, openai; or backend:model.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="The backend's model: a diffusers hub id, "
+                                                 "save_pretrained folder or .safetensors file; a ComfyUI checkpoint; "
+                                                 "an OpenAI model (see `echo-os models`).")] = None,
+    init: Annotated[Optional[str], typer.Option("--init", help="img2img: start from this artifact id or image file "
+                                                "(the new images name it as their parent).")] = None,
+    strength: Annotated[Optional[float], typer.Option("--strength", min=0.0, max=1.0, help="img2img: how far from "
+                                                      "--init (0 = same, 1 = new; default 0.6).")] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, max=500, help="Sampler steps (model backends).")] = 30,
+    cfg_scale: Annotated[float, typer.Option("--cfg", min=0.0, max=50.0, help="CFG scale (model backends; 0-1 for turbo models).")] = 7.0,
+    sampler: Annotated[str, typer.Option("--sampler", help="A1111 sampler name (model backends): 'Euler a', "
+                                         "'DPM++ 2M Karras', DDIM, ...")] = "Euler a",
     media_type: Annotated[str, typer.Option("--type", help="image, or texture (seamlessly tileable).")] = "image",
     tiling: Annotated[bool, typer.Option("--tiling", help="Make the image seamlessly tileable.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
@@ -47,12 +59,20 @@ def render(
     config = settings(ctx)
     if media_type not in MEDIA_TYPES:
         raise InvalidInputError(f"--type {media_type!r} is not available; choose one of: {', '.join(MEDIA_TYPES)}")
+    if strength is not None and init is None:
+        raise InvalidInputError("--strength needs --init (the image to start from)")
     slug = engine(ctx).resolve_project(project).slug
     width, height = parse_size(size) if size else (config.default_width, config.default_height)
+    parent = engine(ctx).init_image(init, slug) if init is not None else None
+    if parent is not None and not size:  # img2img keeps the parent's size unless told otherwise
+        width, height = parent.request.width, parent.request.height
     spec = PromptSpec(prompt=prompt, style=style, project=slug, count=count, seed=seed, width=width, height=height,
-                      negative_prompt=negative, media_type=media_type, tiling=tiling or media_type == "texture")
+                      negative_prompt=negative, media_type=media_type, tiling=tiling or media_type == "texture",
+                      steps=steps, cfg_scale=cfg_scale, sampler=sampler,
+                      parent_id=parent.artifact_id if parent else None,
+                      strength=(0.6 if strength is None else strength) if parent else None)
     with progress_bar("rendering", enabled=not as_json) as progress:
-        outcome = launch.render(config, spec, backend=backend, progress=progress, notify=warn)
+        outcome = launch.render(config, spec, backend=backend, model=model, progress=progress, notify=warn)
     result = outcome.result
     rows = sorted([(r, "new") for r in result.new] + [(r, "stored") for r in result.existing],
                   key=lambda item: item[0].request.index)
@@ -61,6 +81,7 @@ def render(
     if as_json:
         print_json({
             "project": outcome.project, "run_id": outcome.run_id, "backend": outcome.backend,
+            "parent": spec.parent_id,
             "new": len(result.new), "already_stored": len(result.existing), "recovered": result.recovered,
             "seconds": round(result.seconds, 3), "words_ignored": ignored,
             "artifacts": [

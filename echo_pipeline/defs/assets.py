@@ -92,7 +92,7 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, echo:
                image_backend: ImageBackendResource, observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
     """Seeded render requests for the next batch; each id is a hash of what determines the pixels."""
     pipeline = _pipeline(context, echo)
-    step = pipeline.prompt_set(image_backend.get(pipeline.spec.backend), count=config.count, style=config.style)
+    step = pipeline.prompt_set(image_backend.get(pipeline.spec.backend, pipeline.spec.model), count=config.count, style=config.style)
     return _result(_observed(observer, "prompt_set", step), table="requests")
 
 
@@ -108,7 +108,7 @@ def generated_images(context: dg.AssetExecutionContext, echo: EchoResource, imag
     """Renders the prompt set's requests not already stored (resumable, idempotent)."""
     pipeline = _pipeline(context, echo)
     step = _observed(observer, "generated_images", pipeline.generate(
-        image_backend.get(pipeline.spec.backend), run_id=context.run.run_id, progress=observer.progress))
+        image_backend.get(pipeline.spec.backend, pipeline.spec.model), run_id=context.run.run_id, progress=observer.progress))
     assert step.check is not None  # generate always reports its uniqueness check
     duplicates = step.check["near_duplicates"]
     check = dg.AssetCheckResult(

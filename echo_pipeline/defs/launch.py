@@ -10,6 +10,7 @@ returns a typed result; the run's steps report to it through the `observer` reso
 - `plan`     create/update the project spec, then one `plan_project` run
 - `backfill` one queued `batch` (or `plan_project`) run per project, for the daemon
 - `runs`     recent runs
+- `compare`  one `render_job` run per backend on the same prompts, then scores and a contact sheet
 
 Settings travel as the resources' run config (never through this process's environment). Before a
 run starts, runs of dead processes are marked failed and their pool slots freed (see instance.py),
@@ -52,6 +53,8 @@ from echo_pipeline.workflows.visual_planner import Plan
 if TYPE_CHECKING:  # Dagster is imported when a run starts, after `render` has set its backend going
     import dagster as dg
     from dagster._utils.error import SerializableErrorInfo
+
+    from echo_pipeline.workflows.model_comparison import Comparison
 
 WORKSPACE_FILE = PACKAGE_DIR.parent / "workspace.yaml"
 PROJECT_JOBS = ("batch", "plan_project")
@@ -134,7 +137,7 @@ class _Collector(RunObserver):
         self._progress = progress
         self.results: dict[str, Any] = {}
 
-    def progress(self, done: int, total: int, record: ArtifactRecord | None) -> None:
+    def progress(self, done: float, total: int, record: ArtifactRecord | None) -> None:
         if self._progress is not None:
             self._progress(done, total, record)
 
@@ -143,35 +146,44 @@ class _Collector(RunObserver):
 
 
 # -- entry points -----------------------------------------------------------------------------------
-def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None,
+def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None, model: str | None = None,
            progress: ProgressCallback | None = None, notify: NotifyFn | None = None) -> RenderOutcome:
-    """Render `spec` into its project (already stored requests are skipped) as one `render_job` run."""
-    from echo_pipeline.render.backends.registry import create_backend
+    """Render `spec` into its project (already stored requests are skipped) as one `render_job` run.
+
+    `backend` is a name or `name:model`; `model` (or the settings' default for that backend) is
+    used when the spec names none. A `spec.parent_id` makes every image img2img of that artifact."""
+    from echo_pipeline.render.backends.registry import create_backend, split_backend_spec
     from echo_pipeline.workflows.batch_processor import BatchProcessor
 
     engine = CreativeEngine(settings)
-    backend_name = backend or settings.default_backend
+    backend_name, spec_model = split_backend_spec(backend or settings.default_backend)
+    model = spec_model or model
+    backend_key = f"{backend_name}:{model}" if model else backend_name
     requests = engine.plan_requests(spec)  # validates prompt, style, size, count, seeds, project name
     backend_class(backend_name).check_requests(requests)
+    if spec.parent_id is not None:
+        engine.store.find(spec.parent_id, project=requests[0].project)  # the parent exists: one line if not
     engine.store.check_writable()
-    image_backend = create_backend(backend_name)  # the run's backend: models load lazily, once
-
-    def start_rendering() -> dict[str, Any]:
-        # Inside the project guard: nothing starts for a busy project.
-        image_backend.prefetch(BatchProcessor(engine.store, image_backend).pending(requests))
-        from echo_pipeline.defs.resources import ImageBackendResource, PreparedBackends
-
-        return {"image_backend": ImageBackendResource(default_backend=settings.default_backend,
-                                                      prepared=PreparedBackends({backend_name: image_backend}))}
-
-    collector = _Collector(progress)
-    run_config = {"ops": {"render_prompt": {"config": spec.model_dump(mode="json") | {"backend": backend}}}}
+    # The run's backend: cheap to create (models load lazily, once); its own checks see the model.
+    image_backend = create_backend(backend_name, settings.backend_config(backend_name, model))
     try:
+        image_backend.check_requests([image_backend.prepare(r) for r in requests])
+
+        def start_rendering() -> dict[str, Any]:
+            # Inside the project guard: nothing starts for a busy project.
+            image_backend.prefetch(BatchProcessor(engine.store, image_backend).pending(requests))
+            from echo_pipeline.defs.resources import ImageBackendResource, PreparedBackends
+
+            return {"image_backend": ImageBackendResource(**ImageBackendResource.config_for(settings),
+                                                          prepared=PreparedBackends({backend_key: image_backend}))}
+
+        collector = _Collector(progress)
+        run_config = {"ops": {"render_prompt": {"config": spec.model_dump(mode="json") | {"backend": backend_key}}}}
         result = _execute(settings, "render_job", run_config=run_config, observer=collector,
                           project=requests[0].project, before_run=start_rendering, notify=notify)
     finally:
         image_backend.close()
-    return RenderOutcome(run_id=result.run_id, project=requests[0].project, backend=backend_name,
+    return RenderOutcome(run_id=result.run_id, project=requests[0].project, backend=backend_key,
                          result=collector.results["render"])
 
 
@@ -216,6 +228,56 @@ def plan(settings: Settings, name: str, intent: str, **fields: Any) -> PlanOutco
 def resolve_project_slug(settings: Settings, text: str | None) -> str:
     """The project a user's words name (None = `default`), resolved like every other command does."""
     return CreativeEngine(settings).resolve_project(text).slug
+
+
+def compare(settings: Settings, project: str, backends: list[str], *, count: int = 4, select: str | None = None,
+            progress: ProgressCallback | None = None, notify: NotifyFn | None = None) -> Comparison:
+    """Render the project's prompt set on each backend (one `render_job` run each, so every image
+    has the usual lineage), score each backend's images, write a comparison contact sheet, and with
+    `select='best'` make the best-scoring backend and model the project's own.
+
+    A backend that cannot render (no weights, server down, a size it does not offer) gets its
+    one-line reason in the table; the others still run."""
+    from echo_pipeline.render.backends.registry import split_backend_spec
+    from echo_pipeline.workflows.model_comparison import (
+        Comparison,
+        ComparisonRow,
+        comparison_specs,
+        save_comparison_sheet,
+        score_row,
+    )
+
+    if select not in (None, "best"):
+        raise InvalidInputError(f"--select {select!r} is not known; use --select best")
+    engine = CreativeEngine(settings)
+    spec = _project_spec(engine, project)
+    specs = comparison_specs(spec, count)
+    engine.store.check_writable()
+    rows = []
+    for backend in backends:
+        name, model = split_backend_spec(backend)
+        row = ComparisonRow(backend=backend, model=model or settings.backend_config(name).model or "")
+        if notify is not None:
+            notify(f"rendering on {backend}")
+        try:
+            for prompt_spec in specs:
+                outcome = render(settings, prompt_spec, backend=backend, progress=progress, notify=notify)
+                row.records += sorted(outcome.result.new + outcome.result.existing, key=lambda r: r.request.index)
+                row.seconds += outcome.result.seconds
+        except (Interrupted, ProjectBusyError):
+            raise
+        except EchoError as exc:
+            row.error = " ".join(str(exc).split())
+        score_row(engine.store, row)
+        rows.append(row)
+    comparison = Comparison(project=spec.slug, prompt=specs[0].prompt, rows=rows)
+    save_comparison_sheet(engine.store, comparison)
+    if select == "best" and comparison.best is not None:
+        best = comparison.best
+        name, model = split_backend_spec(best.backend)
+        engine.projects.save(spec.model_copy(update={"backend": name, "model": model}))
+        comparison.selected = best
+    return comparison
 
 
 def _project_spec(engine: CreativeEngine, text: str) -> ProjectSpec:
@@ -287,10 +349,10 @@ def backfill(settings: Settings, projects: list[str] | None, *, job: str = "batc
 
 def resource_config(settings: Settings) -> dict[str, Any]:
     """The run config that hands `settings` to the definitions' resources."""
-    from echo_pipeline.defs.resources import EchoResource
+    from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
 
     return {"echo": {"config": EchoResource.config_for(settings)},
-            "image_backend": {"config": {"default_backend": settings.default_backend}}}
+            "image_backend": {"config": ImageBackendResource.config_for(settings)}}
 
 
 # -- execution --------------------------------------------------------------------------------------

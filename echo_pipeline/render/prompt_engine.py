@@ -60,6 +60,8 @@ class PromptSpec(BaseModel):
     tiling: bool = False
     project: str = DEFAULT_PROJECT
     media_type: MediaType = "image"
+    parent_id: str | None = Field(default=None, description="img2img: the artifact every image starts from")
+    strength: float | None = Field(default=None, description="img2img: how far from the parent (0-1)")
 
 
 def check_seed_range(seed: int, images: int, *, what: str = "seed") -> int:
@@ -210,7 +212,7 @@ class PromptEngine:
                     width=spec.width, height=spec.height, steps=spec.steps, cfg_scale=spec.cfg_scale,
                     sampler=spec.sampler, tiling=spec.tiling, source_prompt=text,
                     style=style.name if style else None, project=spec.project,
-                    media_type=spec.media_type, index=k,
+                    media_type=spec.media_type, index=k, parent_id=spec.parent_id, strength=spec.strength,
                 ))
             except ValidationError as exc:
                 err = exc.errors()[0]

@@ -11,18 +11,20 @@ store's `reconcile` adopts PNGs that were written but not yet catalogued before 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.artifacts.storage import ArtifactStore
-from echo_pipeline.render.backends.base import ImageBackend
+from echo_pipeline.errors import NotFoundError
+from echo_pipeline.render.backends.base import ImageBackend, ParentImage, RenderedImage
 from echo_pipeline.render.requests import RenderRequest
 
 CATALOG_FLUSH_EVERY = 16  # images per catalog part: fewer small files, little loss on a crash
 
-ProgressCallback = Callable[[int, int, ArtifactRecord | None], None]  # (done, total, record just stored)
+# (done, total, record just stored); `done` may be fractional between stored images (record None).
+ProgressCallback = Callable[[float, int, ArtifactRecord | None], None]
 
 
 @dataclass
@@ -75,20 +77,32 @@ class BatchProcessor:
         if progress is not None:
             progress(0, total, None)
         pending: list[ArtifactRecord] = []
-        description = self.backend.describe()
+        reported = [0.0]
+
+        def step_progress(fraction: float) -> None:
+            # The backend's finer steps (a fraction of all images to render), never past an image
+            # not yet stored: a batch of four moves the bar to just below the next whole image.
+            if progress is None:
+                return
+            value = round(min(total * fraction, done + 0.99), 3)
+            if value > reported[0] + 1e-3:
+                reported[0] = value
+                progress(value, total, None)
+
         try:
-            for rendered in self.backend.render(todo):
+            for rendered in self._rendered(todo, step_progress):
                 request = rendered.request
                 record = ArtifactRecord(
                     artifact_id=request.request_id, project=request.project, request=request,
-                    backend=description, info=rendered.info, parent_id=request.parent_id, run_id=run_id,
+                    backend=self.backend.describe(), info=rendered.info, parent_id=request.parent_id, run_id=run_id,
                 )
-                stored = self.store.save(record, rendered.image)
+                stored = self.store.save(record, rendered.image, extra_text=rendered.png_text)
                 result.new.append(stored)
                 pending.append(stored)
                 if len(pending) >= CATALOG_FLUSH_EVERY:
                     self._flush(pending)
                 done += 1
+                reported[0] = float(done)
                 if progress is not None:
                     progress(done, total, stored)
         finally:
@@ -96,6 +110,34 @@ class BatchProcessor:
             self._flush(pending)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _rendered(self, todo: list[RenderRequest], step_progress: Callable[[float], None]) -> Iterator[RenderedImage]:
+        """txt2img requests through `render` (streamed, batched by the backend), then img2img ones
+        through `refine` with their parent read from the store. Progress units are normalised to
+        the whole list (`step_progress` takes the fraction of `todo` done) so the bar never runs
+        backwards between the two."""
+        fresh = [r for r in todo if r.parent_id is None]
+        children = [r for r in todo if r.parent_id is not None]
+        if fresh:
+            share = len(fresh) / len(todo)
+            yield from self.backend.render(fresh, lambda d, t: step_progress(share * d / t if t else 0.0))
+        for k, request in enumerate(children):
+            parent = self._parent(request)
+            base = len(fresh) + k
+
+            def child_progress(d: int, t: int, base: int = base) -> None:
+                step_progress((base + (d / t if t else 0.0)) / len(todo))
+
+            yield self.backend.refine(parent, request, child_progress)
+
+    def _parent(self, request: RenderRequest) -> ParentImage:
+        assert request.parent_id is not None
+        try:
+            record = self.store.find(request.parent_id, project=request.project)
+        except NotFoundError:
+            record = self.store.find(request.parent_id)  # a parent in another project
+        return ParentImage(artifact_id=record.artifact_id, image=self.store.load_image(record),
+                           request=record.request, info=record.info)
 
     def pending(self, requests: Sequence[RenderRequest]) -> list[RenderRequest]:
         """The requests a `run` would render now (not stored yet), in order; reads only."""

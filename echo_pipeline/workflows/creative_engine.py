@@ -6,10 +6,13 @@ interface stays a thin client: parse arguments, call the engine, present the res
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.artifacts.storage import ArtifactStore
+from echo_pipeline.errors import InvalidInputError, NotFoundError
 from echo_pipeline.naming import DEFAULT_PROJECT, project_slug
 from echo_pipeline.render.backends.base import ImageBackend
 from echo_pipeline.render.prompt_engine import PromptEngine, PromptSpec
@@ -75,3 +78,60 @@ class CreativeEngine:
         """Render every request of `spec` not already stored with `backend` (owned by the caller, so a
         model is loaded once per run); everything is validated before any work."""
         return BatchProcessor(self.store, backend).run(self.plan_requests(spec), run_id=run_id, progress=progress)
+
+    def init_image(self, init: str, project: str) -> ArtifactRecord:
+        """The artifact an img2img command starts from: a stored artifact id (or `project/id`, or a
+        unique prefix), or an image file, imported into `project` first so the child's lineage
+        names a real parent (importing the same file again finds the same artifact)."""
+        from pathlib import Path
+
+        path = Path(init).expanduser()
+        if path.is_file():
+            return self.import_image(path, project)
+        if any(sep in init for sep in ("\\", ".png", ".jpg", ".jpeg", ".webp")) or init.startswith((".", "~")):
+            raise NotFoundError(f"init image {init!r} does not exist (give an image file or an artifact id)")
+        if "/" in init:
+            return self.store.find(init)
+        try:
+            return self.store.find(init, project=project)
+        except NotFoundError:
+            return self.store.find(init)  # a parent from another project
+
+    def import_image(self, path: str | os.PathLike[str], project: str) -> ArtifactRecord:
+        """Store an image file (PNG, JPEG, WebP...) as an artifact of `project` (backend 'import'),
+        its id derived from the file's pixels, so importing twice stores it once. Sides above the
+        render limit are scaled down to fit."""
+        from PIL import Image, UnidentifiedImageError
+
+        from echo_pipeline.artifacts.metadata import sha256_hex
+        from echo_pipeline.artifacts.records import ArtifactRecord
+        from echo_pipeline.render.backends.base import BackendDescription
+        from echo_pipeline.render.requests import MAX_SIDE, MIN_SIDE
+
+        project = project_slug(project)
+        source = os.fspath(path)
+        try:
+            with Image.open(source) as opened:
+                opened.load()
+                image = opened.convert("RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise InvalidInputError(f"{source} is not a readable image ({exc.__class__.__name__})") from exc
+        if min(image.size) < MIN_SIDE:
+            raise InvalidInputError(f"{source} is {image.width}x{image.height}; each side must be at least {MIN_SIDE}")
+        if max(image.size) > MAX_SIDE:
+            image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        digest = sha256_hex(image.tobytes())[:16]
+        name = os.path.basename(source)
+        request = RenderRequest(prompt=f"imported image {name}", seed=0, width=image.width, height=image.height,
+                                backend="import", model=digest, source_prompt=name, project=project)
+        try:
+            return self.store.record(project, request.request_id)
+        except (NotFoundError, InvalidInputError):
+            pass
+        record = ArtifactRecord(artifact_id=request.request_id, project=project, request=request,
+                                backend=BackendDescription(backend="import", model=name, model_hash=digest[:10]),
+                                info={"imported_from": source, "pixels_sha256": digest})
+        with self.store.project_lock(project):
+            stored = self.store.save(record, image)
+            self.store.append_catalog(project, [stored])
+        return stored

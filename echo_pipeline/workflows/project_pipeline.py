@@ -70,7 +70,7 @@ class RunObserver:
     """Someone watching a run from the same process (the CLI, the API): rendering progress and each
     step's typed result. The default observes nothing, which is what queued runs get."""
 
-    def progress(self, done: int, total: int, record: ArtifactRecord | None) -> None:
+    def progress(self, done: float, total: int, record: ArtifactRecord | None) -> None:
         """Called with (0, total, None) before rendering, then after each stored image."""
 
     def step_finished(self, step: str, result: Any) -> None:

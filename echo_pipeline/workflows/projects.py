@@ -66,6 +66,11 @@ class ProjectSpec(BaseModel):
     width: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE, description=f"image width in pixels ({MIN_SIDE}-{MAX_SIDE})")
     height: int = Field(default=512, ge=MIN_SIDE, le=MAX_SIDE, description=f"image height in pixels ({MIN_SIDE}-{MAX_SIDE})")
     backend: str = Field(default="procedural", description="image backend: procedural, diffusers, comfyui, openai")
+    model: str | None = Field(default=None, description="the backend's model: a diffusers hub id, folder or "
+                              ".safetensors file, a ComfyUI checkpoint, an OpenAI model (empty: settings' default)")
+    steps: int = Field(default=30, ge=1, le=500, description="sampler steps (model backends; e.g. 1-4 for SD-Turbo)")
+    cfg_scale: float = Field(default=7.0, ge=0.0, le=50.0, description="CFG scale (model backends; 0-1 for SD-Turbo)")
+    sampler: str = Field(default="Euler a", description="A1111 sampler name (model backends): Euler a, DPM++ 2M Karras...")
     count: int = Field(default=10, ge=1, le=MAX_COUNT, description=f"images per batch (1-{MAX_COUNT})")
     media_types: list[MediaType] = Field(
         default_factory=lambda: _IMAGE_ONLY.copy(),

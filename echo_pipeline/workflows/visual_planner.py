@@ -269,6 +269,9 @@ def task_prompt_specs(plan: Plan, spec: ProjectSpec, *, batch: int = 0) -> list[
             width=task.width,
             height=task.height,
             tiling=task.tiling,
+            steps=spec.steps,
+            cfg_scale=spec.cfg_scale,
+            sampler=spec.sampler,
             project=spec.slug,
             media_type=task.media_type,
         )

@@ -129,6 +129,11 @@ class ImageBackend(abc.ABC):
         None when it can. Cheap: no model is loaded. `echo-os models` shows it."""
         return None
 
+    def available_models(self) -> list[str]:
+        """Models this backend could use besides the configured one (cached hub pipelines, a
+        server's checkpoints, an API's model names), for `echo-os models`; cheap, may be empty."""
+        return []
+
     def refine(self, parent: ParentImage, request: RenderRequest,
                progress: ProgressCallback | None = None) -> RenderedImage:
         """img2img: a variation of `parent` steered by `request` (strength = how far it may move)."""
