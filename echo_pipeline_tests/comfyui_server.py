@@ -20,7 +20,8 @@ boundaries and between sampler steps.
 Behaviour switches (keyword arguments of `running_comfyui_server`, fields of `ServerState`):
 `checkpoints`, `combo_format` ("new" | "old"), `step_delay_s`, `fail_node` (node id that raises),
 `drop_ws_after_steps` (close the client's socket after that many progress events),
-`fail_first_requests` (HTTP 500 for the first k HTTP requests), `ignore_client_id` (treat every
+`fail_first_requests` (HTTP 500 for the first k HTTP requests), `lose_prompt_answers` (queue a
+prompt but answer 500, k times), `ignore_client_id` (treat every
 prompt as posted without client_id: no events), `preview_frames`.
 """
 
@@ -98,6 +99,7 @@ class ServerState:
     fail_message: str = "simulated failure"
     drop_ws_after_steps: int | None = None
     fail_first_requests: int = 0
+    lose_prompt_answers: int = 0  # queue the prompt, then answer 500 (a response lost on the way back)
     ignore_client_id: bool = False
     preview_frames: bool = True
     # records
@@ -459,6 +461,9 @@ def create_app(state: ServerState) -> Any:
         pending.append([number, prompt_id, prompt, extra_data, good, client_id])
         wake.set()
         await broadcast_status()
+        if state.lose_prompt_answers > 0:
+            state.lose_prompt_answers -= 1
+            return JSONResponse({"error": "answer lost"}, status_code=500)
         return {"prompt_id": prompt_id, "number": number, "node_errors": node_errors}
 
     @router.get("/history")

@@ -414,6 +414,21 @@ def test_bad_node_map_is_a_clear_error(tmp_path, nodes, expected):
     assert expected in one_line(caught.value)
 
 
+def test_img2img_only_workflow_refines_but_does_not_render(server, tmp_path):
+    url, _ = server
+    b = backend(url, comfyui_workflow=write(tmp_path, template("img2img"), "refine-only.json"))
+    try:
+        assert b.describe().model == "sd15-test.safetensors"
+        with pytest.raises(InvalidInputError, match="takes an input image, so it cannot render txt2img"):
+            b.render([request()])
+        parent = ParentImage(artifact_id="p2", image=Image.new("RGB", (32, 32), "white"), request=request())
+        refined = b.refine(parent, b.prepare(request(parent_id="p2", strength=0.5)))
+    finally:
+        b.close()
+    assert refined.image.size == (64, 64)  # the parent was resized to the request's size before upload
+    assert refined.info["workflow"].endswith("refine-only.json")
+
+
 def test_missing_workflow_file(tmp_path):
     b = backend(closed_port_url(), comfyui_workflow=str(tmp_path / "nope.json"))
     with pytest.raises(NotFoundError, match="does not exist"):
@@ -448,6 +463,19 @@ def test_5xx_is_retried_then_succeeds():
         assert state.failed_requests == 2
         assert state.requests[:3] == [("GET", "/object_info/CheckpointLoaderSimple")] * 3
     assert len(images) == 1
+
+
+def test_retried_prompt_is_not_queued_twice():
+    """The server queued the prompt but its answer was lost (500): the retry finds our prompt_id in
+    the queue or history and does not post it again."""
+    with running_comfyui_server(lose_prompt_answers=1) as (url, state):
+        b = backend(url, model="sd15-test.safetensors")
+        try:
+            images = render(b, [request()])
+        finally:
+            b.close()
+        assert state.requests.count(("POST", "/prompt")) == 1
+        assert list(state.prompts) == [images[0].info["comfyui_prompt_id"]]
 
 
 def test_5xx_that_persists_is_unavailable():

@@ -64,26 +64,27 @@ ROLES = ("prompt", "negative", "seed", "output", "image")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _RESERVED_PNG_KEYS = {"parameters", "echo"}  # written by the artifact store itself
 
-# A1111 sampler name (lower case) -> (ComfyUI sampler_name, scheduler). " Karras" / " Exponential"
+# A1111 sampler name (matched case-insensitively) -> (ComfyUI sampler_name, scheduler). " Karras" / " Exponential"
 # suffixes pick that scheduler for any of them.
 SAMPLERS: dict[str, tuple[str, str]] = {
-    "euler a": ("euler_ancestral", "normal"),
-    "euler": ("euler", "normal"),
-    "lms": ("lms", "normal"),
-    "heun": ("heun", "normal"),
-    "dpm2": ("dpm_2", "normal"),
-    "dpm2 a": ("dpm_2_ancestral", "normal"),
-    "dpm++ 2s a": ("dpmpp_2s_ancestral", "normal"),
-    "dpm++ 2m": ("dpmpp_2m", "normal"),
-    "dpm++ sde": ("dpmpp_sde", "normal"),
-    "dpm++ 2m sde": ("dpmpp_2m_sde", "normal"),
-    "dpm++ 3m sde": ("dpmpp_3m_sde", "normal"),
-    "dpm fast": ("dpm_fast", "normal"),
-    "dpm adaptive": ("dpm_adaptive", "normal"),
-    "ddim": ("ddim", "ddim_uniform"),
-    "unipc": ("uni_pc", "normal"),
-    "lcm": ("lcm", "normal"),
+    "Euler a": ("euler_ancestral", "normal"),
+    "Euler": ("euler", "normal"),
+    "LMS": ("lms", "normal"),
+    "Heun": ("heun", "normal"),
+    "DPM2": ("dpm_2", "normal"),
+    "DPM2 a": ("dpm_2_ancestral", "normal"),
+    "DPM++ 2S a": ("dpmpp_2s_ancestral", "normal"),
+    "DPM++ 2M": ("dpmpp_2m", "normal"),
+    "DPM++ SDE": ("dpmpp_sde", "normal"),
+    "DPM++ 2M SDE": ("dpmpp_2m_sde", "normal"),
+    "DPM++ 3M SDE": ("dpmpp_3m_sde", "normal"),
+    "DPM fast": ("dpm_fast", "normal"),
+    "DPM adaptive": ("dpm_adaptive", "normal"),
+    "DDIM": ("ddim", "ddim_uniform"),
+    "UniPC": ("uni_pc", "normal"),
+    "LCM": ("lcm", "normal"),
 }
+_SAMPLERS_LOWER = {name.lower(): pair for name, pair in SAMPLERS.items()}
 _SCHEDULER_SUFFIXES = {"karras": "karras", "exponential": "exponential", "sgm uniform": "sgm_uniform"}
 _NATIVE_SAMPLERS = {sampler for sampler, _ in SAMPLERS.values()} | {"euler_cfg_pp", "ddpm", "ipndm", "deis"}
 
@@ -91,8 +92,8 @@ _NATIVE_SAMPLERS = {sampler for sampler, _ in SAMPLERS.values()} | {"euler_cfg_p
 def comfy_sampler(name: str) -> tuple[str, str] | None:
     """('dpmpp_2m', 'karras') for 'DPM++ 2M Karras'; ComfyUI's own names pass through; None if unknown."""
     key = " ".join(name.lower().split())
-    if key in SAMPLERS:
-        return SAMPLERS[key]
+    if key in _SAMPLERS_LOWER:
+        return _SAMPLERS_LOWER[key]
     if key in _NATIVE_SAMPLERS:
         return key, "normal"
     for suffix, scheduler in _SCHEDULER_SUFFIXES.items():
@@ -117,8 +118,9 @@ class Workflow:
         return what in self.placeholders or what in self.nodes
 
 
-def load_workflow(path: Path, nodes: dict[str, str] | None = None) -> Workflow:
-    """Read and check an API-format workflow file (and its role -> node id map)."""
+def load_workflow(path: Path, nodes: dict[str, str] | None = None, name: str | None = None) -> Workflow:
+    """Read and check an API-format workflow file (and its role -> node id map); `name` is how
+    messages and lineage call it (default: the path)."""
     if not path.is_file():
         raise NotFoundError(f"ComfyUI workflow {str(path)!r} does not exist")
     try:
@@ -127,7 +129,7 @@ def load_workflow(path: Path, nodes: dict[str, str] | None = None) -> Workflow:
         raise InvalidInputError(f"ComfyUI workflow {str(path)!r} cannot be read: {exc}") from exc
     except ValueError as exc:
         raise InvalidInputError(f"ComfyUI workflow {str(path)!r} is not valid JSON: {exc}") from exc
-    return check_workflow(data, path.name if path.parent.name == "comfyui" else str(path), nodes)
+    return check_workflow(data, name or str(path), nodes)
 
 
 def check_workflow(data: Any, name: str, nodes: dict[str, str] | None = None) -> Workflow:
@@ -259,17 +261,22 @@ class ComfyUIBackend(ImageBackend):
                     path = path / f"{kind}.json"
                 self._workflows[kind] = load_workflow(path, self.config.comfyui_nodes)
             else:
-                self._workflows[kind] = load_workflow(self.template_dir() / f"{kind}.json")
+                self._workflows[kind] = load_workflow(self.template_dir() / f"{kind}.json", name=f"{kind}.json")
         return self._workflows[kind]
 
-    def _txt2img(self) -> Workflow:
+    def _described(self) -> Workflow:
+        """The workflow `describe` names (the txt2img one; a single user file serves both kinds)."""
         workflow = self.workflow("txt2img")
-        if workflow.takes("image"):
-            raise InvalidInputError(f"ComfyUI workflow {workflow.name!r} takes an input image, so it cannot render "
-                                    "txt2img; refine with it, or use a workflow without {{image}}")
         if self.config.model and not workflow.takes("checkpoint"):
             raise InvalidInputError(f"model {self.config.model!r} cannot be used: ComfyUI workflow {workflow.name!r} "
                                     "has no {{checkpoint}} placeholder (it picks its own model)")
+        return workflow
+
+    def _txt2img(self) -> Workflow:
+        workflow = self._described()
+        if workflow.takes("image"):
+            raise InvalidInputError(f"ComfyUI workflow {workflow.name!r} takes an input image, so it cannot render "
+                                    "txt2img; refine with it, or use a workflow without {{image}}")
         return workflow
 
     def checkpoint(self) -> str:
@@ -294,20 +301,18 @@ class ComfyUIBackend(ImageBackend):
         super().check_requests(requests)
         for request in requests:
             if comfy_sampler(request.sampler) is None:
-                known = ", ".join(name.title().replace("Dpm", "DPM").replace("Unipc", "UniPC").replace("Lcm", "LCM")
-                                  .replace("Ddim", "DDIM").replace("Lms", "LMS") for name in SAMPLERS)
-                raise InvalidInputError(f"sampler {request.sampler!r} has no ComfyUI equivalent; known: {known} "
-                                        "(each also with ' Karras')")
+                raise InvalidInputError(f"sampler {request.sampler!r} has no ComfyUI equivalent; known: "
+                                        f"{', '.join(SAMPLERS)} (each also with ' Karras'), or ComfyUI's own names")
 
     def describe(self) -> BackendDescription:
         """Model = the checkpoint (may ask the server which it has) or the workflow's file name."""
-        workflow = self._txt2img()
+        workflow = self._described()
         model = self.checkpoint() if workflow.takes("checkpoint") else workflow.name
         return BackendDescription(backend="comfyui", model=model, model_hash="", version=COMFYUI_VERSION)
 
     def check_usable(self) -> str | None:
         try:
-            self._txt2img()
+            self._described()
         except (InvalidInputError, NotFoundError) as exc:
             return exc.message
         return self.client.probe(self.probe_timeout_s)

@@ -308,11 +308,15 @@ class ComfyUIClient:
         """Whether the server already queued, runs or finished `prompt_id` (a retried POST /prompt
         must not queue it twice)."""
         try:
-            queue = self.http.get("/queue", timeout=5.0).json()
+            response = self.http.get("/queue", timeout=5.0)
+            if response.status_code != 200:
+                return False  # unknown: post again
+            queue = response.json()
             for item in (queue.get("queue_running") or []) + (queue.get("queue_pending") or []):
                 if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
                     return True
-            return bool(self.http.get(f"/history/{prompt_id}", timeout=5.0).json())
+            response = self.http.get(f"/history/{prompt_id}", timeout=5.0)
+            return response.status_code == 200 and bool(response.json())
         except (httpx.HTTPError, ValueError, AttributeError):
             return False
 
@@ -344,7 +348,12 @@ class ComfyUIClient:
             extra_pnginfo: dict[str, Any] | None = None, timeout_s: float | None = None) -> PromptResult:
         """Queue `workflow` and wait until it finished; see the module docstring for errors."""
         self._connect_ws()  # before posting, so the first events are not lost
-        prompt_id, node_errors = self.queue_prompt(workflow, extra_pnginfo=extra_pnginfo)
+        prompt_id = str(uuid.uuid4())
+        try:
+            prompt_id, node_errors = self.queue_prompt(workflow, prompt_id=prompt_id, extra_pnginfo=extra_pnginfo)
+        except (KeyboardInterrupt, Interrupted):
+            self.cancel(prompt_id)  # the server may have queued it before the answer came back
+            raise
         result = self.wait(prompt_id, on_progress=on_progress, timeout_s=timeout_s)
         result.node_errors = node_errors
         return result
