@@ -108,7 +108,7 @@ def display_path(path: str) -> str:
 
 
 @contextmanager
-def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[int, int, Any], None] | None]:
+def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[float, int, Any], None] | None]:
     """A progress bar on stderr for (done, total, record) callbacks; None when disabled."""
     if not enabled:
         yield None
@@ -119,7 +119,7 @@ def progress_bar(label: str, enabled: bool = True) -> Iterator[Callable[[int, in
                   console=err_console, transient=True) as bar:
         task = bar.add_task(label, total=None)
 
-        def update(done: int, total: int, _record: Any = None) -> None:
+        def update(done: float, total: int, _record: Any = None) -> None:
             bar.update(task, completed=done, total=total)
 
         yield update
