@@ -230,3 +230,39 @@ def test_models_lists_procedural_as_usable(cli, monkeypatch):
     assert rows["procedural"]["usable"] is True
     assert rows["openai"]["usable"] is False and "OPENAI_API_KEY" in rows["openai"]["reason"]
     assert rows["diffusers"]["usable"] is False and rows["diffusers"]["reason"]
+
+
+def test_render_on_a_comfyui_server_from_the_cli_keeps_its_chunks(cli, artifact_root):
+    from echo_pipeline_tests.comfyui_server import running_comfyui_server
+
+    with running_comfyui_server() as (url, state):
+        code, out, err = cli("--comfyui-url", url, "render", "warm fractal", "--backend", "comfyui", "--size", "64",
+                             "--steps", "3", "--sampler", "DPM++ 2M Karras", "--count", "2", "--json")
+        assert code == 0, err
+        made = json.loads(out)
+        assert made["new"] == 2 and made["backend"] == "comfyui"
+        assert len(state.prompts) == 2
+    store = ArtifactStore.open(str(artifact_root))
+    record = store.find(made["artifacts"][0]["artifact_id"])
+    assert record.info["sampler_name"] == "dpmpp_2m" and record.info["scheduler"] == "karras"
+    with Image.open(store.image_path(record.project, record.artifact_id)) as png:
+        text = dict(png.text)
+    graph = json.loads(text["prompt"])  # ComfyUI's own chunk: the API graph it ran
+    assert any(node["class_type"] == "KSampler" for node in graph.values())
+    assert "Steps: 3, Sampler: DPM++ 2M Karras, CFG scale: 7" in text["parameters"]
+    assert "Echo backend: comfyui" in text["parameters"]
+
+
+def test_a_comfyui_server_that_is_down_is_one_line_and_stores_nothing(cli, artifact_root):
+    from echo_pipeline_tests.comfyui_server import _free_socket
+
+    sock = _free_socket()  # bound, never listening: connections are refused
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        code, _, err = cli("--comfyui-url", url, "render", "x", "--backend", "comfyui", "--model", "a.safetensors",
+                           "--size", "64")
+    finally:
+        sock.close()
+    assert code == 2 and "not reachable" in err and url in err and len(err.strip().splitlines()) == 1
+    assert not (artifact_root / "projects" / "default" / "images").exists() or not any(
+        (artifact_root / "projects" / "default" / "images").iterdir())
