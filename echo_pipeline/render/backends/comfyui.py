@@ -351,18 +351,24 @@ class ComfyUIBackend(ImageBackend):
         rendered.info.update(parent_artifact_id=parent.artifact_id, strength=strength, comfyui_input_image=name)
         return rendered
 
-    def _run(self, workflow: Workflow, request: RenderRequest, meter: _StepMeter, *, denoise: float,
-             image: str | None) -> RenderedImage:
-        sampler = comfy_sampler(request.sampler)
-        assert sampler is not None  # check_requests ran
-        checkpoint = self.checkpoint() if workflow.takes("checkpoint") else None
-        values: dict[str, Any] = {
+    @staticmethod
+    def placeholder_values(request: RenderRequest, *, checkpoint: str | None = None, denoise: float = 1.0,
+                           image: str | None = None) -> dict[str, Any]:
+        """What each `{{placeholder}}` of a workflow becomes for `request`."""
+        sampler = comfy_sampler(request.sampler) or ("", "")
+        return {
             "prompt": request.prompt, "negative": request.negative_prompt, "seed": int(request.seed),
             "steps": int(request.steps), "cfg": float(request.cfg_scale), "sampler": sampler[0],
             "scheduler": sampler[1], "width": int(request.width), "height": int(request.height),
             "checkpoint": checkpoint or "", "denoise": float(denoise), "image": image or "",
         }
-        graph = fill(workflow, values)
+
+    def _run(self, workflow: Workflow, request: RenderRequest, meter: _StepMeter, *, denoise: float,
+             image: str | None) -> RenderedImage:
+        sampler = comfy_sampler(request.sampler)
+        assert sampler is not None  # check_requests ran
+        checkpoint = self.checkpoint() if workflow.takes("checkpoint") else None
+        graph = fill(workflow, self.placeholder_values(request, checkpoint=checkpoint, denoise=denoise, image=image))
         result = self.client.run(graph, on_progress=meter.for_image(request.steps))
         meter.finish_image()
         png, ref = self._fetch(result, workflow)

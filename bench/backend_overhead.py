@@ -1,0 +1,155 @@
+"""Model-backend overhead, each against a baseline measured in the same run:
+
+1. diffusers: `echo-os batch` of N images (default 32) for a project whose spec names the diffusers
+   backend and a tiny SD pipeline built in code, against the bare diffusers pipeline called on the
+   same model with the same prompts, seeds, sampler, steps and batch size (goal: ratio <= 1.10).
+   Both include loading the model. The batch also stores PNGs and thumbnails, scores the images,
+   updates the style memory and the gallery: the ratio is everything the pipeline adds.
+2. ComfyUI: our client (`ComfyUIBackend.render`) against the loopback ComfyUI server used by the
+   protocol tests, compared with a minimal client of the same server (POST /prompt, poll
+   /history, GET /view with bare httpx): the added latency per image.
+
+    python bench/backend_overhead.py [--count 32] [--size 64] [--steps 8] [--comfyui-images 20]
+
+Everything happens in temporary folders; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # echo_pipeline_tests: the tiny model builder and the loopback server
+
+
+def bare_diffusers(model: Path, requests: list, batch_size: int) -> float:
+    """Seconds to load the pipeline and render `requests` with diffusers alone (same seeds, sampler)."""
+    import torch
+    from diffusers import AutoPipelineForText2Image, EulerAncestralDiscreteScheduler
+
+    started = time.perf_counter()
+    pipe = AutoPipelineForText2Image.from_pretrained(str(model), torch_dtype=torch.float32, safety_checker=None)
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    for start in range(0, len(requests), batch_size):
+        chunk = requests[start:start + batch_size]
+        first = chunk[0]
+        pipe(prompt=[r.prompt for r in chunk], negative_prompt=[r.negative_prompt for r in chunk],
+             generator=[torch.Generator("cpu").manual_seed(r.seed) for r in chunk],
+             num_inference_steps=first.steps, guidance_scale=first.cfg_scale, width=first.width, height=first.height)
+    return time.perf_counter() - started
+
+
+def diffusers_overhead(work: Path, count: int, size: int, steps: int) -> dict:
+    from echo_pipeline.defs import launch
+    from echo_pipeline.render.backends.registry import create_backend
+    from echo_pipeline.settings import Settings
+    from echo_pipeline.workflows.creative_engine import CreativeEngine
+    from echo_pipeline.workflows.visual_planner import plan_project, task_prompt_specs
+    from echo_pipeline_tests.tiny_models import build_tiny_sd
+
+    model = build_tiny_sd(work / "tiny-sd")
+    settings = Settings.load()
+    engine = CreativeEngine(settings)
+    spec = engine.projects.create("Bench Diffusers", "warm fractal, no human forms", count=count, width=size,
+                                  height=size, backend="diffusers", model=str(model), steps=steps)
+    backend = create_backend("diffusers", settings.backend_config("diffusers", str(model)))
+    requests = [backend.prepare(r) for ps in task_prompt_specs(plan_project(spec), spec, batch=0)
+                for r in engine.plan_requests(ps)]
+    batch_size = min(8, len(requests))
+    bare = bare_diffusers(model, requests, batch_size)
+    launch.plan(settings, spec.name, spec.intent)
+    started = time.perf_counter()
+    outcome = launch.batch(settings, spec.slug)
+    pipeline = time.perf_counter() - started
+    assert len(outcome.result.new) == count, outcome.result
+    info = outcome.result.new[0].info
+    return {"images": count, "size": size, "steps": steps, "batch_size": info.get("batch_size"),
+            "bare_s": bare, "pipeline_s": pipeline, "ratio": pipeline / bare}
+
+
+def minimal_comfyui_client(url: str, graph_for, n: int) -> float:
+    """The floor for any client of this server: post, poll history, fetch the image."""
+    import httpx
+
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for k in range(n):
+            prompt_id = str(uuid.uuid4())
+            http.post("/prompt", json={"prompt": graph_for(k), "client_id": "bench", "prompt_id": prompt_id})
+            while True:
+                entry = http.get(f"/history/{prompt_id}").json().get(prompt_id)
+                if entry and entry.get("outputs"):
+                    break
+                time.sleep(0.002)
+            image = next(iter(entry["outputs"].values()))["images"][0]
+            http.get("/view", params=image).raise_for_status()
+    return time.perf_counter() - started
+
+
+def comfyui_latency(images: int, size: int) -> dict:
+    from echo_pipeline.render.backends.base import BackendConfig
+    from echo_pipeline.render.backends.comfyui import ComfyUIBackend, fill
+    from echo_pipeline.render.requests import RenderRequest
+    from echo_pipeline_tests.comfyui_server import running_comfyui_server
+
+    with running_comfyui_server() as (url, _state):
+        backend = ComfyUIBackend(BackendConfig(comfyui_url=url))
+        requests = [backend.prepare(RenderRequest(prompt="warm fractal", seed=k, width=size, height=size, steps=4))
+                    for k in range(images)]
+        list(backend.render(requests[:1]))  # connect and warm up both paths once
+        started = time.perf_counter()
+        list(backend.render(requests))
+        ours = time.perf_counter() - started
+        workflow = backend.workflow("txt2img")
+        checkpoint = backend.checkpoint()
+        backend.close()
+
+        def graph_for(k: int) -> dict:
+            return fill(workflow, backend.placeholder_values(requests[k], checkpoint=checkpoint))
+
+        minimal_comfyui_client(url, graph_for, 1)
+        floor = minimal_comfyui_client(url, graph_for, images)
+    return {"images": images, "ours_s": ours, "minimal_s": floor, "added_ms_per_image": 1000 * (ours - floor) / images}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=32)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--comfyui-images", type=int, default=20)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="echo-bench-"))
+    try:
+        shutil.copytree(REPO / "configs", work / "configs", ignore=shutil.ignore_patterns("user.json", "projects"))
+        os.environ.update(ECHO_CONFIG_DIR=str(work / "configs"), ECHO_ARTIFACT_ROOT=str(work / "artifacts"),
+                          DAGSTER_HOME=str(work / "dagster_home"), HF_HUB_OFFLINE="1")
+        (work / "dagster_home").mkdir()
+        shutil.copyfile(REPO / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
+
+        d = diffusers_overhead(work, args.count, args.size, args.steps)
+        print(f"diffusers, {d['images']} images {d['size']}x{d['size']}, {d['steps']} steps, batch {d['batch_size']}:")
+        print(f"  bare diffusers pipeline   {d['bare_s']:7.2f} s")
+        print(f"  echo-os batch (Dagster)   {d['pipeline_s']:7.2f} s")
+        print(f"  ratio                     {d['ratio']:7.3f}   (goal <= 1.10)")
+        c = comfyui_latency(args.comfyui_images, args.size)
+        print(f"ComfyUI client, {c['images']} images against the loopback server:")
+        print(f"  ComfyUIBackend.render     {c['ours_s']:7.2f} s")
+        print(f"  minimal httpx client      {c['minimal_s']:7.2f} s")
+        print(f"  added latency per image   {c['added_ms_per_image']:7.1f} ms")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
