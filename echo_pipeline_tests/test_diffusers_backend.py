@@ -45,10 +45,15 @@ def tiny_sd(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sd(tiny_sd) -> DiffusersBackend:
     """One loaded backend (batch size 3) shared by the tests that only render with it."""
-    backend = create_backend(f"diffusers:{tiny_sd}", BackendConfig(batch_size=3))
+    backend = create_backend(f"diffusers:{tiny_sd}", cpu_config(batch_size=3))
     assert isinstance(backend, DiffusersBackend)
     yield backend
     backend.close()
+
+
+def cpu_config(**options) -> BackendConfig:
+    """Tests render on the CPU in float32 everywhere, so pixels compare exactly on a GPU machine too."""
+    return BackendConfig(device="cpu", **options)
 
 
 def req(seed: int, **fields) -> RenderRequest:
@@ -86,8 +91,8 @@ def test_same_seed_same_bytes_different_seeds_differ(sd):
 
 
 def test_a_seed_gives_the_same_pixels_in_any_batch(tiny_sd):
-    batched = create_backend(f"diffusers:{tiny_sd}", BackendConfig(batch_size=3))
-    single = create_backend(f"diffusers:{tiny_sd}", BackendConfig(batch_size=1))
+    batched = create_backend(f"diffusers:{tiny_sd}", cpu_config(batch_size=3))
+    single = create_backend(f"diffusers:{tiny_sd}", cpu_config(batch_size=1))
     trio = render(batched, [req(11), req(12, prompt="a blue lake"), req(13)])
     assert [im.info["batch_size"] for im in trio] == [3, 3, 3]
     alone_a = render(single, [req(11)])[0]
@@ -111,7 +116,7 @@ def test_batches_split_by_settings_and_size(sd):
 
 
 def test_render_is_a_lazy_stream_validated_up_front(tiny_sd):
-    backend = DiffusersBackend(BackendConfig(model=str(tiny_sd)))
+    backend = DiffusersBackend(cpu_config(model=str(tiny_sd)))
     with pytest.raises(InvalidInputError, match="refine"):
         backend.render([req(1, parent_id="abc", strength=0.5)])
     stream = backend.render([req(1)])
@@ -127,6 +132,7 @@ def test_render_is_a_lazy_stream_validated_up_front(tiny_sd):
 @pytest.mark.parametrize(("sampler", "scheduler", "overrides"), [
     ("Euler", "EulerDiscreteScheduler", {}),
     ("DPM++ 2M Karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    ("DPM++ 2M", "DPMSolverMultistepScheduler", {}),  # after Karras: no override sticks
     ("DPM++ 2M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
     ("ddim", "DDIMScheduler", {}),
     ("Heun", "HeunDiscreteScheduler", {}),
@@ -137,7 +143,11 @@ def test_sampler_names_pick_schedulers(sd, sampler, scheduler, overrides):
     assert image.info["scheduler"] == scheduler
     assert image.info["scheduler_config"] == overrides
     assert type(sd._pipe.scheduler).__name__ == scheduler
-    assert all(sd._pipe.scheduler.config[key] == value for key, value in overrides.items())
+    config = sd._pipe.scheduler.config
+    assert all(config[key] == value for key, value in overrides.items())
+    assert config.get("use_karras_sigmas", False) == overrides.get("use_karras_sigmas", False)
+    if scheduler == "DPMSolverMultistepScheduler":
+        assert config["algorithm_type"] == overrides.get("algorithm_type", "dpmsolver++")
 
 
 def test_sampler_map_is_public():
@@ -156,7 +166,7 @@ def test_unknown_sampler_refused_before_loading(tiny_sd):
 
 
 def test_config_scheduler_overrides_the_sampler(tiny_sd):
-    backend = DiffusersBackend(BackendConfig(model=str(tiny_sd), scheduler="DDIMScheduler"))
+    backend = DiffusersBackend(cpu_config(model=str(tiny_sd), scheduler="DDIMScheduler"))
     image = render(backend, [req(1, steps=2)])[0]
     assert (image.info["sampler"], image.info["scheduler"]) == ("Euler a", "DDIMScheduler")
     backend.close()
@@ -333,7 +343,7 @@ def test_hub_id_found_in_the_local_cache(tiny_sd, tmp_path):
             shutil.copyfile(file, target)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    backend = create_backend("diffusers:echo/tiny-sd")
+    backend = create_backend("diffusers:echo/tiny-sd", cpu_config())
     assert backend.check_usable() is None
     description = backend.describe()
     assert description.model == "echo/tiny-sd"
@@ -375,7 +385,7 @@ def test_describe_imports_no_torch():
 
 
 def test_close_frees_the_pipeline(tiny_sd):
-    backend = DiffusersBackend(BackendConfig(model=str(tiny_sd)))
+    backend = DiffusersBackend(cpu_config(model=str(tiny_sd)))
     render(backend, [req(1, steps=2)])
     unet = weakref.ref(backend._pipe.unet)
     backend.close()
@@ -388,7 +398,7 @@ def test_close_frees_the_pipeline(tiny_sd):
 def test_out_of_memory_halves_the_batch(tiny_sd, monkeypatch):
     import torch
 
-    backend = DiffusersBackend(BackendConfig(model=str(tiny_sd), batch_size=4))
+    backend = DiffusersBackend(cpu_config(model=str(tiny_sd), batch_size=4))
     pipe = backend._load()
     real_call = type(pipe).__call__
     sizes: list[int] = []
@@ -408,12 +418,29 @@ def test_out_of_memory_halves_the_batch(tiny_sd, monkeypatch):
     backend.close()
 
 
+def test_interrupts_and_pipeline_failures(tiny_sd, monkeypatch):
+    """Ctrl-C/SIGTERM (`Interrupted`) passes through untouched; any other failure is one line with its cause."""
+    from echo_pipeline.errors import Interrupted
+
+    backend = DiffusersBackend(cpu_config(model=str(tiny_sd)))
+    pipe = backend._load()
+    for raised, expected in ((Interrupted(), Interrupted), (RuntimeError("shapes\ndo not match"), BackendUnavailableError)):
+        def failing(self, *args, _exc=raised, **kwargs):
+            raise _exc
+
+        monkeypatch.setattr(type(pipe), "__call__", failing)
+        with pytest.raises(expected) as caught:
+            render(backend, [req(1)])
+        assert caught.value is raised or ("shapes" in str(caught.value) and "\n" not in str(caught.value))
+    backend.close()
+
+
 # --- single file and SDXL ---------------------------------------------------------------------------
 
 
 def test_single_file_checkpoint_matches_the_folder(sd, tiny_sd, tmp_path):
     checkpoint = tiny_models.write_single_file(tiny_sd, tmp_path / "tiny-sd.safetensors")
-    backend = create_backend(f"diffusers:{checkpoint}", BackendConfig(single_file_config=str(tiny_sd)))
+    backend = create_backend(f"diffusers:{checkpoint}", cpu_config(single_file_config=str(tiny_sd)))
     assert backend.check_usable() is None
     image = render(backend, [req(31), req(32)])
     reference = render(sd, [req(31), req(32)])
@@ -434,7 +461,7 @@ def test_single_file_without_configs_offline_says_how(tiny_sd, tmp_path):
 
 def test_tiny_sdxl_txt2img_and_img2img(tmp_path_factory):
     folder = tiny_models.build_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
-    backend = create_backend(f"diffusers:{folder}", BackendConfig(batch_size=2))
+    backend = create_backend(f"diffusers:{folder}", cpu_config(batch_size=2))
     images = render(backend, [req(1, steps=2), req(2, steps=2)])
     assert images[0].info["pipeline"] == "StableDiffusionXLPipeline"
     assert images[0].image.size == (64, 64)
@@ -450,3 +477,15 @@ def test_tiny_sdxl_txt2img_and_img2img(tmp_path_factory):
 def test_tiny_models_main_reuses_a_built_folder(tiny_sd, capsys):
     assert tiny_models.main([str(tiny_sd)]) == 0
     assert capsys.readouterr().out.strip() == str(tiny_sd)
+
+
+def test_auto_device_and_dtype(tiny_sd):
+    import torch
+
+    backend = create_backend(f"diffusers:{tiny_sd}")
+    image = render(backend, [req(1, steps=2), req(1, steps=2)])
+    cuda = torch.cuda.is_available()
+    assert image[0].info["device"] == ("cuda" if cuda else "mps" if torch.backends.mps.is_available() else "cpu")
+    assert image[0].info["dtype"] == ("float16" if cuda else "float32")
+    assert image[0].image.tobytes() == image[1].image.tobytes()  # CPU generators: a seed is a seed in a batch
+    backend.close()

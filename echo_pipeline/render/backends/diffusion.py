@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from echo_pipeline.errors import BackendUnavailableError, EchoError, InvalidInputError, NotFoundError
+from echo_pipeline.errors import BackendUnavailableError, EchoError, Interrupted, InvalidInputError, NotFoundError
 from echo_pipeline.render.backends.base import (
     BackendCapabilities,
     BackendConfig,
@@ -467,6 +467,8 @@ class DiffusersBackend(ImageBackend):
                                         prompt=[r.prompt for r in chunk],
                                         negative_prompt=[r.negative_prompt for r in chunk],
                                         width=first.width, height=first.height)
+                except (EchoError, Interrupted):
+                    raise
                 except Exception as exc:
                     if size > 1 and _is_oom(exc):
                         self._out_of_memory(size)
@@ -503,6 +505,8 @@ class DiffusersBackend(ImageBackend):
             images = self._call(pipe, [request], counter, base=0, prompt=[request.prompt],
                                 negative_prompt=[request.negative_prompt], image=[source], strength=strength,
                                 units=steps)
+        except (EchoError, Interrupted):
+            raise
         except Exception as exc:
             raise self._render_error(exc, request) from exc
         counter.finish()
@@ -550,8 +554,6 @@ class DiffusersBackend(ImageBackend):
         return list(result.images)
 
     def _render_error(self, exc: Exception, request: RenderRequest) -> EchoError:
-        if isinstance(exc, EchoError):
-            return exc
         if _is_oom(exc):
             return BackendUnavailableError(
                 f"out of memory rendering {request.width}x{request.height} with {self.describe().model} on "
@@ -612,11 +614,8 @@ class DiffusersBackend(ImageBackend):
         import diffusers
 
         class_name, overrides = self._scheduler_for(sampler)
-        cls = getattr(diffusers, class_name)
-        current = pipe.scheduler
-        if type(current).__name__ == class_name and all(current.config.get(k) == v for k, v in overrides.items()):
-            return
-        pipe.scheduler = cls.from_config(self._base_scheduler_config, **overrides)
+        # Always from the model's own config (never the last sampler's: its overrides would stick); cheap.
+        pipe.scheduler = getattr(diffusers, class_name).from_config(self._base_scheduler_config, **overrides)
 
     def _set_tiling(self, tiling: bool) -> None:
         """Circular padding in every Conv2d of the UNet and VAE (seamless textures); restored otherwise."""
@@ -672,7 +671,7 @@ class DiffusersBackend(ImageBackend):
                 else:
                     pipe = self._load_pretrained(source, dtype, local_only)
                 pipe = pipe.to(device)
-        except EchoError:
+        except (EchoError, Interrupted):
             raise
         except Exception as exc:
             raise self._load_error(source, exc) from exc
@@ -717,8 +716,11 @@ class DiffusersBackend(ImageBackend):
     def _load_error(self, source: ModelSource, exc: Exception) -> BackendUnavailableError:
         cause = _first_line(exc)
         if source.kind == "hub":
-            return BackendUnavailableError(f"diffusers model {source.location!r} could not be loaded ({cause}); with "
-                                           f"HF_HOME={hf_home()}: {_hub_missing_message(source.location)}")
+            return BackendUnavailableError(
+                f"diffusers model {source.location!r} could not be loaded from the Hugging Face cache "
+                f"(HF_HOME={hf_home()}; {cause}): download it completely (huggingface-cli download "
+                f"{source.location}), pass a local folder or .safetensors with --model, or set backends: "
+                f"{{allow_downloads: true}} in configs/settings.yaml")
         if source.kind == "file" and not self.config.single_file_config:
             return BackendUnavailableError(
                 f"diffusers checkpoint {source.location!r} could not be loaded ({cause}): set backends: "
