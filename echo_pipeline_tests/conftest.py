@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import uuid
 from pathlib import Path
+
+# One torch thread per test process: the suite runs two xdist workers on two cores, and torch's
+# OpenMP threads spin-wait, so 2 x 2 threads make the tiny-model tests several times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

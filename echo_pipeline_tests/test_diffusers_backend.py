@@ -85,9 +85,19 @@ def test_txt2img_images_and_info(sd, tiny_sd):
 
 def test_same_seed_same_bytes_different_seeds_differ(sd):
     first, other = render(sd, [req(5), req(6)])
-    again = render(sd, [req(5)])[0]
+    again = render(sd, [req(5), req(6)])[0]  # the same batch again: identical bytes
     assert first.image.tobytes() == again.image.tobytes()
     assert np.abs(pixels(first.image) - pixels(other.image)).mean() > 5
+
+
+def test_on_the_cpu_a_seed_gives_identical_bytes_whatever_it_is_rendered_with(tiny_sd):
+    # The default on the CPU is one image per call, so no batch rounding can reach the pixels.
+    backend = create_backend(f"diffusers:{tiny_sd}", cpu_config())
+    trio = render(backend, [req(21), req(22, prompt="a blue lake"), req(23)])
+    alone = render(backend, [req(22, prompt="a blue lake")])[0]
+    assert [im.info["batch_size"] for im in trio] == [1, 1, 1]
+    assert alone.image.tobytes() == trio[1].image.tobytes()
+    backend.close()
 
 
 def test_a_seed_gives_the_same_pixels_in_any_batch(tiny_sd):
@@ -440,7 +450,7 @@ def test_interrupts_and_pipeline_failures(tiny_sd, monkeypatch):
 
 def test_single_file_checkpoint_matches_the_folder(sd, tiny_sd, tmp_path):
     checkpoint = tiny_models.write_single_file(tiny_sd, tmp_path / "tiny-sd.safetensors")
-    backend = create_backend(f"diffusers:{checkpoint}", cpu_config(single_file_config=str(tiny_sd)))
+    backend = create_backend(f"diffusers:{checkpoint}", cpu_config(single_file_config=str(tiny_sd), batch_size=3))
     assert backend.check_usable() is None
     image = render(backend, [req(31), req(32)])
     reference = render(sd, [req(31), req(32)])

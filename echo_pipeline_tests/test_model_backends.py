@@ -19,7 +19,6 @@ from echo_pipeline.render.backends.base import (
     ImageBackend,
     RenderedImage,
 )
-from echo_pipeline.render.backends.procedural import ProceduralBackend
 from echo_pipeline.render.backends.registry import create_backend, split_backend_spec
 from echo_pipeline.render.requests import RenderRequest
 from echo_pipeline.settings import Settings

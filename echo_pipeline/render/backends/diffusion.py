@@ -34,8 +34,9 @@ from one CPU `torch.Generator` per image, seeded with the request's seed, so a s
 image in a batch of any size (and on any device, up to float rounding).
 
 Batches: consecutive requests sharing size, steps, CFG, sampler and tiling go through the pipeline
-together, `batch_size` at a time (`BackendConfig.batch_size`, else sized to free GPU / system
-memory, at most 8); a CUDA out-of-memory error halves the batch and retries. Each image is yielded
+together, `batch_size` at a time (`BackendConfig.batch_size`, else sized to free GPU / unified
+memory, at most 8, and 1 on the CPU so a seed's pixels never depend on its batch); a CUDA
+out-of-memory error halves the batch and retries. Each image is yielded
 as soon as its batch finishes. `tiling` renders seamless textures (circular padding in every
 convolution of the UNet and VAE).
 
@@ -577,9 +578,14 @@ class DiffusersBackend(ImageBackend):
         return max(1, min(wanted, self._batch_cap or wanted))
 
     def _auto_batch_size(self, width: int, height: int) -> int:
-        """Images per call that fit in free memory (GPU on cuda, system RAM otherwise), 1 to 8."""
+        """Images per call that fit in free memory (GPU on cuda, unified memory on mps), 1 to 8;
+        always 1 on the CPU: a CPU is busy with one image already, so batching gains little there,
+        while batched kernels round differently (~1e-6) and could move a pixel by one level, and a
+        seed must give exactly the same image whatever else was rendered with it."""
         import torch
 
+        if self._device == "cpu":
+            return 1
         value_bytes = 4 if self._dtype == "float32" else 2
         per_image = max(0.25, width * height / 1e6) * _BYTES_PER_MEGAPIXEL[value_bytes]
         if self._device.startswith("cuda"):
