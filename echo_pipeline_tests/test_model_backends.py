@@ -265,3 +265,73 @@ def test_a_comfyui_server_that_is_down_is_one_line_and_stores_nothing(cli, artif
     assert code == 2 and "not reachable" in err and url in err and len(err.strip().splitlines()) == 1
     assert not (artifact_root / "projects" / "default" / "images").exists() or not any(
         (artifact_root / "projects" / "default" / "images").iterdir())
+
+
+# -- the acceptance path on the tiny diffusers pipeline ------------------------------------
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    from echo_pipeline_tests.tiny_models import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+def test_diffusers_from_the_cli_render_img2img_and_a_project_batch(cli, tiny_sd, artifact_root, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = ("--size", "64", "--steps", "3", "--json")
+    code, out, err = cli("render", "warm fractal", "--backend", "diffusers", "--model", str(tiny_sd), *args)
+    assert code == 0, err
+    first = json.loads(out)
+    assert first["backend"] == f"diffusers:{tiny_sd}" and first["new"] == 1
+    store = ArtifactStore.open(str(artifact_root))
+    parent = store.find(first["artifacts"][0]["artifact_id"])
+    with Image.open(store.image_path(parent.project, parent.artifact_id)) as png:
+        parameters = png.text["parameters"]
+        pixels = png.tobytes()
+    assert "Steps: 3, Sampler: Euler a, CFG scale: 7, Seed: " in parameters
+    assert f"Model hash: {parent.backend.model_hash}" in parameters and len(parent.backend.model_hash) == 10
+    assert parent.info["scheduler"] == "EulerAncestralDiscreteScheduler"
+
+    # The same seed twice gives identical pixels (a fresh artifact root, so nothing is skipped).
+    code, out, err = cli("--artifact-root", str(artifact_root.parent / "again"), "render", "warm fractal",
+                         "--backend", f"diffusers:{tiny_sd}", *args)
+    assert code == 0, err
+    again = ArtifactStore.open(str(artifact_root.parent / "again"))
+    with Image.open(again.image_path("default", json.loads(out)["artifacts"][0]["artifact_id"])) as png:
+        assert png.tobytes() == pixels
+
+    code, out, err = cli("render", "warm fractal in the rain", "--backend", f"diffusers:{tiny_sd}",
+                         "--init", parent.artifact_id, "--strength", "0.6", *args)
+    assert code == 0, err
+    child = store.find(json.loads(out)["artifacts"][0]["artifact_id"])
+    assert child.parent_id == parent.artifact_id and child.request.strength == 0.6
+    assert child.info["parent_artifact_id"] == parent.artifact_id
+
+    code, _, err = cli("plan", "Tiny Diffusion", "warm fractal, no human forms", "--backend",
+                       f"diffusers:{tiny_sd}", "--size", "64x64", "--count", "3", "--steps", "2", "--json")
+    assert code == 0, err
+    code, out, err = cli("batch", "--project", "tiny", "--json")
+    assert code == 0, err
+    records = store.catalog("tiny-diffusion")
+    assert len(records) == 3 and set(records.backend) == {"diffusers"} and set(records.steps) == {2}
+    assert set(records.model) == {str(tiny_sd)}
+
+
+def test_compare_prints_a_table_over_three_backends_and_selects_the_best(cli, tiny_sd, config_dir, artifact_root):
+    from echo_pipeline_tests.comfyui_server import running_comfyui_server
+
+    code, _, err = cli("plan", "Compare Me", "warm fractal", "--size", "64x64", "--steps", "2")
+    assert code == 0, err
+    with running_comfyui_server() as (url, _state):
+        code, out, err = cli("--comfyui-url", url, "compare", "--project", "compare-me", "--count", "2",
+                             "--backends", f"procedural,diffusers:{tiny_sd},comfyui", "--select", "best")
+    assert code == 0, err
+    lines = out.splitlines()
+    for backend in ("procedural", "diffusers:", "comfyui"):
+        row = next(line for line in lines if line.strip("│ ").startswith(backend))
+        assert " 2 " in row and row.count(".") >= 4  # images and four scores
+    assert "contact sheet:" in out and "now renders with" in out
+    sheet = next(line.split(": ", 1)[1] for line in lines if line.startswith("contact sheet:"))
+    with Image.open(sheet if sheet.startswith("/") else str(artifact_root.parent / sheet)) as image:
+        assert image.height > 3 * 64  # three labelled rows
+    spec = (config_dir / "projects" / "compare-me.yaml").read_text()
+    assert "backend:" in spec

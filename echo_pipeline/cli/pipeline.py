@@ -37,7 +37,12 @@ def plan(
     style: Annotated[Optional[str], typer.Option("--style", "-s", help="Default style preset.")] = None,
     count: Annotated[Optional[int], typer.Option("--count", "-n", help=f"Images per batch (1-{MAX_COUNT}).")] = None,
     size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT of the project's images.")] = None,
-    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="Image backend.")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="Image backend: procedural, diffusers, "
+                                                   "comfyui, openai; or backend:model.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="The backend's model (see `echo-os models`).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, max=500, help="Sampler steps (model backends).")] = None,
+    cfg_scale: Annotated[Optional[float], typer.Option("--cfg", min=0.0, max=50.0, help="CFG scale (model backends).")] = None,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", help="A1111 sampler name (model backends).")] = None,
     schedule: Annotated[Optional[bool], typer.Option("--schedule/--no-schedule",
                                                      help="Include in nightly batch generation.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
@@ -48,7 +53,8 @@ def plan(
 
     width, height = parse_size(size) if size else (None, None)
     outcome = launch.plan(settings(ctx), name, intent, style=style, count=count, width=width, height=height,
-                          backend=backend, schedule=schedule)
+                          backend=backend, model=model, steps=steps, cfg_scale=cfg_scale, sampler=sampler,
+                          schedule=schedule)
     spec, rows = outcome.spec, outcome.plan.to_table_rows()
     if as_json:
         print_json({"project": spec.name, "slug": spec.slug, "run_id": outcome.run_id,

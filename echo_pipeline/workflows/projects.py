@@ -156,6 +156,15 @@ class ProjectSpec(BaseModel):
     def _strip_backend(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _split_backend_model(cls, data: Any) -> Any:
+        """`backend: diffusers:stabilityai/sd-turbo` is `backend: diffusers` + `model: stabilityai/sd-turbo`."""
+        if isinstance(data, dict) and isinstance(data.get("backend"), str) and ":" in data["backend"]:
+            backend, _, model = data["backend"].partition(":")
+            data = {**data, "backend": backend.strip().lower(), "model": model.strip() or data.get("model")}
+        return data
+
     @field_validator("backend")
     @classmethod
     def _check_backend(cls, value: str | None) -> str:
