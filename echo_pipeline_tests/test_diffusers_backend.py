@@ -499,3 +499,17 @@ def test_auto_device_and_dtype(tiny_sd):
     assert image[0].info["dtype"] == ("float16" if cuda else "float32")
     assert image[0].image.tobytes() == image[1].image.tobytes()  # CPU generators: a seed is a seed in a batch
     backend.close()
+
+
+def test_available_models_lists_cached_hub_pipelines(tiny_sd, tmp_path):
+    import shutil
+
+    snapshot = tmp_path / "hf-home" / "hub" / "models--acme--tiny-sd" / "snapshots" / "0123abc"
+    shutil.copytree(tiny_sd, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abc")  # how the hub cache names a revision
+    (tmp_path / "hf-home" / "hub" / "models--acme--not-a-pipeline" / "snapshots" / "x").mkdir(parents=True)
+    backend = create_backend("diffusers", cpu_config())
+    assert backend.available_models() == ["acme/tiny-sd"]
+    usable = create_backend("diffusers:acme/tiny-sd", cpu_config())
+    assert usable.check_usable() is None

@@ -394,6 +394,18 @@ class DiffusersBackend(ImageBackend):
                                                    version=f"diffusers-{importlib.metadata.version('diffusers')}")
         return self._description
 
+    def available_models(self) -> list[str]:
+        """Diffusers pipelines in the local Hugging Face cache (repos whose snapshot holds a
+        `model_index.json`): what renders offline without naming a path."""
+        cache = hf_hub_cache()
+        if not cache.is_dir():
+            return []
+        found = []
+        for repo in sorted(cache.glob("models--*")):
+            if any((snapshot / "model_index.json").is_file() for snapshot in (repo / "snapshots").glob("*")):
+                found.append(repo.name.removeprefix("models--").replace("--", "/"))
+        return found
+
     def check_usable(self) -> str | None:
         """Why the model cannot be loaded right now (none configured, missing, not cached offline), or None."""
         try:
