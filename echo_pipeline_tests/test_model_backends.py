@@ -335,3 +335,19 @@ def test_compare_prints_a_table_over_three_backends_and_selects_the_best(cli, ti
         assert image.height > 3 * 64  # three labelled rows
     spec = (config_dir / "projects" / "compare-me.yaml").read_text()
     assert "backend:" in spec
+
+
+def test_infotext_names_local_models_by_file_and_leaves_out_seeds_an_api_ignores():
+    from echo_pipeline.artifacts.metadata import infotext_params
+    from echo_pipeline.artifacts.records import ArtifactRecord
+
+    request = RenderRequest(prompt="fox", seed=9, width=64, height=64, backend="diffusers",
+                            model="/models/dreamshaper_8.safetensors")
+    record = ArtifactRecord(artifact_id=request.request_id, project="p", request=request,
+                            backend=BackendDescription(backend="diffusers", model=request.model, model_hash="abcdef0123"))
+    params = infotext_params(record, sampler=True)
+    assert params["Model"] == "dreamshaper_8" and params["Model hash"] == "abcdef0123" and params["Seed"] == "9"
+    hub = record.model_copy(update={"request": request.model_copy(update={"model": "stabilityai/sd-turbo"})})
+    assert infotext_params(hub, sampler=True)["Model"] == "stabilityai/sd-turbo"
+    api = record.model_copy(update={"info": {"seed_honoured": False}})
+    assert "Seed" not in infotext_params(api, sampler=False)

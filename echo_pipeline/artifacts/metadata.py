@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import re
+from pathlib import PurePath
 from typing import Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
@@ -115,12 +116,15 @@ def infotext_params(record: ArtifactRecord, *, sampler: bool | None = None) -> d
     params: dict[str, str] = {}
     if sampler:
         params |= {"Steps": str(req.steps), "Sampler": req.sampler, "CFG scale": _number(req.cfg_scale)}
-    params |= {"Seed": str(req.seed), "Size": f"{req.width}x{req.height}"}
+    if record.info.get("seed_honoured") is not False:  # an API without seeds (OpenAI) must not claim one
+        params["Seed"] = str(req.seed)
+    params["Size"] = f"{req.width}x{req.height}"
     if record.backend.model_hash:
         params["Model hash"] = record.backend.model_hash
     model = req.model or record.backend.model
     if model:
-        params["Model"] = model
+        # Like A1111, a local checkpoint or folder is named by its file name; hub ids stay whole.
+        params["Model"] = PurePath(model).stem if PurePath(model).is_absolute() else model
     if req.strength is not None:
         params["Denoising strength" if sampler else "Echo strength"] = _number(req.strength)
     if req.tiling:
