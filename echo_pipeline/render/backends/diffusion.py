@@ -535,10 +535,10 @@ class DiffusersBackend(ImageBackend):
         self._base_scheduler_config = None
         self._tiling = None
         self._padding_modes = {}
-        gc.collect()
         if self._device.startswith("cuda"):
             import torch
 
+            gc.collect()  # reference cycles would keep CUDA memory until the next collection
             torch.cuda.empty_cache()
 
     # -- internals -----------------------------------------------------------------------------------
