@@ -25,6 +25,20 @@ def _isolated_dagster_home(monkeypatch, tmp_path):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
 
 
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    """The tiny SD pipeline (echo_pipeline_tests/tiny_models.py), built once per test session and
+    shared by the xdist workers (their common base folder, a file lock around the build)."""
+    from filelock import FileLock
+
+    from echo_pipeline_tests.tiny_models import build_tiny_sd
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this session's folder either way
+    with FileLock(str(shared / "tiny-sd.lock")):
+        return build_tiny_sd(shared / "tiny-sd")
+
+
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
     """A copy of the repo's configs/ without user styles or example projects, so tests start empty

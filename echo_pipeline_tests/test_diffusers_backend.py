@@ -37,11 +37,6 @@ def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
-@pytest.fixture(scope="session")
-def tiny_sd(tmp_path_factory) -> Path:
-    return tiny_models.build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
-
-
 @pytest.fixture(scope="module")
 def sd(tiny_sd) -> DiffusersBackend:
     """One loaded backend (batch size 3) shared by the tests that only render with it."""
