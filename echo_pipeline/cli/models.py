@@ -36,18 +36,21 @@ def compare(
     backends: Annotated[str, typer.Option("--backends", help="Comma-separated backends, each name or name:model, "
                                           "e.g. procedural,diffusers:./tiny-sd,comfyui.")],
     count: Annotated[int, typer.Option("--count", "-n", help="Images per backend (1-16).")] = 4,
+    size: Annotated[Optional[str], typer.Option("--size", help="WIDTHxHEIGHT for every backend (default: the "
+                                                "project's size).")] = None,
     select: Annotated[Optional[str], typer.Option("--select", help="'best': make the best-scoring backend and model "
                                                   "the project's own (written to its spec).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """Render the same prompts on several backends, score them side by side, write a contact sheet."""
     from echo_pipeline.defs import launch
+    from echo_pipeline.render.prompt_engine import parse_size
     from echo_pipeline.workflows.model_comparison import parse_backends
 
     specs = parse_backends(backends)
     with progress_bar("comparing", enabled=not as_json) as progress:
-        result = launch.compare(settings(ctx), project, specs, count=count, select=select, progress=progress,
-                                notify=None if as_json else say)
+        result = launch.compare(settings(ctx), project, specs, count=count, size=parse_size(size) if size else None,
+                                select=select, progress=progress, notify=None if as_json else say)
     best = result.best
     if as_json:
         print_json({

@@ -230,7 +230,8 @@ def resolve_project_slug(settings: Settings, text: str | None) -> str:
     return CreativeEngine(settings).resolve_project(text).slug
 
 
-def compare(settings: Settings, project: str, backends: list[str], *, count: int = 4, select: str | None = None,
+def compare(settings: Settings, project: str, backends: list[str], *, count: int = 4,
+            size: tuple[int, int] | None = None, select: str | None = None,
             progress: ProgressCallback | None = None, notify: NotifyFn | None = None) -> Comparison:
     """Render the project's prompt set on each backend (one `render_job` run each, so every image
     has the usual lineage), score each backend's images, write a comparison contact sheet, and with
@@ -252,6 +253,8 @@ def compare(settings: Settings, project: str, backends: list[str], *, count: int
     engine = CreativeEngine(settings)
     spec = _project_spec(engine, project)
     specs = comparison_specs(spec, count)
+    if size is not None:
+        specs = [s.model_copy(update={"width": size[0], "height": size[1]}) for s in specs]
     engine.store.check_writable()
     rows = []
     for backend in backends:
