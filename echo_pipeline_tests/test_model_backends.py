@@ -24,6 +24,7 @@ from echo_pipeline.render.requests import RenderRequest
 from echo_pipeline.settings import Settings
 from echo_pipeline.workflows.batch_processor import BatchProcessor
 from echo_pipeline.workflows.creative_engine import CreativeEngine
+from echo_pipeline_tests.conftest import REPO_ROOT
 
 
 class SteppingBackend(ImageBackend):
@@ -344,3 +345,30 @@ def test_infotext_names_local_models_by_file_and_leaves_out_seeds_an_api_ignores
     assert infotext_params(hub, sampler=True)["Model"] == "stabilityai/sd-turbo"
     api = record.model_copy(update={"info": {"seed_honoured": False}})
     assert "Seed" not in infotext_params(api, sampler=False)
+
+
+def test_render_with_your_own_comfyui_workflow_and_node_map(cli, tmp_path, artifact_root):
+    from echo_pipeline_tests.comfyui_server import running_comfyui_server
+
+    template = json.loads((REPO_ROOT / "configs" / "comfyui" / "txt2img.json").read_text())
+    values = {"{{checkpoint}}": "sd15-test.safetensors", "{{prompt}}": "old", "{{negative}}": "", "{{seed}}": 0,
+              "{{steps}}": 2, "{{cfg}}": 5.0, "{{sampler}}": "euler", "{{scheduler}}": "normal",
+              "{{width}}": 64, "{{height}}": 64, "{{denoise}}": 1.0}
+    fixed = {node: {**spec, "inputs": {k: values.get(v, v) if isinstance(v, str) else v
+                                       for k, v in spec["inputs"].items()}} for node, spec in template.items()}
+    assert "{{" not in json.dumps(fixed)
+    prompt_node = next(n for n, s in fixed.items() if s["class_type"] == "CLIPTextEncode")
+    seed_node = next(n for n, s in fixed.items() if s["class_type"] == "KSampler")
+    (tmp_path / "mine.json").write_text(json.dumps(fixed))
+    with running_comfyui_server() as (url, state):
+        code, out, err = cli("--comfyui-url", url, "--comfyui-workflow", str(tmp_path / "mine.json"),
+                             "--comfyui-node", f"prompt={prompt_node}", "--comfyui-node", f"seed={seed_node}",
+                             "render", "a lighthouse", "--backend", "comfyui", "--size", "64", "--seed", "77", "--json")
+        assert code == 0, err
+        sent = next(iter(state.prompts.values()))["prompt"]
+    assert sent[prompt_node]["inputs"]["text"] == "a lighthouse" and sent[seed_node]["inputs"]["seed"] == 77
+    code, _, err = cli("--comfyui-node", "prompt", "render", "x", "--backend", "comfyui")
+    assert code == 2 and "ROLE=NODE_ID" in err
+    (tmp_path / "ui.json").write_text(json.dumps({"nodes": [], "links": []}))
+    code, _, err = cli("--comfyui-workflow", str(tmp_path / "ui.json"), "render", "x", "--backend", "comfyui")
+    assert code == 2 and "API" in err and len(err.strip().splitlines()) == 1

@@ -17,7 +17,7 @@ from typer._click import exceptions as click_errors  # typer vendors click: its 
 
 from echo_pipeline import __version__
 from echo_pipeline.cli import artifacts, gallery, models, pipeline, render, style
-from echo_pipeline.errors import EchoError, Interrupted
+from echo_pipeline.errors import EchoError, Interrupted, InvalidInputError
 
 app = typer.Typer(
     name="echo-os",
@@ -60,6 +60,12 @@ def _global_options(
     comfyui_url: Annotated[Optional[str], typer.Option(
         "--comfyui-url", help="ComfyUI server for --backend comfyui (default: $ECHO_COMFYUI_URL, else "
         "settings.yaml, else http://127.0.0.1:8188).")] = None,
+    comfyui_workflow: Annotated[Optional[str], typer.Option(
+        "--comfyui-workflow", help="Your own ComfyUI workflow (API format: 'Save (API Format)' in ComfyUI) instead "
+        "of configs/comfyui/ templates.")] = None,
+    comfyui_node: Annotated[Optional[list[str]], typer.Option(
+        "--comfyui-node", help="ROLE=NODE_ID for a workflow without {{placeholders}}: which node takes the "
+        "prompt, negative, seed, image or gives the output (repeat, e.g. --comfyui-node prompt=6).")] = None,
     device: Annotated[Optional[str], typer.Option(
         "--device", help="Device for the diffusers backend: cuda, cuda:1, mps or cpu (default: best available).")] = None,
     dtype: Annotated[Optional[str], typer.Option(
@@ -68,8 +74,15 @@ def _global_options(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show tracebacks of errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
 ) -> None:
+    nodes = {}
+    for item in comfyui_node or []:
+        role, sep, node = item.partition("=")
+        if not sep or not role.strip() or not node.strip():
+            raise InvalidInputError(f"--comfyui-node {item!r} is not ROLE=NODE_ID (e.g. prompt=6)")
+        nodes[role.strip().lower()] = node.strip()
     ctx.obj = {"artifact_root": artifact_root, "config_dir": config_dir,
-               "backend_options": {"comfyui_url": comfyui_url, "device": device, "dtype": dtype}}
+               "backend_options": {"comfyui_url": comfyui_url, "comfyui_workflow": comfyui_workflow,
+                                   "comfyui_nodes": nodes or None, "device": device, "dtype": dtype}}
 
 
 def _error(message: str, code: int) -> None:
