@@ -18,16 +18,13 @@ Everything happens in temporary folders; nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # echo_pipeline_tests: the tiny model builder and the loopback server
+sys.path[:0] = [str(REPO), str(REPO / "bench")]  # echo_pipeline_tests: the tiny model builder and the loopback server
 
 
 def bare_diffusers(model: Path, requests: list, batch_size: int) -> float:
@@ -138,14 +135,9 @@ def main() -> int:
     parser.add_argument("--comfyui-images", type=int, default=20)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="echo-bench-"))
-    try:
-        shutil.copytree(REPO / "configs", work / "configs", ignore=shutil.ignore_patterns("user.json", "projects"))
-        os.environ.update(ECHO_CONFIG_DIR=str(work / "configs"), ECHO_ARTIFACT_ROOT=str(work / "artifacts"),
-                          DAGSTER_HOME=str(work / "dagster_home"), HF_HUB_OFFLINE="1")
-        (work / "dagster_home").mkdir()
-        shutil.copyfile(REPO / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
+    from workspace import isolated_workspace  # bench/workspace.py
 
+    with isolated_workspace(HF_HUB_OFFLINE="1") as work:
         d = diffusers_overhead(work, args.count, args.size, args.steps)
         print(f"diffusers, {d['images']} images {d['size']}x{d['size']}, {d['steps']} steps, batch {d['batch_size']}:")
         print(f"  bare diffusers pipeline   {d['bare_s']:7.2f} s")
@@ -156,8 +148,6 @@ def main() -> int:
         print(f"  ComfyUIBackend.render     {c['ours_s']:7.2f} s")
         print(f"  minimal httpx client      {c['minimal_s']:7.2f} s")
         print(f"  added latency per image   {c['added_ms_per_image']:7.1f} ms")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
 
 
 def main() -> int:
@@ -27,14 +26,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="echo-bench-"))
-    try:
-        shutil.copytree(REPO / "configs", work / "configs", ignore=shutil.ignore_patterns("user.json", "projects"))
-        os.environ.update(ECHO_CONFIG_DIR=str(work / "configs"), ECHO_ARTIFACT_ROOT=str(work / "artifacts"),
-                          DAGSTER_HOME=str(work / "dagster_home"))
-        (work / "dagster_home").mkdir()
-        shutil.copyfile(REPO / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
+    from workspace import isolated_workspace  # bench/workspace.py
 
+    with isolated_workspace() as work:
         import dagster as dg
 
         from echo_pipeline.artifacts.storage import ArtifactStore
@@ -85,8 +79,6 @@ def main() -> int:
         print(f"goal >= 60 images/min: {'met' if batch_rate >= 60 else 'NOT met'}; vision's 10 images/min: "
               f"{'met' if batch_rate >= 10 else 'NOT met'}")
         return 0
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""What every benchmark starts from: a throw-away folder with a copy of the repo's configs (no user
+styles, no example projects), its own artifact root and a DAGSTER_HOME with the repo's dagster.yaml,
+all set in this process's environment; removed afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def isolated_workspace(**environment: str) -> Iterator[Path]:
+    work = Path(tempfile.mkdtemp(prefix="echo-bench-"))
+    try:
+        shutil.copytree(REPO / "configs", work / "configs", ignore=shutil.ignore_patterns("user.json", "projects"))
+        (work / "dagster_home").mkdir()
+        shutil.copyfile(REPO / "dagster.yaml", work / "dagster_home" / "dagster.yaml")
+        os.environ.update(ECHO_CONFIG_DIR=str(work / "configs"), ECHO_ARTIFACT_ROOT=str(work / "artifacts"),
+                          DAGSTER_HOME=str(work / "dagster_home"), **environment)
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
