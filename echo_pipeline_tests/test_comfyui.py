@@ -501,7 +501,14 @@ def test_slow_prompt_times_out_and_is_interrupted():
     assert f"did not finish prompt {prompt_id} within 0.5 s" in one_line(caught.value)
 
 
-@pytest.mark.parametrize("stop", [KeyboardInterrupt, Interrupted])
+def _dagster_interrupt() -> type[BaseException]:
+    # What a Dagster step sees when its run is terminated or the CLI gets Ctrl-C/SIGTERM.
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    return DagsterExecutionInterruptedError
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, Interrupted, _dagster_interrupt()])
 def test_interrupt_while_waiting_cancels_on_the_server(stop):
     with running_comfyui_server(step_delay_s=0.05) as (url, state):
         b = backend(url)
@@ -517,6 +524,7 @@ def test_interrupt_while_waiting_cancels_on_the_server(stop):
         (prompt_id,) = state.prompts
         assert state.interrupts == [{"prompt_id": prompt_id}]
         assert state.queue_deletes == [prompt_id]
+
 
 
 def test_server_view_and_upload_rules(server):

@@ -27,8 +27,9 @@ Errors (each one line):
 - `execution_error` -> `ComfyUIExecutionError` "ComfyUI failed in node 7 (VAEDecode): <type>: <message>".
 - `execution_interrupted` (someone else pressed Cancel) -> `ComfyUIInterruptedError`.
 - A prompt running longer than the timeout is interrupted on the server, then `ComfyUITimeoutError`.
-- KeyboardInterrupt or `echo_pipeline.errors.Interrupted` while waiting: POST /interrupt
-  `{"prompt_id"}` and POST /queue `{"delete": [id]}` are sent, then the exception is re-raised.
+- Interrupted while waiting (KeyboardInterrupt, `echo_pipeline.errors.Interrupted`, or any other
+  BaseException such as Dagster's run-termination interrupt): POST /interrupt `{"prompt_id"}` and
+  POST /queue `{"delete": [id]}` are sent, then the exception is re-raised.
 """
 
 from __future__ import annotations
@@ -351,8 +352,9 @@ class ComfyUIClient:
         prompt_id = str(uuid.uuid4())
         try:
             prompt_id, node_errors = self.queue_prompt(workflow, prompt_id=prompt_id, extra_pnginfo=extra_pnginfo)
-        except (KeyboardInterrupt, Interrupted):
-            self.cancel(prompt_id)  # the server may have queued it before the answer came back
+        except BaseException as exc:
+            if _interrupt(exc):
+                self.cancel(prompt_id)  # the server may have queued it before the answer came back
             raise
         result = self.wait(prompt_id, on_progress=on_progress, timeout_s=timeout_s)
         result.node_errors = node_errors
@@ -364,8 +366,9 @@ class ComfyUIClient:
         deadline = time.monotonic() + timeout
         try:
             return self._wait(prompt_id, on_progress, deadline, timeout)
-        except (KeyboardInterrupt, Interrupted):
-            self.cancel(prompt_id)
+        except BaseException as exc:
+            if _interrupt(exc):  # stop the prompt on the server too
+                self.cancel(prompt_id)
             raise
 
     def _wait(self, prompt_id: str, on_progress: ProgressEvent | None, deadline: float,
@@ -505,6 +508,12 @@ class ComfyUIClient:
         if self._http is not None:
             self._http.close()
             self._http = None
+
+
+def _interrupt(exc: BaseException) -> bool:
+    """Whether `exc` stops the caller (Ctrl-C, SIGTERM as `Interrupted`, or an orchestrator's own
+    interrupt such as Dagster's, which derives from BaseException), not a failure to report."""
+    return isinstance(exc, Interrupted) or not isinstance(exc, Exception)
 
 
 def parse_combo(spec: Any) -> list[str]:
