@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def test_txt2img_end_to_end(server):
     try:
         assert b.check_usable() is None
         assert b.describe().model == "sd15-test.safetensors"  # the first checkpoint the server lists
-        assert b.describe().version == "comfyui-api-1"
+        assert re.fullmatch(r"comfyui-api-1\+[0-9a-f]{10}", b.describe().version)
         seen: list[tuple[int, int]] = []
         images = render(b, [request(1), request(2, steps=6)], lambda done, total: seen.append((done, total)))
     finally:
@@ -540,3 +541,17 @@ def test_server_view_and_upload_rules(server):
             names.append(http.post("/upload/image", files={"image": ("same.png", buffer.getvalue(), "image/png")},
                                    data={"type": "input"}).json()["name"])
     assert names == ["same.png", "same.png", "same (1).png"]
+
+
+def test_editing_a_workflow_changes_the_request_id(tmp_path):
+    template = json.loads((REPO_CONFIG_DIR / "comfyui" / "txt2img.json").read_text())
+    first = write(tmp_path, template, "mine.json")
+    edited = json.loads(json.dumps(template))
+    sampler = next(n for n, spec in edited.items() if spec["class_type"] == "KSampler")
+    edited[sampler]["inputs"]["denoise"] = 0.5
+    second = write(tmp_path, edited, "edited.json")
+    ids = []
+    for path in (first, first, second):
+        b = ComfyUIBackend(BackendConfig(comfyui_workflow=path, model="sd15-test.safetensors"))
+        ids.append(b.prepare(request(1)).request_id)
+    assert ids[0] == ids[1] != ids[2]

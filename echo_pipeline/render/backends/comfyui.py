@@ -27,7 +27,9 @@ in `RenderedImage.png_text`. Progress is in sampler steps over the whole call.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import io
 import json
 import re
@@ -38,7 +40,7 @@ from typing import Any
 
 from PIL import Image
 
-from echo_pipeline.errors import BackendUnavailableError, InvalidInputError, NotFoundError
+from echo_pipeline.errors import BackendUnavailableError, EchoError, InvalidInputError, NotFoundError
 from echo_pipeline.render.backends.base import (
     BackendCapabilities,
     BackendConfig,
@@ -177,6 +179,13 @@ def check_workflow(data: Any, name: str, nodes: dict[str, str] | None = None) ->
     return workflow
 
 
+def workflow_hash(*workflows: Workflow) -> str:
+    """10 hex characters of sha256 over the graphs and role -> node maps, key order ignored."""
+    canonical = json.dumps([{"graph": w.graph, "nodes": w.nodes} for w in workflows], sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+
+
 def _sort_key(node: str) -> tuple[int, str]:
     return (0, f"{int(node):012d}") if node.isdigit() else (1, node)
 
@@ -305,10 +314,16 @@ class ComfyUIBackend(ImageBackend):
                                         f"{', '.join(SAMPLERS)} (each also with ' Karras'), or ComfyUI's own names")
 
     def describe(self) -> BackendDescription:
-        """Model = the checkpoint (may ask the server which it has) or the workflow's file name."""
+        """Model = the checkpoint (may ask the server which it has) or the workflow's file name;
+        version = ours plus a hash of the workflow graph and node map, so editing a workflow (a
+        template in configs/comfyui/ or your own file) makes new images instead of "already stored"."""
         workflow = self._described()
         model = self.checkpoint() if workflow.takes("checkpoint") else workflow.name
-        return BackendDescription(backend="comfyui", model=model, model_hash="", version=COMFYUI_VERSION)
+        graphs = [workflow]
+        with contextlib.suppress(EchoError):  # an img2img workflow is optional (txt2img-only setups)
+            graphs.append(self.workflow("img2img"))
+        return BackendDescription(backend="comfyui", model=model, model_hash="",
+                                  version=f"{COMFYUI_VERSION}+{workflow_hash(*graphs)}")
 
     def check_usable(self) -> str | None:
         try:
