@@ -174,6 +174,11 @@ def test_config_scheduler_overrides_the_sampler(tiny_sd):
     backend = DiffusersBackend(cpu_config(model=str(tiny_sd), scheduler="DDIMScheduler"))
     image = render(backend, [req(1, steps=2)])[0]
     assert (image.info["sampler"], image.info["scheduler"]) == ("Euler a", "DDIMScheduler")
+    # Prepared (as the batch processor does), the request names it: a new request id, honest metadata.
+    prepared = backend.prepare(req(1, steps=2))
+    assert prepared.sampler == "DDIMScheduler" and prepared.request_id != DiffusersBackend(
+        cpu_config(model=str(tiny_sd))).prepare(req(1, steps=2)).request_id
+    assert render(backend, [prepared])[0].image.tobytes() == image.image.tobytes()
     backend.close()
     with pytest.raises(InvalidInputError, match="not a diffusers scheduler"):
         DiffusersBackend(BackendConfig(model=str(tiny_sd), scheduler="FastestScheduler")).render([req(1)])

@@ -117,6 +117,11 @@ def samplers() -> list[str]:
     return list(SAMPLERS)
 
 
+def _scheduler_class_name(name: str) -> bool:
+    """A diffusers scheduler class name given as the sampler (checked against diffusers at load)."""
+    return name in _SCHEDULER_CLASSES or (name.endswith("Scheduler") and name.isidentifier())
+
+
 def canonical_sampler(name: str) -> str | None:
     """'euler A' -> 'Euler a'; None for a name not in `SAMPLERS`."""
     return _SAMPLER_KEYS.get(" ".join(name.split()).lower())
@@ -425,13 +430,21 @@ class DiffusersBackend(ImageBackend):
     def check_requests(cls, requests: Sequence[RenderRequest]) -> None:
         super().check_requests(requests)
         for request in requests:
-            if canonical_sampler(request.sampler) is None:
+            if canonical_sampler(request.sampler) is None and not _scheduler_class_name(request.sampler):
                 raise InvalidInputError(f"sampler {request.sampler!r} is not known to backend 'diffusers'; known: "
                                         f"{', '.join(SAMPLERS)}")
             if request.strength is not None and int(request.steps * request.strength) < 1:
                 raise InvalidInputError(
                     f"img2img with {request.steps} steps at strength {request.strength} runs no denoising step "
                     f"(steps x strength must be at least 1): raise steps or strength")
+
+    def prepare(self, request: RenderRequest) -> RenderRequest:
+        """Also name the configured scheduler (`backends: {scheduler: ...}`) as the request's sampler:
+        it decides the pixels, so it enters the request id, and the A1111 parameters name it."""
+        request = super().prepare(request)
+        if self.config.scheduler:
+            request = request.model_copy(update={"sampler": self.config.scheduler})
+        return request
 
     def _check_config(self) -> None:
         check_device_name(self.config.device)
@@ -623,6 +636,8 @@ class DiffusersBackend(ImageBackend):
     def _scheduler_for(self, sampler: str) -> tuple[str, dict[str, Any]]:
         if self.config.scheduler:
             return self.config.scheduler, {}
+        if _scheduler_class_name(sampler):  # what `prepare` writes for a configured scheduler
+            return sampler, {}
         name = canonical_sampler(sampler)
         if name is None:
             raise InvalidInputError(f"sampler {sampler!r} is not known; known: {', '.join(SAMPLERS)}")
