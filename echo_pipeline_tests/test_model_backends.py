@@ -309,6 +309,15 @@ def test_diffusers_from_the_cli_render_img2img_and_a_project_batch(cli, tiny_sd,
     assert len(records) == 3 and set(records.backend) == {"diffusers"} and set(records.steps) == {2}
     assert set(records.model) == {str(tiny_sd)}
 
+    # render into that project: its spec's backend, model, size and steps apply unless given.
+    code, out, err = cli("render", "a lighthouse", "-p", "tiny", "--json")
+    assert code == 0, err
+    made = json.loads(out)
+    assert made["backend"] == f"diffusers:{tiny_sd}" and made["artifacts"][0]["width"] == 64
+    assert store.find(made["artifacts"][0]["artifact_id"]).request.steps == 2
+    code, _, err = cli("render", "x", "--model", str(tiny_sd))
+    assert code == 2 and "procedural renderer has no models" in err
+
 
 def test_compare_prints_a_table_over_three_backends_and_selects_the_best(cli, tiny_sd, config_dir, artifact_root):
     from echo_pipeline_tests.comfyui_server import running_comfyui_server
@@ -372,3 +381,17 @@ def test_render_with_your_own_comfyui_workflow_and_node_map(cli, tmp_path, artif
     (tmp_path / "ui.json").write_text(json.dumps({"nodes": [], "links": []}))
     code, _, err = cli("--comfyui-workflow", str(tmp_path / "ui.json"), "render", "x", "--backend", "comfyui")
     assert code == 2 and "API" in err and len(err.strip().splitlines()) == 1
+
+
+def test_relative_model_paths_in_a_spec_mean_the_same_file_from_anywhere(settings, tmp_path, monkeypatch):
+    engine = CreativeEngine(settings)
+    monkeypatch.chdir(tmp_path)
+    spec = engine.projects.create("Rel Model", "warm fractal", backend="diffusers:./models/tiny")
+    assert spec.backend == "diffusers" and spec.model == str(tmp_path / "models" / "tiny")
+    spec = engine.projects.create("Hub Model", "warm fractal", backend="diffusers", model="stabilityai/sd-turbo")
+    assert spec.model == "stabilityai/sd-turbo"
+    # Written by hand: relative to the folder that holds configs/, wherever echo-os runs.
+    path = settings.config_dir / "projects" / "by-hand.yaml"
+    path.write_text("name: By Hand\nintent: warm fractal\nbackend: diffusers\nmodel: ./weights/x.safetensors\n")
+    monkeypatch.chdir(settings.config_dir)
+    assert engine.projects.load("by-hand").model == str(settings.config_dir.parent / "weights" / "x.safetensors")

@@ -30,7 +30,8 @@ def render(
                                           "wildcards ('__palettes__') and 'no X' constraints are understood.")],
     style: Annotated[Optional[str], typer.Option("--style", "-s", help="Style preset (see `echo-os style list`).")] = None,
     project: Annotated[Optional[str], typer.Option("--project", "-p", help="Project name, slug or prefix "
-                                                   "(default: the 'default' project).")] = None,
+                                                   "(default: the 'default' project); its spec's backend, "
+                                                   "model, size and sampler settings apply.")] = None,
     count: Annotated[int, typer.Option("--count", "-n", help=f"Images per prompt (1-{MAX_COUNT} in total).")] = 1,
     seed: Annotated[Optional[int], typer.Option(help="Base seed; image k uses seed+k. Default: derived from the prompt.")] = None,
     size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT, each side 64-2048 (default 512x512).")] = None,
@@ -44,10 +45,12 @@ def render(
                                                 "(the new images name it as their parent).")] = None,
     strength: Annotated[Optional[float], typer.Option("--strength", min=0.0, max=1.0, help="img2img: how far from "
                                                       "--init (0 = same, 1 = new; default 0.6).")] = None,
-    steps: Annotated[int, typer.Option("--steps", min=1, max=500, help="Sampler steps (model backends).")] = 30,
-    cfg_scale: Annotated[float, typer.Option("--cfg", min=0.0, max=50.0, help="CFG scale (model backends; 0-1 for turbo models).")] = 7.0,
-    sampler: Annotated[str, typer.Option("--sampler", help="A1111 sampler name (model backends): 'Euler a', "
-                                         "'DPM++ 2M Karras', DDIM, ...")] = "Euler a",
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, max=500, help="Sampler steps (model backends; "
+                                                 "default: the project's, else 30).")] = None,
+    cfg_scale: Annotated[Optional[float], typer.Option("--cfg", min=0.0, max=50.0, help="CFG scale (model backends; "
+                                                       "0-1 for turbo models; default: the project's, else 7).")] = None,
+    sampler: Annotated[Optional[str], typer.Option("--sampler", help="A1111 sampler name (model backends): 'Euler a' "
+                                                   "(default, or the project's), 'DPM++ 2M Karras', DDIM, ...")] = None,
     media_type: Annotated[str, typer.Option("--type", help="image, or texture (seamlessly tileable).")] = "image",
     tiling: Annotated[bool, typer.Option("--tiling", help="Make the image seamlessly tileable.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
@@ -61,15 +64,25 @@ def render(
         raise InvalidInputError(f"--type {media_type!r} is not available; choose one of: {', '.join(MEDIA_TYPES)}")
     if strength is not None and init is None:
         raise InvalidInputError("--strength needs --init (the image to start from)")
-    slug = engine(ctx).resolve_project(project).slug
-    width, height = parse_size(size) if size else (config.default_width, config.default_height)
+    ref = engine(ctx).resolve_project(project)
+    slug, project_spec = ref.slug, ref.spec
+    # A project's spec supplies what the command leaves out: backend and model, size, sampler settings.
+    if project_spec is not None:
+        if backend is None:
+            backend, model = project_spec.backend, model or project_spec.model
+        steps = project_spec.steps if steps is None else steps
+        cfg_scale = project_spec.cfg_scale if cfg_scale is None else cfg_scale
+        sampler = sampler or project_spec.sampler
+    width, height = (parse_size(size) if size else (project_spec.width, project_spec.height) if project_spec
+                     else (config.default_width, config.default_height))
+    sampler_settings = {k: v for k, v in (("steps", steps), ("cfg_scale", cfg_scale), ("sampler", sampler))
+                        if v is not None}
     parent = engine(ctx).init_image(init, slug) if init is not None else None
     if parent is not None and not size:  # img2img keeps the parent's size unless told otherwise
         width, height = parent.request.width, parent.request.height
     spec = PromptSpec(prompt=prompt, style=style, project=slug, count=count, seed=seed, width=width, height=height,
                       negative_prompt=negative, media_type=media_type, tiling=tiling or media_type == "texture",
-                      steps=steps, cfg_scale=cfg_scale, sampler=sampler,
-                      parent_id=parent.artifact_id if parent else None,
+                      **sampler_settings, parent_id=parent.artifact_id if parent else None,
                       strength=(0.6 if strength is None else strength) if parent else None)
     with progress_bar("rendering", enabled=not as_json) as progress:
         outcome = launch.render(config, spec, backend=backend, model=model, progress=progress, notify=warn)

@@ -158,6 +158,9 @@ def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None, 
     engine = CreativeEngine(settings)
     backend_name, spec_model = split_backend_spec(backend or settings.default_backend)
     model = spec_model or model
+    if model and backend_name == "procedural":
+        raise InvalidInputError(f"the procedural renderer has no models ({model!r}); pick a model backend: "
+                                "--backend diffusers|comfyui|openai")
     backend_key = f"{backend_name}:{model}" if model else backend_name
     requests = engine.plan_requests(spec)  # validates prompt, style, size, count, seeds, project name
     backend_class(backend_name).check_requests(requests)

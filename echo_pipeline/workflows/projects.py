@@ -213,6 +213,18 @@ class ProjectRef(BaseModel):
         return self.spec
 
 
+def local_model_path(model: str, base: Path) -> str:
+    """A model written as a relative local path ('./tiny-sd', '../models/x.safetensors', '~/m') made
+    absolute against `base`; hub ids ('stabilityai/sd-turbo'), checkpoint names and absolute paths
+    are kept as they are."""
+    text = model.strip()
+    if text.startswith("~"):
+        return str(Path(text).expanduser())
+    if text.startswith(("./", "../", ".\\", "..\\")) or text in (".", ".."):
+        return str((base / text).resolve())
+    return text
+
+
 def _shell_quote(text: str) -> str:
     """"Ruzgar NFT" as a user would type it in a shell (single quotes when double ones are not safe)."""
     if _SHELL_SAFE.match(text):
@@ -341,6 +353,10 @@ class ProjectRegistry:
                 f"{shown}: field 'slug' is {data['slug']!r} but the file name says {path.stem!r}; "
                 f"rename the file to {data['slug']}{PROJECT_SUFFIX} or fix the slug"
             )
+        if isinstance(data.get("model"), str):
+            # A hand-written './models/x.safetensors' means the same file from wherever echo-os runs
+            # (a daemon, a schedule): relative to the folder that holds configs/.
+            data["model"] = local_model_path(data["model"], self.projects_dir.parent.parent)
         try:
             return ProjectSpec.model_validate(data)
         except ValidationError as exc:
@@ -387,6 +403,13 @@ class ProjectRegistry:
         name = validate_project_name(name)
         slug = check_slug(fields.pop("slug", None) or slugify(name))
         fields.pop("created", None)
+        if isinstance(fields.get("backend"), str) and ":" in fields["backend"]:
+            from echo_pipeline.render.backends.registry import split_backend_spec
+
+            fields["backend"], model = split_backend_spec(fields["backend"])
+            fields["model"] = model or fields.get("model")
+        if isinstance(fields.get("model"), str):  # a relative model path typed here is stored absolute
+            fields["model"] = local_model_path(fields["model"], Path.cwd())
         updates = {k: v for k, v in fields.items() if v is not None}
         if intent is not None and str(intent).strip():
             updates["intent"] = intent
