@@ -130,3 +130,9 @@ def _processes_with(env_entry: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long tests (marked `slow`) first: xdist workers then finish together instead of one worker
+    starting a 40-second test when the others are done (longest-first scheduling)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
