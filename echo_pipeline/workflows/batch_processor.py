@@ -77,6 +77,7 @@ class BatchProcessor:
         if progress is not None:
             progress(0, total, None)
         pending: list[ArtifactRecord] = []
+        description = self.backend.describe()
         reported = [0.0]
 
         def step_progress(fraction: float) -> None:
@@ -94,7 +95,7 @@ class BatchProcessor:
                 request = rendered.request
                 record = ArtifactRecord(
                     artifact_id=request.request_id, project=request.project, request=request,
-                    backend=self.backend.describe(), info=rendered.info, parent_id=request.parent_id, run_id=run_id,
+                    backend=description, info=rendered.info, parent_id=request.parent_id, run_id=run_id,
                 )
                 stored = self.store.save(record, rendered.image, extra_text=rendered.png_text)
                 result.new.append(stored)
@@ -121,8 +122,12 @@ class BatchProcessor:
         if fresh:
             share = len(fresh) / len(todo)
             yield from self.backend.render(fresh, lambda d, t: step_progress(share * d / t if t else 0.0))
+        parents: dict[str, ParentImage] = {}  # `render --init x --count 4`: one parent, read once
         for k, request in enumerate(children):
-            parent = self._parent(request)
+            assert request.parent_id is not None
+            if request.parent_id not in parents:
+                parents[request.parent_id] = self._parent(request)
+            parent = parents[request.parent_id]
             base = len(fresh) + k
 
             def child_progress(d: int, t: int, base: int = base) -> None:
