@@ -280,7 +280,10 @@ def compare(settings: Settings, project: str, backends: list[str], *, count: int
     save_comparison_sheet(engine.store, comparison)
     if select == "best" and comparison.best is not None:
         best = comparison.best
+        from echo_pipeline.workflows.projects import local_model_path
+
         name, model = split_backend_spec(best.backend)
+        model = local_model_path(model, Path.cwd()) if model else None  # as `plan` stores a typed path
         engine.projects.save(spec.model_copy(update={"backend": name, "model": model}))
         comparison.selected = best
     return comparison
