@@ -29,6 +29,7 @@ app = typer.Typer(
 app.command("plan")(pipeline.plan)
 app.command("batch")(pipeline.batch)
 app.command("render")(render.render)
+app.command("refine")(render.refine)
 app.command("gallery")(gallery.gallery)
 app.command("backfill")(pipeline.backfill)
 app.command("runs")(pipeline.runs)

@@ -135,3 +135,48 @@ def _ignored_user_words(records: list) -> list[str]:
         typed = set(re.findall(r"[\w'-]+", (record.request.source_prompt or record.request.prompt).lower()))
         ignored |= {w for w in record.info.get("words_ignored", []) if set(w.lower().split()) <= typed}
     return sorted(ignored)
+
+
+def refine(
+    ctx: typer.Context,
+    artifact: Annotated[str, typer.Argument(help="The image to refine: an artifact id, a unique prefix or project/id.")],
+    prompt: Annotated[Optional[str], typer.Argument(help="'add rain effects' adds words to its prompt; any other text "
+                                                    "is a new prompt; none makes a variation.")] = None,
+    strength: Annotated[Optional[float], typer.Option("--strength", min=0.0, max=1.0, help="How far from the parent "
+                                                      "(0 = same, 1 = new; default 0.5).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed (default: the parent's).")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="Backend (default: the one that made the "
+                                                   "parent); name or name:model.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="The backend's model (default: the parent's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
+) -> None:
+    """Refine a stored image (img2img): the new image is stored as its child, lineage included."""
+    from echo_pipeline.defs import launch
+    from echo_pipeline.render.backends.registry import split_backend_spec
+
+    store = engine(ctx).store
+    parent = store.find(artifact)
+    made_by = parent.backend.backend or parent.request.backend
+    if backend is None and made_by != "import":  # an imported image has no backend of its own
+        backend = made_by
+        if made_by != "procedural":
+            model = model or parent.request.model or None
+    elif backend is not None and split_backend_spec(backend)[0] == made_by and made_by != "procedural":
+        model = model or split_backend_spec(backend)[1] or parent.request.model or None
+    spec = engine(ctx).refine_spec(parent, prompt, strength=strength, seed=seed)
+    with progress_bar("refining", enabled=not as_json) as progress:
+        outcome = launch.render(settings(ctx), spec, backend=backend, model=model, progress=progress, notify=warn)
+    child = (outcome.result.new + outcome.result.existing)[0]
+    path = store.image_path(child.project, child.artifact_id)
+    if as_json:
+        print_json({"artifact_id": child.artifact_id, "parent": parent.artifact_id, "project": child.project,
+                    "status": "new" if outcome.result.new else "stored", "backend": outcome.backend,
+                    "prompt": child.request.prompt, "strength": child.request.strength,
+                    "changes": child.info.get("changes"), "path": path, "run_id": outcome.run_id})
+        return
+    say(f"{child.artifact_id}  refined from {parent.artifact_id}  ({'new' if outcome.result.new else 'already stored'})")
+    say(f"prompt:   {shorten(child.request.prompt, 100)}")
+    say(f"strength: {child.request.strength}   backend: {outcome.backend}")
+    if child.info.get("changes"):
+        say(f"changes:  {', '.join(map(str, child.info['changes']))}")
+    say(f"image:    {display_path(path)}")

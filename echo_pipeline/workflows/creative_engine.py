@@ -7,6 +7,7 @@ interface stays a thin client: parse arguments, call the engine, present the res
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -17,12 +18,17 @@ from echo_pipeline.naming import DEFAULT_PROJECT, project_slug
 from echo_pipeline.render.backends.base import ImageBackend
 from echo_pipeline.render.prompt_engine import PromptEngine, PromptSpec
 from echo_pipeline.render.requests import RenderRequest
-from echo_pipeline.render.style_manager import StyleLibrary
+from echo_pipeline.render.style_manager import StyleLibrary, join_prompts
 from echo_pipeline.settings import Settings
 from echo_pipeline.workflows.batch_processor import BatchProcessor, BatchResult, ProgressCallback
 
 if TYPE_CHECKING:
     from echo_pipeline.workflows.projects import ProjectRef
+
+# "add rain effects", "with fog", "plus stars": words added to the parent's prompt (the vision's
+# `refine <id> "add rain effects"`); anything else is a new prompt for the same picture.
+_REFINE_ADD = re.compile(r"^(?:add|adding|with|plus|and|more)\s+(?P<what>.+)$", re.IGNORECASE)
+REFINE_STRENGTH = 0.5
 
 
 class CreativeEngine:
@@ -135,3 +141,31 @@ class CreativeEngine:
             stored = self.store.save(record, image)
             self.store.append_catalog(project, [stored])
         return stored
+
+    def refine_spec(self, parent: ArtifactRecord, instruction: str | None = None, *,
+                    strength: float | None = None, seed: int | None = None) -> PromptSpec:
+        """The img2img request that refines `parent`: its prompt with the instruction's words added
+        ("add rain effects" -> "<parent prompt>, rain effects"), or a new prompt, or (no
+        instruction) the same prompt for a variation; the parent's style, negative prompt, size,
+        sampler settings and seed, `strength` (default 0.5) of change."""
+        request = parent.request
+        text = " ".join((instruction or "").split())
+        style = None
+        if request.style:
+            try:
+                style = self.styles.get(request.style)
+            except NotFoundError:  # a style deleted since: keep the parent's styled prompt as it is
+                style = None
+        base = (request.source_prompt or request.prompt) if style else request.prompt
+        added = _REFINE_ADD.match(text)
+        prompt = join_prompts(base, added.group("what")) if added else (text or base)
+        negative = request.negative_prompt
+        if style and style.negative_prompt and negative.endswith(style.negative_prompt):
+            negative = negative[: -len(style.negative_prompt)].rstrip(" ,")  # the style adds it again
+        return PromptSpec(
+            prompt=prompt, style=style.name if style else None, negative_prompt=negative, project=parent.project,
+            seed=request.seed if seed is None else seed, width=request.width, height=request.height,
+            steps=request.steps, cfg_scale=request.cfg_scale, sampler=request.sampler, tiling=request.tiling,
+            media_type=request.media_type, parent_id=parent.artifact_id,
+            strength=REFINE_STRENGTH if strength is None else strength,
+        )
