@@ -16,7 +16,7 @@ import typer
 from typer._click import exceptions as click_errors  # typer vendors click: its own exception classes
 
 from echo_pipeline import __version__
-from echo_pipeline.cli import artifacts, gallery, models, pipeline, render, style
+from echo_pipeline.cli import artifacts, gallery, memory, models, pipeline, render, style
 from echo_pipeline.errors import EchoError, Interrupted, InvalidInputError
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.command("gallery")(gallery.gallery)
 app.command("backfill")(pipeline.backfill)
 app.command("runs")(pipeline.runs)
 app.command("ui")(pipeline.ui)
+app.command("memory")(memory.memory)
 app.command("models")(models.models)
 app.command("compare")(models.compare)
 app.add_typer(style.app, name="style")

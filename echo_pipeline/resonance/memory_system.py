@@ -334,3 +334,66 @@ __all__ = [
     "MAX_EXEMPLARS", "MEMORY_FILE", "MIN_STABLE_IMAGES", "MemorySnapshot", "SCORES_FILE", "StyleMemory",
     "learn_style", "load_memory", "load_scores", "save_memory", "save_scores", "tokenize",
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Analysis (`echo-os memory --analyze`) and moving a memory between machines
+
+HISTORY_PLOT_FILE = "resonance/memory_history.png"
+
+
+def history_frame(memory: StyleMemory) -> pd.DataFrame:
+    """One row per learning step (version 1 = the first): images learned, mean total score of that
+    step's images, cohesion = 100 * (1 - spread) (how tightly the accepted images sit around the
+    centroid), the centroid's move in that step and its cumulative drift (cosine distance x 100)."""
+    rows = [{"version": k, "created": snap.created, "images": snap.count, "new_accepted": snap.new_accepted,
+             "mean_total": snap.mean_total, "cohesion": 100.0 * (1.0 - snap.spread),
+             "centroid_shift": 100.0 * snap.centroid_shift}
+            for k, snap in enumerate(memory.history, start=1)]
+    frame = pd.DataFrame(rows, columns=["version", "created", "images", "new_accepted", "mean_total", "cohesion",
+                                        "centroid_shift"])
+    frame["drift"] = frame["centroid_shift"].cumsum()
+    return frame
+
+
+def plot_history(memory: StyleMemory) -> bytes:
+    """PNG of the memory's evolution: mean score and cohesion (0-100, left axis) and cumulative
+    centroid drift (right axis) over its versions. matplotlib is imported here only (Agg, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    frame = history_frame(memory)
+    fig, left = plt.subplots(figsize=(7, 3.2), dpi=110)
+    try:
+        left.plot(frame["version"], frame["mean_total"], marker="o", label="mean score")
+        left.plot(frame["version"], frame["cohesion"], marker="s", label="cohesion")
+        left.set_ylim(0, 100)
+        left.set_xlabel("memory version")
+        left.xaxis.set_major_locator(MaxNLocator(integer=True))
+        left.set_ylabel("0-100")
+        right = left.twinx()
+        right.plot(frame["version"], frame["drift"], color="tab:red", linestyle="--", label="centroid drift")
+        right.set_ylabel("drift (cosine distance x 100)")
+        handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        left.legend(handles, [str(h.get_label()) for h in handles], loc="lower right", fontsize=8)
+        left.set_title(f"{memory.project}: style memory over {len(frame)} version(s), {memory.count} image(s)")
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def import_memory(data: bytes | str, project: str | None = None) -> StyleMemory:
+    """A memory exported from another machine (`StyleMemory.to_json`), for `project` (default: its
+    own); a file that is not one is a one-line `InvalidInputError`."""
+    try:
+        memory = StyleMemory.from_json(data)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(f"not a style memory export: {first}") from exc
+    return memory.model_copy(update={"project": project}) if project else memory

@@ -1,0 +1,49 @@
+"""`echo-os memory --analyze | --export | --import` (the vision's `memory --analyze`)."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from echo_pipeline.artifacts.storage import ArtifactStore
+
+
+def test_memory_analyze_plots_exports_and_imports(cli, artifact_root, tmp_path):
+    code, _, err = cli("plan", "Memory Test", "warm fractal", "--size", "64x64", "--count", "3")
+    assert code == 0, err
+    for _ in range(2):
+        code, _, err = cli("batch", "--project", "memory")
+        assert code == 0, err
+
+    code, out, err = cli("memory", "--analyze")  # no project: every project with a memory
+    assert code == 0, err
+    assert "memory-test" in out and "learned from 6 accepted image(s)" in out
+    assert "not stable yet: 44 more accepted image(s) needed (50)" in out
+    plot = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("evolution plot:"))
+    with Image.open(plot if plot.startswith("/") else str(artifact_root.parent / plot)) as png:
+        assert png.format == "PNG" and png.width > 300
+
+    code, out, err = cli("memory", "-p", "memory", "--json")
+    assert code == 0, err
+    (summary,) = json.loads(out)
+    assert summary["images"] == 6 and summary["versions"] == 2 and len(summary["history"]) == 2
+    assert [row["images"] for row in summary["history"]] == [3, 6]
+
+    exported = tmp_path / "memory.json"
+    code, _, err = cli("memory", "-p", "memory", "--export", str(exported))
+    assert code == 0, err
+    code, _, err = cli("plan", "Other Machine", "cool nebula")
+    assert code == 0, err
+    code, out, err = cli("memory", "--import", str(exported), "-p", "other")
+    assert code == 0 and "into project other-machine" in out, err
+    store = ArtifactStore.open(str(artifact_root))
+    from echo_pipeline.resonance.memory_system import load_memory
+
+    assert load_memory(store, "other-machine").count == 6
+
+    (tmp_path / "junk.json").write_text("{not json")
+    code, _, err = cli("memory", "--import", str(tmp_path / "junk.json"))
+    assert code == 2 and "not a style memory export" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("memory", "--export", str(tmp_path / "x.json"))
+    assert code == 2 and "--export needs --project" in err
