@@ -29,7 +29,7 @@ most, then tone, edge structure and frequency content. (A centred block that is 
 > 0.9); a different palette or a different motif family lowers it markedly.
 
 Embeddings are float32, shape (n, DIM), rows of unit length, deterministic (no randomness at all).
-CLIP (open_clip) will join through `get_embedder` later; torch is never imported here.
+CLIP embeddings (open_clip) live in `clip.ClipScorer`, loaded only when configured; torch is never imported here.
 """
 
 from __future__ import annotations
