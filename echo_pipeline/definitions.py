@@ -12,6 +12,7 @@ import dagster as dg
 from echo_pipeline.defs.assets import PIPELINE_ASSETS, style_presets
 from echo_pipeline.defs.jobs import batch_job, observe_styles_job, plan_job
 from echo_pipeline.defs.render_job import render_job
+from echo_pipeline.defs.resonance_job import resonance_job
 from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
 from echo_pipeline.defs.schedules import nightly_batch
 from echo_pipeline.defs.sensors import project_files_sensor
@@ -29,7 +30,7 @@ def _executor() -> dg.ExecutorDefinition:
 
 defs = dg.Definitions(
     assets=[style_presets, *PIPELINE_ASSETS],
-    jobs=[batch_job, plan_job, observe_styles_job, render_job],
+    jobs=[batch_job, plan_job, observe_styles_job, render_job, resonance_job],
     schedules=[nightly_batch],
     sensors=[project_files_sensor],
     executor=_executor(),

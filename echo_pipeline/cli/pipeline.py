@@ -211,3 +211,34 @@ def _runs_table(rows: list[dict], title: str) -> None:
     cells = [{k: safe_text(v) if v is not None else "-" for k, v in row.items()} for row in rows]
     for text in columns(cells, console.width, shrink="job", limits={"project": 24}, right={"secs"}):
         say(text)
+
+
+def resonance(
+    ctx: typer.Context,
+    project: Annotated[str, typer.Option("--project", "-p", help="Project name, slug or unique prefix.")],
+    rounds: Annotated[int, typer.Option("--rounds", min=1, max=20, help="Refinement rounds at most.")] = 3,
+    target: Annotated[Optional[float], typer.Option("--target", help="Stop when the weakest images' mean total "
+                                                    "score reaches this (0-100).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="If the project is busy, wait for its run.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
+) -> None:
+    """The feedback loop: refine the weakest 20 % of a project, keep children that really score better."""
+    import dataclasses
+
+    from echo_pipeline.defs import launch
+
+    report = launch.resonance(settings(ctx), project, rounds=rounds, target=target, wait=wait,
+                              notify=None if as_json else say)
+    if as_json:
+        print_json(dataclasses.asdict(report) | {"improvement_pct": report.improvement_pct,
+                                                 "final_mean": report.final_mean})
+        return
+    say(f"{report.project}: weakest {len(report.images)} image(s), mean total {report.start_mean:.1f} -> "
+        f"{report.final_mean:.1f} ({report.improvement_pct:+.1f} %) in {len(report.rounds)} round(s); "
+        f"{report.stopped}")
+    rows = [{"round": str(r.round), "tried": str(r.tried), "kept": str(r.kept), "near-dup": str(r.rejected_duplicate),
+             "off-style": str(r.rejected_style), "mean": f"{r.mean_total:.1f}", "gain %": f"{r.improvement_pct:+.1f}"}
+            for r in report.rounds]
+    for line in columns(rows, 100, shrink="round", right=set(rows[0]) if rows else set()):
+        say(line)
+    say(f"report: {display_path(report.report_path)}")

@@ -11,6 +11,7 @@ returns a typed result; the run's steps report to it through the `observer` reso
 - `backfill` one queued `batch` (or `plan_project`) run per project, for the daemon
 - `runs`     recent runs
 - `compare`  one `render_job` run per backend on the same prompts, then scores and a contact sheet
+- `resonance` one `resonance_job` run: the feedback loop over a project's weakest images
 
 Settings travel as the resources' run config (never through this process's environment). Before a
 run starts, runs of dead processes are marked failed and their pool slots freed (see instance.py),
@@ -54,13 +55,14 @@ if TYPE_CHECKING:  # Dagster is imported when a run starts, after `render` has s
     import dagster as dg
     from dagster._utils.error import SerializableErrorInfo
 
+    from echo_pipeline.workflows.feedback_loop import LoopReport
     from echo_pipeline.workflows.model_comparison import Comparison
 
 WORKSPACE_FILE = PACKAGE_DIR.parent / "workspace.yaml"
 PROJECT_JOBS = ("batch", "plan_project")
 # Jobs with a step in the `gpu` pool (generated_images, render_prompt): one at a time per instance.
 GPU_POOL = "gpu"
-GPU_JOBS = ("batch", "render_job")
+GPU_JOBS = ("batch", "render_job", "resonance_job")
 
 
 class RunFailedError(EchoError):
@@ -287,6 +289,24 @@ def compare(settings: Settings, project: str, backends: list[str], *, count: int
         engine.projects.save(spec.model_copy(update={"backend": name, "model": model}))
         comparison.selected = best
     return comparison
+
+
+def resonance(settings: Settings, project: str, *, rounds: int = 3, target: float | None = None,
+              wait: bool = False, notify: NotifyFn | None = None) -> LoopReport:
+    """Refine the project's weakest images for up to `rounds` rounds (the feedback loop) as one
+    `resonance_job` run on the project's own backend and model."""
+    engine = CreativeEngine(settings)
+    spec = _project_spec(engine, project)
+    if not 1 <= rounds <= 20:
+        raise InvalidInputError(f"--rounds {rounds} is out of range (1-20)")
+    if target is not None and not 0 < target <= 100:
+        raise InvalidInputError(f"--target {target} is out of range (0-100]")
+    engine.store.check_writable()
+    collector = _Collector(None)
+    config = {"project": spec.slug, "rounds": rounds, "target": target}
+    _execute(settings, "resonance_job", run_config={"ops": {"refine_weakest": {"config": config}}},
+             observer=collector, project=spec.slug, wait=wait, notify=notify)
+    return collector.results["resonance"]
 
 
 def _project_spec(engine: CreativeEngine, text: str) -> ProjectSpec:
