@@ -47,3 +47,34 @@ def test_memory_analyze_plots_exports_and_imports(cli, artifact_root, tmp_path):
     assert code == 2 and "not a style memory export" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("memory", "--export", str(tmp_path / "x.json"))
     assert code == 2 and "--export needs --project" in err
+
+
+def test_learn_from_references_makes_a_style_render_can_use(cli, artifact_root, tmp_path):
+    code, out, err = cli("render", "ocean waves", "--count", "3", "--size", "128", "--json")
+    assert code == 0, err
+    ids = [a["artifact_id"] for a in json.loads(out)["artifacts"]]
+    code, out, err = cli("memory", "--learn-from", ",".join(ids), "--json")  # the vision's --learn-from=<id>
+    assert code == 0, err
+    learned = json.loads(out)
+    assert learned["palette"] == "ocean" and "waves" in learned["words"] and learned["images"] == 3
+    assert learned["style"] == f"learned-{ids[0]}" and learned["prompt"].startswith("ocean palette")
+
+    # A user's own files (no metadata, JPEG) from a folder and a glob, under a chosen name.
+    store = ArtifactStore.open(str(artifact_root))
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for k, artifact_id in enumerate(ids):
+        store.load_image(store.find(artifact_id)).save(refs / f"ref{k}.jpg", quality=90)
+    code, out, err = cli("memory", "--learn-from", str(refs), "--name", "sea study", "--json")
+    assert code == 0, err
+    assert json.loads(out)["palette"] == "ocean" and json.loads(out)["prompts"] == 0
+    code, out, err = cli("memory", "--learn-from", str(refs / "*.jpg"), "--name", "sea study", "--json")
+    assert code == 2 and "already exists" in err  # a chosen name is never overwritten silently
+
+    code, out, err = cli("render", "calm sea", "--style", "sea study", "--size", "96", "--json")
+    assert code == 0, err
+    assert json.loads(out)["artifacts"][0]["prompt"] == "calm sea, ocean palette"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = cli("memory", "--learn-from", str(empty))
+    assert code == 2 and "no PNG, JPEG or WebP images" in err

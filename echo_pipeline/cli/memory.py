@@ -20,14 +20,23 @@ def memory(
     export: Annotated[Optional[Path], typer.Option("--export", help="Write the project's memory to this file.")] = None,
     import_from: Annotated[Optional[Path], typer.Option("--import", help="Read a memory file written by --export "
                                                         "into the project (--project, else its own).")] = None,
+    learn_from: Annotated[Optional[list[str]], typer.Option(
+        "--learn-from", help="Learn a style from reference images: artifact ids, image files, folders or globs "
+        "(repeat, or separate with commas); saved as a style for `render --style`.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name of the learned style (default: learned-<first "
+                                                "reference>).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
-    """The style memory of a project: centroid, exemplars, learned modifiers, its history."""
+    """The style memory of a project: centroid, exemplars, learned modifiers, its history; or learn
+    a style from reference images."""
     from echo_pipeline.atomic import write_atomic
     from echo_pipeline.resonance.memory_system import import_memory, load_memory, save_memory
 
     eng = engine(ctx)
     store = eng.store
+    if learn_from:
+        _learn(eng, [part.strip() for item in learn_from for part in item.split(",") if part.strip()], name, as_json)
+        return
     if export is not None and import_from is not None:
         raise InvalidInputError("--export and --import go one at a time")
     if import_from is not None:
@@ -102,3 +111,25 @@ def _print_section(store, m) -> None:
     if info["versions"]:
         path = store.write_project_file(m.project, HISTORY_PLOT_FILE, plot_history(m))
         say(f"evolution plot: {display_path(path)}")
+
+
+def _learn(eng, sources: list[str], name: Optional[str], as_json: bool) -> None:
+    import re
+
+    from echo_pipeline.resonance.style_learning import learn_from_images
+
+    references = eng.reference_images(sources)
+    learned = learn_from_images([image for _, image, _ in references], [prompt for _, _, prompt in references])
+    stem = re.sub(r"[^a-z0-9]+", "-", references[0][0].lower().rsplit(".", 1)[0]).strip("-")[:24] or "style"
+    style_name = name or f"learned-{stem}"
+    # A default name is ours to update when the same references are learned again; a chosen one is not.
+    style = eng.styles.create(style_name, learned.description, replace=name is None)
+    if as_json:
+        print_json({"style": style.name, "prompt": style.prompt, "palette": learned.palette,
+                    "palette_distance": learned.palette_distance, "words": learned.words, "images": learned.images,
+                    "prompts": learned.prompts, "spread": learned.spread})
+        return
+    say(f"learned style {style.name!r} from {learned.images} image(s) ({learned.prompts} with a prompt)")
+    say(f"palette: {learned.palette} (distance {learned.palette_distance}); words: {', '.join(learned.words) or '-'}")
+    say(f"style prompt: {style.prompt}")
+    say(f'use it: echo-os render "<prompt>" --style "{style.name}"')

@@ -23,6 +23,8 @@ from echo_pipeline.settings import Settings
 from echo_pipeline.workflows.batch_processor import BatchProcessor, BatchResult, ProgressCallback
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from echo_pipeline.workflows.projects import ProjectRef
 
 # "add rain effects", "with fog", "plus stars": words added to the parent's prompt (the vision's
@@ -169,3 +171,44 @@ class CreativeEngine:
             media_type=request.media_type, parent_id=parent.artifact_id,
             strength=REFINE_STRENGTH if strength is None else strength,
         )
+
+    def reference_images(self, sources: list[str]) -> list[tuple[str, Image.Image, str | None]]:
+        """(name, image, prompt or None) for each reference a user named: an image file, a folder
+        (its PNG/JPEG/WebP files), a glob, or a stored artifact id. The prompt comes from the
+        artifact's record or the file's A1111/echo metadata, when there is one."""
+        import glob as globbing
+        from pathlib import Path
+
+        from PIL import Image as PILImage
+
+        from echo_pipeline.artifacts.metadata import parse_infotext
+
+        suffixes = {".png", ".jpg", ".jpeg", ".webp"}
+        found: list[tuple[str, Image.Image, str | None]] = []
+        for source in sources:
+            path = Path(source).expanduser()
+            if path.is_dir():
+                files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+            elif path.is_file():
+                files = [path]
+            elif any(c in source for c in "*?["):
+                files = sorted(Path(p) for p in globbing.glob(str(path)) if Path(p).suffix.lower() in suffixes)
+            else:
+                record = self.store.find(source)
+                found.append((record.artifact_id, self.store.load_image(record),
+                              record.request.source_prompt or record.request.prompt))
+                continue
+            if not files:
+                raise NotFoundError(f"no PNG, JPEG or WebP images in {source!r}")
+            for file in files:
+                try:
+                    with PILImage.open(file) as opened:
+                        opened.load()
+                        text = getattr(opened, "text", None) or {}
+                        prompt = None
+                        if "parameters" in text:
+                            prompt = parse_infotext(str(text["parameters"])).get("Prompt") or None
+                        found.append((file.name, opened.convert("RGB"), prompt))
+                except (OSError, ValueError) as exc:
+                    raise InvalidInputError(f"{file} is not a readable image ({exc.__class__.__name__})") from exc
+        return found
