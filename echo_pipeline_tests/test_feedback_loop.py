@@ -44,5 +44,5 @@ def test_resonance_improves_the_weakest_and_the_gain_is_recomputable(cli, artifa
             assert min(hamming(head_hash, h) for a, h in others.items() if a not in chain
                        and store.find(a, project="loop-test").parent_id not in chain) > PROJECT_DUPLICATE_DISTANCE
 
-    code, out, err = cli("runs", "--project", "loop")
-    assert code == 0 and "resonance_job" in out
+    code, out, err = cli("runs", "--project", "loop", "--json")
+    assert code == 0 and "resonance_job" in [run["job"] for run in json.loads(out)]

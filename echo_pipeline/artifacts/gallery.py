@@ -67,7 +67,7 @@ COMPONENTS = (
     ("technical", "technical"), ("style_consistency", "style"), ("uniqueness", "unique"),
     ("alignment", "alignment"), ("aesthetic", "aesthetic"),
 )
-TECH_COMPONENTS = ("sharpness", "contrast", "colourfulness", "entropy", "exposure")
+TECH_COMPONENTS = ("sharpness", "contrast", "colourfulness", "entropy", "exposure", "noise")
 
 
 @dataclass

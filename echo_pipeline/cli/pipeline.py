@@ -104,6 +104,7 @@ def batch(
         "mean_quality": scores.mean_total if scores else None,
         "mean_style_consistency": scores.mean_style_consistency if scores else None,
         "style_threshold": scores.style_threshold if scores else None,
+        "consistent_pct": scores.consistent_pct if scores else None,
         "style_memory_images": outcome.style_memory_images,
         "gallery": gallery.html_path if gallery else None,
         "file_problems": outcome.file_problems,
@@ -115,8 +116,9 @@ def batch(
         + (f", {len(result.existing)} already stored" if result.existing else "")
         + f" in {outcome.run_seconds:.1f}s ({outcome.images_per_minute} images/min)")
     if scores:
+        share = "" if scores.consistent_pct is None else f", {scores.consistent_pct} % of images at or above it"
         say(f"mean quality {scores.mean_total}, style consistency {scores.mean_style_consistency} "
-            f"(threshold {scores.style_threshold}), style memory {outcome.style_memory_images} image(s)")
+            f"(threshold {scores.style_threshold}{share}), style memory {outcome.style_memory_images} image(s)")
     if result.recovered:
         say(f"recovered {result.recovered} image(s) left uncatalogued by an interrupted run")
     if gallery:

@@ -121,7 +121,7 @@ def generated_images(context: dg.AssetExecutionContext, echo: EchoResource, imag
 
 
 @dg.asset(
-    partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[generated_images],
+    partitions_def=projects_partitions, group_name=GROUP, code_version="2", deps=[generated_images],
     check_specs=[dg.AssetCheckSpec("style_consistency", asset="quality_scores", partitions_def=projects_partitions,
                                    description="Mean style consistency is at least the project's threshold.")],
 )

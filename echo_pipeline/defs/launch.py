@@ -276,7 +276,7 @@ def compare(settings: Settings, project: str, backends: list[str], *, count: int
             raise
         except EchoError as exc:
             row.error = " ".join(str(exc).split())
-        score_row(engine.store, row)
+        score_row(engine.store, row, engine.quality_assessor())
         rows.append(row)
     comparison = Comparison(project=spec.slug, prompt=specs[0].prompt, rows=rows)
     save_comparison_sheet(engine.store, comparison)

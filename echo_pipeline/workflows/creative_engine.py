@@ -50,6 +50,19 @@ class CreativeEngine:
         return ArtifactStore.open(self.settings.artifact_root)
 
     @cached_property
+    def scoring_weights(self):
+        """The score weights of `configs/scoring.yaml` (built-in ones when it is absent)."""
+        from echo_pipeline.resonance.quality_assessor import load_scoring_weights
+
+        return load_scoring_weights(self.settings.config_dir)
+
+    def quality_assessor(self):
+        """The quality assessor every step that scores uses, with the configured weights."""
+        from echo_pipeline.resonance.quality_assessor import QualityAssessor
+
+        return QualityAssessor(weights=self.scoring_weights)
+
+    @cached_property
     def projects(self):
         from echo_pipeline.workflows.projects import ProjectRegistry
 

@@ -92,7 +92,7 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
                       target: float | None = None, fraction: float = WEAKEST_FRACTION,
                       run_id: str | None = None, notify: NotifyFn | None = None) -> LoopReport:
     from echo_pipeline.resonance.memory_system import load_memory, load_scores, save_scores
-    from echo_pipeline.resonance.quality_assessor import PROJECT_DUPLICATE_DISTANCE, QualityAssessor
+    from echo_pipeline.resonance.quality_assessor import PROJECT_DUPLICATE_DISTANCE
 
     if not 1 <= rounds <= 20:
         raise InvalidInputError(f"--rounds {rounds} is out of range (1-20)")
@@ -115,7 +115,7 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
     memory = load_memory(store, slug)
     centroid = np.asarray(memory.centroid, dtype=np.float32) if memory and memory.count else None
     modifier = next(iter(memory.learned_modifiers), None) if memory else None
-    assessor = QualityAssessor()
+    assessor = engine.quality_assessor()
     hashes = {str(a): str(h) for a, h in zip(scores["artifact_id"], scores["phash"], strict=True) if isinstance(h, str)}
     consistency = dict(zip(scores["artifact_id"].astype(str), scores["style_consistency"].astype(float), strict=True))
     processor = BatchProcessor(store, backend)

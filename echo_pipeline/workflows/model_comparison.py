@@ -24,6 +24,7 @@ from echo_pipeline.artifacts.storage import ArtifactStore
 from echo_pipeline.errors import EchoError, InvalidInputError
 from echo_pipeline.render.backends.registry import available_backends, create_backend, split_backend_spec
 from echo_pipeline.render.prompt_engine import PromptSpec
+from echo_pipeline.resonance.quality_assessor import QualityAssessor
 from echo_pipeline.settings import Settings
 from echo_pipeline.workflows.projects import ProjectSpec
 
@@ -127,14 +128,12 @@ class Comparison:
         return max(scored, key=lambda r: r.mean_total or 0.0) if scored else None
 
 
-def score_row(store: ArtifactStore, row: ComparisonRow) -> None:
+def score_row(store: ArtifactStore, row: ComparisonRow, assessor: QualityAssessor) -> None:
     """Fill the row's mean scores from its images (the thumbnails, like the project's own scoring)."""
-    from echo_pipeline.resonance.quality_assessor import QualityAssessor
-
     if not row.records:
         return
     items = [(r.artifact_id, store.load_thumbnail(r.project, r.artifact_id)) for r in row.records]
-    frame = QualityAssessor().assess(items)
+    frame = assessor.assess(items)
 
     def mean(column: str) -> float | None:
         value = float(frame[column].mean()) if column in frame and len(frame) else float("nan")

@@ -64,6 +64,7 @@ class ScoreSummary:
     mean_total: float | None
     mean_style_consistency: float | None
     style_threshold: float
+    consistent_pct: float | None = None  # the project's consistency: % of its images at or above the threshold
 
 
 class RunObserver:
@@ -198,7 +199,6 @@ class ProjectPipeline:
 
     def score(self) -> StepResult:
         from echo_pipeline.resonance.memory_system import load_memory, load_scores, save_scores
-        from echo_pipeline.resonance.quality_assessor import QualityAssessor
 
         catalog = self.store.catalog(self.slug)
         previous = load_scores(self.store, self.slug)
@@ -211,22 +211,25 @@ class ProjectPipeline:
             items = [(aid, self.store.load_thumbnail(self.slug, aid)) for aid in todo.artifact_id]
             reference = dict(zip(previous.artifact_id, previous.phash, strict=True)) if len(previous) else None
             centroid = np.asarray(memory.centroid, dtype=np.float32) if memory and memory.count else None
-            fresh = QualityAssessor().assess(items, centroid=centroid, spread=memory.spread if memory else None,
-                                             reference_hashes=reference)
+            fresh = self.engine.quality_assessor().assess(
+                items, centroid=centroid, spread=memory.spread if memory else None, reference_hashes=reference)
             save_scores(self.store, self.slug, fresh)
         scores = load_scores(self.store, self.slug)
         batch_scores = scores[scores.artifact_id.isin(todo.artifact_id)] if len(todo) else scores.iloc[0:0]
         consistency = float(scores.style_consistency.mean()) if len(scores) else float("nan")
         threshold = self.spec.style_threshold
+        rated = scores.style_consistency.dropna()
         summary = ScoreSummary(scored_now=len(todo), images=len(scores),
                                mean_total=round(float(scores.total.mean()), 1) if len(scores) else None,
                                mean_style_consistency=None if np.isnan(consistency) else round(consistency, 1),
-                               style_threshold=threshold)
+                               style_threshold=threshold,
+                               consistent_pct=round(100.0 * float((rated >= threshold).mean()), 1) if len(rated) else None)
         return StepResult(
             summary={"scored_now": summary.scored_now, "already_scored": len(done), "images": summary.images,
                      "mean_total": summary.mean_total,
                      "mean_technical": round(float(scores.technical.mean()), 1) if len(scores) else None,
-                     "mean_style_consistency": summary.mean_style_consistency, "style_threshold": threshold},
+                     "mean_style_consistency": summary.mean_style_consistency, "style_threshold": threshold,
+                     "consistent_pct": summary.consistent_pct},
             data_version=content_hash(scores.round(4).to_json(orient="records").encode()) if len(scores) else "empty",
             rows=cast(list[dict[str, Any]], batch_scores.sort_values("total", ascending=False).head(50)[
                 ["artifact_id", "total", "technical", "style_consistency", "uniqueness"]].round(1).to_dict("records")),
