@@ -18,6 +18,7 @@ from echo_pipeline.cli.common import (
     columns,
     console,
     display_path,
+    engine,
     print_json,
     progress_bar,
     say,
@@ -221,6 +222,8 @@ def resonance(
     rounds: Annotated[int, typer.Option("--rounds", min=1, max=20, help="Refinement rounds at most.")] = 3,
     target: Annotated[Optional[float], typer.Option("--target", help="Stop when the weakest images' mean total "
                                                     "score reaches this (0-100).")] = None,
+    suggest: Annotated[bool, typer.Option("--suggest", help="Only print concrete next steps from the project's "
+                                          "scores and style memory.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="If the project is busy, wait for its run.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
@@ -228,6 +231,19 @@ def resonance(
     import dataclasses
 
     from echo_pipeline.defs import launch
+
+    if suggest:
+        from echo_pipeline.workflows.project_pipeline import ProjectPipeline
+
+        slug = launch.resolve_project_slug(settings(ctx), project)
+        found = ProjectPipeline(engine(ctx), slug).suggestions()
+        if as_json:
+            print_json([dataclasses.asdict(s) for s in found])
+            return
+        say(f"{slug}: {len(found)} suggestion(s)")
+        for item in found:
+            say(f"- {item.text}")
+        return
 
     report = launch.resonance(settings(ctx), project, rounds=rounds, target=target, wait=wait,
                               notify=None if as_json else say)

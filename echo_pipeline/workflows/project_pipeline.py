@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
+import pandas as pd
 
 from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.errors import InvalidInputError
@@ -238,6 +239,26 @@ class ProjectPipeline:
             data=summary,
         )
 
+    def suggestions(self, memory: Any = None) -> list[Any]:
+        """Concrete next steps for the project from its scores and memory (resonance/suggestions.py)."""
+        from echo_pipeline.resonance.memory_system import load_memory, load_scores
+        from echo_pipeline.resonance.quality_assessor import PROJECT_DUPLICATE_DISTANCE
+        from echo_pipeline.resonance.suggestions import suggest
+
+        catalog = self.store.catalog(self.slug)
+        groups = []
+        for row in catalog.itertuples(index=False):
+            record = ArtifactRecord.model_validate_json(str(row.record_json))
+            palette = record.info.get("palette") if isinstance(record.info, dict) else None
+            groups.append({"artifact_id": record.artifact_id,
+                           "prompt": record.request.source_prompt or record.request.prompt,
+                           "group": f"{palette} palette" if palette else
+                           (f"style {record.request.style}" if record.request.style else None)})
+        lineage = pd.DataFrame(groups, columns=["artifact_id", "prompt", "group"])
+        return suggest(self.slug, load_scores(self.store, self.slug),
+                       memory if memory is not None else load_memory(self.store, self.slug), lineage,
+                       style_threshold=self.spec.style_threshold, duplicate_distance=PROJECT_DUPLICATE_DISTANCE)
+
     def learn(self) -> StepResult:
         from echo_pipeline.resonance.embedders import get_embedder
         from echo_pipeline.resonance.memory_system import learn_style, load_memory, load_scores, save_memory
@@ -260,7 +281,8 @@ class ProjectPipeline:
             summary={"learned_now": len(todo), "count": memory.count, "stable": memory.stable,
                      "spread": round(memory.spread, 4), "exemplars": ", ".join(memory.exemplars) or "-",
                      "learned_modifiers": ", ".join(memory.learned_modifiers) or "-",
-                     "history_entries": len(memory.history)},
+                     "history_entries": len(memory.history),
+                     "suggestions": "\n".join(f"- {s.text}" for s in self.suggestions(memory)) or "-"},
             data_version=content_hash({"c": [round(x, 5) for x in memory.centroid], "n": memory.count}),
             images=[self.store.load_thumbnail(self.slug, a) for a in memory.exemplars[:8]],
             data=memory,
