@@ -161,6 +161,22 @@ class BackendConfig(BaseModel):
         return text
 
 
+class ClipSettings(BaseModel):
+    """CLIP scoring (prompt alignment, aesthetic score) through open_clip; off while `model` is empty.
+
+    settings.yaml: `clip: {model: ViT-B-32, pretrained: /models/open_clip_vit_b32.bin,
+    aesthetic_head: /models/aesthetic_linear.pth}`. `pretrained` is a local checkpoint file, an
+    open_clip tag or a hub id; nothing is downloaded unless `allow_downloads` is true."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = Field(default=None, description="open_clip architecture, e.g. ViT-B-32 (empty: CLIP off)")
+    pretrained: str | None = Field(default=None, description="local checkpoint file, open_clip tag or hf-hub id")
+    aesthetic_head: str | None = Field(default=None, description="weights of a linear aesthetic head on CLIP embeddings")
+    device: str | None = None
+    allow_downloads: bool = False
+
+
 class Settings(BaseModel):
     """Where artifacts and configs live, normalized on construction (see the module docstring).
 
@@ -184,6 +200,7 @@ class Settings(BaseModel):
     backends: BackendConfig = Field(default_factory=BackendConfig, description="options of the model backends")
     models: dict[str, str] = Field(default_factory=dict, description="default model per backend, e.g. "
                                    "{diffusers: stabilityai/sd-turbo, openai: dall-e-3}")
+    clip: ClipSettings = Field(default_factory=ClipSettings, description="CLIP scoring (off unless a model is set)")
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("artifact_root", mode="before")

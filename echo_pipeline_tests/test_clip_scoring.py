@@ -139,3 +139,20 @@ def test_missing_or_bad_sources_give_one_line_errors(tmp_path, tiny_checkpoint):
     torch.save(torch.nn.Linear(7, 1).state_dict(), wrong)
     with pytest.raises(InvalidInputError, match="32-d"):
         ClipScorer(TINY_NAME, str(tiny_checkpoint), device="cpu", aesthetic_head=str(wrong)).load()
+
+
+def test_a_batch_scores_prompt_alignment_and_aesthetics_with_the_configured_clip(
+        cli, config_dir, artifact_root, tiny_checkpoint, aesthetic_head):
+    """settings.yaml's `clip:` turns CLIP scoring on for the project's quality_scores step."""
+    from echo_pipeline.artifacts.storage import ArtifactStore
+    from echo_pipeline.resonance.memory_system import load_scores
+
+    (config_dir / "settings.yaml").write_text(
+        f"clip: {{model: {TINY_NAME}, pretrained: '{tiny_checkpoint}', aesthetic_head: '{aesthetic_head}'}}\n")
+    code, _, err = cli("plan", "Clip Test", "warm fractal", "--size", "64x64", "--count", "3")
+    assert code == 0, err
+    code, _, err = cli("batch", "--project", "clip")
+    assert code == 0, err
+    scores = load_scores(ArtifactStore.open(str(artifact_root)), "clip-test")
+    assert len(scores) == 3
+    assert scores["alignment"].between(0, 100).all() and scores["aesthetic"].between(0, 100).all()

@@ -56,11 +56,23 @@ class CreativeEngine:
 
         return load_scoring_weights(self.settings.config_dir)
 
+    @cached_property
+    def clip_scorer(self):
+        """The configured CLIP model (settings' `clip:`), created once per engine (so once per run;
+        it loads on first use), or None when CLIP scoring is off."""
+        clip = self.settings.clip
+        if not clip.model:
+            return None
+        from echo_pipeline.resonance.clip import ClipScorer
+
+        return ClipScorer(clip.model, clip.pretrained, device=clip.device, aesthetic_head=clip.aesthetic_head,
+                          allow_download=clip.allow_downloads)
+
     def quality_assessor(self):
-        """The quality assessor every step that scores uses, with the configured weights."""
+        """The quality assessor every step that scores uses: the configured weights and CLIP model."""
         from echo_pipeline.resonance.quality_assessor import QualityAssessor
 
-        return QualityAssessor(weights=self.scoring_weights)
+        return QualityAssessor(weights=self.scoring_weights, clip=self.clip_scorer)
 
     @cached_property
     def projects(self):

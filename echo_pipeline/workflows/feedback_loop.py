@@ -138,7 +138,7 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
                 tried += 1
                 frame = assessor.assess([(child.artifact_id, store.load_thumbnail(slug, child.artifact_id))],
                                         centroid=centroid, spread=memory.spread if memory else None,
-                                        reference_hashes=reference)
+                                        reference_hashes=reference, prompts=[child.request.prompt])
                 save_scores(store, slug, frame)
                 row = frame.iloc[0]
                 hashes[child.artifact_id] = str(row["phash"])

@@ -212,8 +212,10 @@ class ProjectPipeline:
             items = [(aid, self.store.load_thumbnail(self.slug, aid)) for aid in todo.artifact_id]
             reference = dict(zip(previous.artifact_id, previous.phash, strict=True)) if len(previous) else None
             centroid = np.asarray(memory.centroid, dtype=np.float32) if memory and memory.count else None
+            prompts = [str(p) for p in todo["prompt"]]  # CLIP alignment is against the prompt as rendered
             fresh = self.engine.quality_assessor().assess(
-                items, centroid=centroid, spread=memory.spread if memory else None, reference_hashes=reference)
+                items, centroid=centroid, spread=memory.spread if memory else None, reference_hashes=reference,
+                prompts=prompts)
             save_scores(self.store, self.slug, fresh)
         scores = load_scores(self.store, self.slug)
         batch_scores = scores[scores.artifact_id.isin(todo.artifact_id)] if len(todo) else scores.iloc[0:0]
