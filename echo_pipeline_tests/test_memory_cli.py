@@ -12,9 +12,13 @@ from echo_pipeline.artifacts.storage import ArtifactStore
 def test_memory_analyze_plots_exports_and_imports(cli, artifact_root, tmp_path):
     code, _, err = cli("plan", "Memory Test", "warm fractal", "--size", "64x64", "--count", "3")
     assert code == 0, err
+    outputs = []
     for _ in range(2):
-        code, _, err = cli("batch", "--project", "memory")
+        code, out, err = cli("batch", "--project", "memory")
         assert code == 0, err
+        outputs.append(out)
+    assert "this batch's style consistency" in outputs[0] and "the batch before" not in outputs[0]
+    assert "(the batch before: " in outputs[1]  # the new batch measured against the one before
 
     code, out, err = cli("memory", "--analyze")  # no project: every project with a memory
     assert code == 0, err
@@ -78,3 +82,23 @@ def test_learn_from_references_makes_a_style_render_can_use(cli, artifact_root, 
     empty.mkdir()
     code, _, err = cli("memory", "--learn-from", str(empty))
     assert code == 2 and "no PNG, JPEG or WebP images" in err
+
+
+def test_what_the_memory_learned_goes_into_the_next_prompt_set(settings):
+    from echo_pipeline.render.backends.procedural import ProceduralBackend
+    from echo_pipeline.resonance.memory_system import StyleMemory, save_memory
+    from echo_pipeline.workflows.creative_engine import CreativeEngine
+    from echo_pipeline.workflows.project_pipeline import ProjectPipeline
+
+    engine = CreativeEngine(settings)
+    engine.projects.create("Fed Back", "warm fractal", count=2, width=64, height=64)
+    pipeline = ProjectPipeline(engine, "fed-back")
+    pipeline.intent()
+    pipeline.plan()
+    save_memory(engine.store, StyleMemory(project="fed-back", count=5, learned_modifiers=["golden", "glow", "x"]))
+    step = pipeline.prompt_set(ProceduralBackend(workers=1))
+    assert all(r.prompt.startswith("warm fractal, golden, glow") for r in step.data)
+    assert step.summary["memory_modifiers"] == "golden, glow"
+    engine.projects.create("Fed Back", None, use_memory=False)
+    step = ProjectPipeline(engine, "fed-back").prompt_set(ProceduralBackend(workers=1))
+    assert not any("golden" in r.prompt for r in step.data) and step.summary["memory_modifiers"] == "-"

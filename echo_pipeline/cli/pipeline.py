@@ -106,6 +106,8 @@ def batch(
         "mean_style_consistency": scores.mean_style_consistency if scores else None,
         "style_threshold": scores.style_threshold if scores else None,
         "consistent_pct": scores.consistent_pct if scores else None,
+        "batch_consistency": scores.batch_consistency if scores else None,
+        "previous_batch_consistency": scores.previous_batch_consistency if scores else None,
         "style_memory_images": outcome.style_memory_images,
         "gallery": gallery.html_path if gallery else None,
         "file_problems": outcome.file_problems,
@@ -120,6 +122,10 @@ def batch(
         share = "" if scores.consistent_pct is None else f", {scores.consistent_pct} % of images at or above it"
         say(f"mean quality {scores.mean_total}, style consistency {scores.mean_style_consistency} "
             f"(threshold {scores.style_threshold}{share}), style memory {outcome.style_memory_images} image(s)")
+        if scores.batch_consistency is not None:
+            before = ("" if scores.previous_batch_consistency is None
+                      else f" (the batch before: {scores.previous_batch_consistency:.1f})")
+            say(f"this batch's style consistency {scores.batch_consistency:.1f}{before}")
     if result.recovered:
         say(f"recovered {result.recovered} image(s) left uncatalogued by an interrupted run")
     if gallery:

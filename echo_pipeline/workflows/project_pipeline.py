@@ -33,6 +33,7 @@ INTENT_FILE = "pipeline/intent.json"
 PLAN_FILE = "pipeline/plan.json"
 PROMPT_SET_FILE = "pipeline/prompt_set.json"
 BATCH_KEY = "batches_completed"
+BATCH_CONSISTENCY_KEY = "last_batch_consistency"  # project meta: the mean consistency of the last scored batch
 
 
 def content_hash(payload: Any) -> str:
@@ -66,6 +67,8 @@ class ScoreSummary:
     mean_style_consistency: float | None
     style_threshold: float
     consistent_pct: float | None = None  # the project's consistency: % of its images at or above the threshold
+    batch_consistency: float | None = None  # mean style consistency of the images scored now (the new batch)
+    previous_batch_consistency: float | None = None  # ... and of the batch scored before it
 
 
 class RunObserver:
@@ -141,21 +144,35 @@ class ProjectPipeline:
             spec = spec.model_copy(update={k: v for k, v in (("count", count), ("style", style)) if v is not None})
             plan = plan_project(spec)
         batch = self.batches_completed
+        modifiers = self._memory_modifiers() if spec.use_memory else []
         requests: list[RenderRequest] = []
         for prompt_spec in task_prompt_specs(plan, spec, batch=batch):
+            if modifiers:  # what the memory learned goes with accepted images, fed back into the prompts
+                words = set(prompt_spec.prompt.lower().split())
+                extra = [m for m in modifiers if m not in words]
+                if extra:
+                    prompt_spec = prompt_spec.model_copy(update={"prompt": ", ".join([prompt_spec.prompt, *extra])})
             requests.extend(self.engine.plan_requests(prompt_spec))
         requests = [backend.prepare(r).model_copy(update={"index": i}) for i, r in enumerate(requests)]
         backend.check_requests(requests)
-        payload = {"batch": batch, "backend": backend.describe().model_dump(),
+        payload = {"batch": batch, "backend": backend.describe().model_dump(), "memory_modifiers": modifiers,
                    "requests": [r.model_dump(mode="json") for r in requests]}
         version = self._write_json(PROMPT_SET_FILE, payload)
         return StepResult(
-            summary={"batch": batch, "requests": len(requests), "style": spec.style or "-", "backend": backend.name},
+            summary={"batch": batch, "requests": len(requests), "style": spec.style or "-", "backend": backend.name,
+                     "memory_modifiers": ", ".join(modifiers) or "-"},
             data_version=version,
             data=requests,
             rows=[{"request_id": r.request_id, "prompt": r.prompt, "seed": r.seed, "size": f"{r.width}x{r.height}"}
                   for r in requests[:50]],
         )
+
+    def _memory_modifiers(self, limit: int = 2) -> list[str]:
+        """The memory's best learned modifiers (words that go with accepted images), best first."""
+        from echo_pipeline.resonance.memory_system import load_memory
+
+        memory = load_memory(self.store, self.slug)
+        return list(memory.learned_modifiers[:limit]) if memory else []
 
     def load_prompt_set(self) -> tuple[int, list[RenderRequest]]:
         payload = self._read_json(PROMPT_SET_FILE, "prompt_set")
@@ -222,11 +239,19 @@ class ProjectPipeline:
         consistency = float(scores.style_consistency.mean()) if len(scores) else float("nan")
         threshold = self.spec.style_threshold
         rated = scores.style_consistency.dropna()
+        meta = self.store.read_project_meta(self.slug)
+        batch_consistency = (float(batch_scores.style_consistency.mean())
+                             if len(batch_scores) and batch_scores.style_consistency.notna().any() else None)
+        previous_batch = meta.get(BATCH_CONSISTENCY_KEY)
+        if batch_consistency is not None:  # this batch's figure becomes "the one before" for the next
+            self.store.write_project_meta(self.slug, meta | {BATCH_CONSISTENCY_KEY: round(batch_consistency, 2)})
         summary = ScoreSummary(scored_now=len(todo), images=len(scores),
                                mean_total=round(float(scores.total.mean()), 1) if len(scores) else None,
                                mean_style_consistency=None if np.isnan(consistency) else round(consistency, 1),
                                style_threshold=threshold,
-                               consistent_pct=round(100.0 * float((rated >= threshold).mean()), 1) if len(rated) else None)
+                               consistent_pct=round(100.0 * float((rated >= threshold).mean()), 1) if len(rated) else None,
+                               batch_consistency=None if batch_consistency is None else round(batch_consistency, 1),
+                               previous_batch_consistency=previous_batch if batch_consistency is not None else None)
         return StepResult(
             summary={"scored_now": summary.scored_now, "already_scored": len(done), "images": summary.images,
                      "mean_total": summary.mean_total,

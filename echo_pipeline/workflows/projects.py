@@ -77,6 +77,8 @@ class ProjectSpec(BaseModel):
         description="media types to plan besides those the intent implies: image, texture, 3d_model, video",
     )
     schedule: bool = Field(default=False, description="include this project in scheduled batch generation")
+    use_memory: bool = Field(default=True, description="add the style memory's best learned modifiers to the next "
+                             "batch's prompts")
     style_threshold: float = Field(
         default=60.0, ge=0.0, le=100.0, description="minimum mean style consistency (0-100) for the asset check"
     )
