@@ -41,7 +41,8 @@ class Suggestion:
 def suggest(project: str, scores: pd.DataFrame, memory: StyleMemory | None, lineage: pd.DataFrame,
             *, style_threshold: float, duplicate_distance: int) -> list[Suggestion]:
     """Suggestions for `project`, most useful first. `lineage`: one row per artifact with columns
-    artifact_id, prompt and group (e.g. 'warm palette', 'fractal motif', a style name)."""
+    artifact_id, prompt, group (e.g. 'warm palette', a style name) and optionally child (True for an
+    img2img child, which the weakest-images suggestion leaves out)."""
     out: list[Suggestion] = []
     scored = scores[np.isfinite(scores["total"].astype(float))]
     if scored.empty:
@@ -57,7 +58,9 @@ def suggest(project: str, scores: pd.DataFrame, memory: StyleMemory | None, line
         if component in scored and np.isfinite(mean := float(scored[component].astype(float).mean())) \
                 and mean < WEAK_COMPONENT:
             out.append(Suggestion("component", f"{component} averages {mean:.1f} of 100, the weakest technical score"))
-    totals = scored["total"].astype(float).sort_values()
+    # The collection's own images: refinement attempts (img2img children) are not part of its weakest set.
+    own = frame[~frame["child"].fillna(False).astype(bool)] if "child" in frame else frame
+    totals = own["total"].astype(float).sort_values()
     k = max(1, int(np.ceil(0.2 * len(totals))))
     if len(totals) > k and (gap := float(totals.iloc[k:].mean() - totals.iloc[:k].mean())) >= GROUP_GAP:
         out.append(Suggestion("refine", f"the weakest {k} image(s) trail the rest by {gap:.1f} points: "

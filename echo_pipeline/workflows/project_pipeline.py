@@ -280,8 +280,9 @@ class ProjectPipeline:
             groups.append({"artifact_id": record.artifact_id,
                            "prompt": record.request.source_prompt or record.request.prompt,
                            "group": f"{palette} palette" if palette else
-                           (f"style {record.request.style}" if record.request.style else None)})
-        lineage = pd.DataFrame(groups, columns=["artifact_id", "prompt", "group"])
+                           (f"style {record.request.style}" if record.request.style else None),
+                           "child": record.parent_id is not None})
+        lineage = pd.DataFrame(groups, columns=["artifact_id", "prompt", "group", "child"])
         return suggest(self.slug, load_scores(self.store, self.slug),
                        memory if memory is not None else load_memory(self.store, self.slug), lineage,
                        style_threshold=self.spec.style_threshold, duplicate_distance=PROJECT_DUPLICATE_DISTANCE)
