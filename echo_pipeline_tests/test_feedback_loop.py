@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from echo_pipeline.artifacts.storage import ArtifactStore
 from echo_pipeline.resonance.memory_system import load_scores
 from echo_pipeline.resonance.quality_assessor import PROJECT_DUPLICATE_DISTANCE, hamming
 
 
+@pytest.mark.slow
 def test_resonance_improves_the_weakest_and_the_gain_is_recomputable(cli, artifact_root):
     code, _, err = cli("plan", "Loop Test", "warm fractal, no human forms", "--size", "96x96", "--count", "10")
     assert code == 0, err

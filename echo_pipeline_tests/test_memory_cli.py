@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from echo_pipeline.artifacts.storage import ArtifactStore
 
 
+@pytest.mark.slow
 def test_memory_analyze_plots_exports_and_imports(cli, artifact_root, tmp_path):
     code, _, err = cli("plan", "Memory Test", "warm fractal", "--size", "64x64", "--count", "3")
     assert code == 0, err
