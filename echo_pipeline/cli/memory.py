@@ -27,8 +27,7 @@ def memory(
                                                 "reference>).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
-    """The style memory of a project: centroid, exemplars, learned modifiers, its history; or learn
-    a style from reference images."""
+    """What each project's style memory learned (and its history), or learn a style from references."""
     from echo_pipeline.atomic import write_atomic
     from echo_pipeline.resonance.memory_system import import_memory, load_memory, save_memory
 
