@@ -49,6 +49,8 @@ def test_steps_in_order_store_their_outputs_and_are_idempotent(pipeline):
 
     scores = pipeline.score()
     assert isinstance(scores.data, ScoreSummary) and scores.data.scored_now == 3 and scores.data.mean_total > 0
+    low, _, median, _, high = map(float, scores.summary["total_distribution"].split(" / "))
+    assert low <= median <= high and len(scores.images) == 3  # best 4 + worst 4 of three images: each once
     assert pipeline.score().data.scored_now == 0  # idempotent: only new images are scored
     memory = pipeline.learn()
     assert memory.data.count == 3 and pipeline.learn().summary["learned_now"] == 0

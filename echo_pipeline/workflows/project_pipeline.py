@@ -255,12 +255,19 @@ class ProjectPipeline:
         return StepResult(
             summary={"scored_now": summary.scored_now, "already_scored": len(done), "images": summary.images,
                      "mean_total": summary.mean_total,
+                     # the score distribution: min, quartiles, max of the total over every scored image
+                     "total_distribution": " / ".join(f"{v:.1f}" for v in scores.total.astype(float).quantile(
+                         [0, 0.25, 0.5, 0.75, 1]).tolist()) if len(scores) else "-",
                      "mean_technical": round(float(scores.technical.mean()), 1) if len(scores) else None,
                      "mean_style_consistency": summary.mean_style_consistency, "style_threshold": threshold,
                      "consistent_pct": summary.consistent_pct},
             data_version=content_hash(scores.round(4).to_json(orient="records").encode()) if len(scores) else "empty",
             rows=cast(list[dict[str, Any]], batch_scores.sort_values("total", ascending=False).head(50)[
                 ["artifact_id", "total", "technical", "style_consistency", "uniqueness"]].round(1).to_dict("records")),
+            # the four best, then the four weakest images of the project (the preview grid's two rows)
+            images=[self.store.load_thumbnail(self.slug, a) for a in
+                    _best_and_worst(scores.dropna(subset=["total"]).sort_values("total", ascending=False), 4)
+                    if self.store.has_thumb(self.slug, a)],
             check={"passed": bool(np.isnan(consistency) or consistency >= threshold),
                    "mean_style_consistency": consistency, "threshold": threshold},
             data=summary,
@@ -329,3 +336,8 @@ class ProjectPipeline:
             data=result,
         )
 
+
+def _best_and_worst(ranked: pd.DataFrame, n: int) -> list[str]:
+    """Artifact ids of the `n` best and the `n` worst rows of a frame sorted best first (no repeats)."""
+    ids = [str(a) for a in ranked["artifact_id"]]
+    return ids[:n] + [a for a in ids[-n:] if a not in ids[:n]]
