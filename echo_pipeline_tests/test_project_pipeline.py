@@ -61,3 +61,31 @@ def test_steps_in_order_store_their_outputs_and_are_idempotent(pipeline):
     next_prompts = pipeline.prompt_set(backend)
     assert next_prompts.summary["batch"] == 1
     assert not {r.request_id for r in next_prompts.data} & {r.request_id for r in prompts.data}
+
+
+
+def test_scores_of_an_older_scorer_are_computed_again(pipeline):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from echo_pipeline.resonance.memory_system import SCORES_FILE, load_scores
+    from echo_pipeline.resonance.quality_assessor import SCORER_VERSION
+
+    pipeline.intent()
+    pipeline.plan()
+    pipeline.prompt_set(ProceduralBackend(workers=1))
+    pipeline.generate(ProceduralBackend(workers=1))
+    first = pipeline.score()
+    scores = load_scores(pipeline.store, pipeline.slug)
+    assert first.data.scored_now == 3 and set(scores["scorer_version"]) == {SCORER_VERSION}
+    old = scores.drop(columns=["scorer_version", "noise"])  # as a table written before the noise score
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(old, preserve_index=False), buffer)
+    pipeline.store.write_project_file(pipeline.slug, SCORES_FILE, buffer.getvalue())
+    again = pipeline.score()
+    rescored = load_scores(pipeline.store, pipeline.slug)
+    assert again.data.scored_now == 3 and set(rescored["scorer_version"]) == {SCORER_VERSION}
+    assert rescored["noise"].notna().all() and (rescored["uniqueness"] > 0).all()  # never compared with itself
+    assert pipeline.score().data.scored_now == 0

@@ -43,7 +43,12 @@ from pydantic import BaseModel, Field
 
 from echo_pipeline.errors import InvalidInputError, StorageError
 from echo_pipeline.resonance.embedders import StyleDescriptor
-from echo_pipeline.resonance.quality_assessor import SCORE_COLUMNS, consistency_from_distance, empty_scores
+from echo_pipeline.resonance.quality_assessor import (
+    SCORE_COLUMNS,
+    SCORER_VERSION,
+    consistency_from_distance,
+    empty_scores,
+)
 
 MIN_STABLE_IMAGES = 50
 MAX_EXEMPLARS = 8
@@ -299,8 +304,10 @@ def _normalise_scores(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def save_scores(store, project: str, df: pd.DataFrame) -> str:
-    """Merge `df` into the project's score table by artifact_id (new rows replace old ones); returns the URL."""
+    """Merge `df` into the project's score table by artifact_id (new rows replace old ones), each
+    stamped with the `SCORER_VERSION` that computed it; returns the URL."""
     new = _normalise_scores(df)
+    new["scorer_version"] = SCORER_VERSION
     if new["artifact_id"].duplicated().any():
         new = new.drop_duplicates(subset="artifact_id", keep="last")
     old = load_scores(store, project)

@@ -122,6 +122,9 @@ _HASH_BLOCK = 1 << 22  # distances computed per block of (new x all) pairs: ~32 
 
 SCORING_FILE = "scoring.yaml"
 
+# Bump when a score's definition changes: stored scores of an older version are computed again by
+# the next quality_scores step (2: the noise component and noise-damped sharpness).
+SCORER_VERSION = 2
 SCORE_COLUMNS = (
     "artifact_id", "sharpness", "contrast", "colourfulness", "entropy", "exposure", "noise", "technical",
     "style_consistency", "uniqueness", "nearest_id", "phash", "alignment", "aesthetic", "total",

@@ -217,17 +217,22 @@ class ProjectPipeline:
 
     def score(self) -> StepResult:
         from echo_pipeline.resonance.memory_system import load_memory, load_scores, save_scores
+        from echo_pipeline.resonance.quality_assessor import SCORER_VERSION
 
         catalog = self.store.catalog(self.slug)
         previous = load_scores(self.store, self.slug)
-        done = set(previous["artifact_id"]) if len(previous) else set()
+        # Images scored by an older scorer are scored again (their totals would not compare).
+        current = previous[previous["scorer_version"] == SCORER_VERSION] if "scorer_version" in previous else previous.iloc[0:0]
+        done = set(current["artifact_id"])
         todo = catalog[~catalog.artifact_id.isin(done)]
         memory = load_memory(self.store, self.slug)
         if len(todo):
             # Thumbnails, like style_memory and the uniqueness check: the style centroid and the
             # embeddings compared with it come from the same input (scores work at <= 256 px anyway).
             items = [(aid, self.store.load_thumbnail(self.slug, aid)) for aid in todo.artifact_id]
-            reference = dict(zip(previous.artifact_id, previous.phash, strict=True)) if len(previous) else None
+            rescored = set(todo.artifact_id)  # an image scored again must not be compared with itself
+            reference = {a: h for a, h in zip(previous.artifact_id, previous.phash, strict=True)
+                         if a not in rescored} or None
             centroid = np.asarray(memory.centroid, dtype=np.float32) if memory and memory.count else None
             prompts = [str(p) for p in todo["prompt"]]  # CLIP alignment is against the prompt as rendered
             fresh = self.engine.quality_assessor().assess(
