@@ -159,9 +159,8 @@ def refine(
     made_by = parent.backend.backend or parent.request.backend
     if backend is None and made_by != "import":  # an imported image has no backend of its own
         backend = made_by
-        if made_by != "procedural":
-            model = model or parent.request.model or None
-    elif backend is not None and split_backend_spec(backend)[0] == made_by and made_by != "procedural":
+    # On the backend that made the parent, the parent's model is the default (the procedural one has none).
+    if backend is not None and split_backend_spec(backend)[0] == made_by != "procedural":
         model = model or split_backend_spec(backend)[1] or parent.request.model or None
     spec = engine(ctx).refine_spec(parent, prompt, strength=strength, seed=seed)
     with progress_bar("refining", enabled=not as_json) as progress:

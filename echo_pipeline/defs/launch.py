@@ -297,10 +297,9 @@ def resonance(settings: Settings, project: str, *, rounds: int = 3, target: floa
     `resonance_job` run on the project's own backend and model."""
     engine = CreativeEngine(settings)
     spec = _project_spec(engine, project)
-    if not 1 <= rounds <= 20:
-        raise InvalidInputError(f"--rounds {rounds} is out of range (1-20)")
-    if target is not None and not 0 < target <= 100:
-        raise InvalidInputError(f"--target {target} is out of range (0-100]")
+    from echo_pipeline.workflows.feedback_loop import check_loop_limits
+
+    check_loop_limits(rounds, target)
     engine.store.check_writable()
     collector = _Collector(None)
     config = {"project": spec.slug, "rounds": rounds, "target": target}

@@ -88,18 +88,23 @@ def improvement_pct(start: float, end: float) -> float:
     return 100.0 * (end - start) / start if start > 0 else 0.0
 
 
-def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, *, rounds: int = 3,
-                      target: float | None = None, fraction: float = WEAKEST_FRACTION,
-                      run_id: str | None = None, notify: NotifyFn | None = None) -> LoopReport:
-    from echo_pipeline.resonance.memory_system import load_memory, load_scores, save_scores
-    from echo_pipeline.resonance.quality_assessor import PROJECT_DUPLICATE_DISTANCE
-
+def check_loop_limits(rounds: int, target: float | None, fraction: float = WEAKEST_FRACTION) -> None:
+    """One-line errors for loop settings out of range (checked before a run starts, and in it)."""
     if not 1 <= rounds <= 20:
         raise InvalidInputError(f"--rounds {rounds} is out of range (1-20)")
     if target is not None and not 0 < target <= 100:
         raise InvalidInputError(f"--target {target} is out of range (0-100]")
     if not 0 < fraction <= 1:
         raise InvalidInputError(f"fraction {fraction} is out of range (0-1]")
+
+
+def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, *, rounds: int = 3,
+                      target: float | None = None, fraction: float = WEAKEST_FRACTION,
+                      run_id: str | None = None, notify: NotifyFn | None = None) -> LoopReport:
+    from echo_pipeline.resonance.memory_system import load_memory, load_scores, save_scores
+    from echo_pipeline.resonance.quality_assessor import PROJECT_DUPLICATE_DISTANCE
+
+    check_loop_limits(rounds, target, fraction)
     started = time.perf_counter()
     store = engine.store
     spec = engine.projects.load(slug)
