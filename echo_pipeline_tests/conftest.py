@@ -133,6 +133,12 @@ def _processes_with(env_entry: str) -> list[int]:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Long tests (marked `slow`) first: xdist workers then finish together instead of one worker
-    starting a 40-second test when the others are done (longest-first scheduling)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Long tests (marked `slow`, longest first by its `seconds=` estimate, default 15) first: xdist
+    workers then finish together instead of one worker starting a 40-second test when the others
+    are done (longest-first scheduling, with work stealing: see addopts in pyproject.toml)."""
+
+    def expected_seconds(item) -> float:
+        marker = item.get_closest_marker("slow")
+        return float(marker.kwargs.get("seconds", 15)) if marker else 0.0
+
+    items.sort(key=lambda item: -expected_seconds(item))

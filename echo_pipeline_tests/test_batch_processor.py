@@ -85,7 +85,7 @@ def test_uncatalogued_png_from_a_killed_run_is_adopted(store):
     assert len(store.catalog("p")) == 3
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=24)
 def test_sigkill_mid_render_then_rerun_loses_and_duplicates_nothing(tmp_path, config_dir):
     root = tmp_path / "artifacts"
     env = dict(os.environ, ECHO_ARTIFACT_ROOT=str(root), ECHO_CONFIG_DIR=str(config_dir),

@@ -70,6 +70,16 @@ def test_batch_job_materializes_the_graph_and_next_batch_is_new(env):
     scores = again.asset_materializations_for_node("quality_scores")[0].metadata
     assert scores["scored_now"].value == 3 and scores["already_scored"].value == 3
 
+    # The consistency check judges each new batch: no image reaches a threshold of 100, so a batch
+    # fails a 50 % target (a WARN check: the run itself succeeds and the gallery is still built).
+    engine.projects.create(spec.name, None, style_threshold=100.0, style_target=50.0)
+    strict = _job("batch").execute_in_process(instance=instance, partition_key=spec.slug)
+    assert strict.success
+    [evaluation] = [e for e in strict.get_asset_check_evaluations() if e.asset_check_key.name == "style_consistency"]
+    assert not evaluation.passed
+    assert evaluation.metadata["consistent_pct"].value == 0.0 and evaluation.metadata["judged_images"].value == 3
+    assert evaluation.metadata["target_pct"].value == 50.0
+
 
 def test_sensor_adds_partitions_and_requests_only_what_was_asked(env):
     engine, resources = env

@@ -14,8 +14,13 @@ When a test here fails because you changed the renderer on purpose:
 3. commit the version bump and the table together with the pixel change.
 
 If it fails and you did not mean to change pixels, your change has a side effect: fix that instead.
-The hashes assume the pinned NumPy/Pillow of the project's environment (float rounding may differ
-on another NumPy build; regenerate there only together with a version bump).
+
+Other CPUs: the escape-time iteration runs on real arithmetic, which rounds identically everywhere
+(see `motifs/fractal.py`), but NumPy's SIMD transcendental functions (float32 exp/log/cos on AVX2,
+float64 ones on AVX-512) may differ in the last bit between CPUs, and that moves a handful of
+pixels near colour boundaries. So the table also keeps each case's pixels (`golden/<case>.png`):
+a render whose hash differs passes when at most `MAX_DRIFT_SHARE` of its pixels differ from them
+(measured: <= 0.3 % between NumPy's AVX2 and baseline paths), while a real change moves far more.
 """
 
 from __future__ import annotations
@@ -26,14 +31,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from echo_pipeline.render.backends import ParentImage
 from echo_pipeline.render.backends.procedural import PROCEDURAL_VERSION, ProceduralBackend
 from echo_pipeline.render.requests import RenderRequest
 
 TABLE = Path(__file__).with_name("procedural_golden.json")
+PIXELS = Path(__file__).with_name("golden")  # <case>.png: the pixels each hash was taken of
 SIDE = 64
+MAX_DRIFT_SHARE = 0.01  # share of pixels a render may differ by on another CPU (see the module docstring)
 
 # case id -> (prompt, seed, extra request fields). Every motif family, each fractal kind, 2-3 seeds.
 TXT2IMG: dict[str, tuple[str, int, dict[str, Any]]] = {
@@ -92,24 +101,36 @@ def _request(prompt: str, seed: int, **extra: Any) -> RenderRequest:
     return RenderRequest(prompt=prompt, seed=seed, **fields)
 
 
-def _digest(image) -> str:
+def _digest(image: Image.Image) -> str:
     assert image.mode == "RGB"
     return hashlib.sha256(image.tobytes()).hexdigest()
 
 
-def render_case(backend: ProceduralBackend, case: str) -> str:
-    """sha256 of the RGB bytes of one golden case."""
+def render_case(backend: ProceduralBackend, case: str) -> Image.Image:
+    """The RGB image of one golden case."""
     if case in TXT2IMG:
         prompt, seed, extra = TXT2IMG[case]
         (out,) = list(backend.render([_request(prompt, seed, **extra)]))
         assert out.info["params"]["version"] == PROCEDURAL_VERSION
-        return _digest(out.image)
+        return out.image
     parent_prompt, parent_seed, prompt, seed, strength = REFINE[case]
     parent_request = _request(parent_prompt, parent_seed)
     (parent,) = list(backend.render([parent_request]))
     request = _request(prompt, seed, parent_id="golden-parent", strength=strength)
-    refined = backend.refine(ParentImage("golden-parent", parent.image, parent_request, parent.info), request)
-    return _digest(refined.image)
+    return backend.refine(ParentImage("golden-parent", parent.image, parent_request, parent.info), request).image
+
+
+def drift_share(image: Image.Image, case: str) -> float:
+    """Share of the pixels of `image` that differ from the case's stored pixels (1.0 when none)."""
+    path = PIXELS / f"{case}.png"
+    if not path.exists():
+        return 1.0
+    with Image.open(path) as stored:
+        reference = np.asarray(stored.convert("RGB"), dtype=np.int16)
+    actual = np.asarray(image, dtype=np.int16)
+    if actual.shape != reference.shape:
+        return 1.0
+    return float((actual != reference).any(axis=2).mean())
 
 
 def all_cases() -> list[str]:
@@ -140,23 +161,48 @@ def test_table_matches_version_and_cases(table):
 @pytest.mark.parametrize("case", all_cases())
 def test_pixels_match_golden_hash(backend, table, case):
     expected = table["hashes"].get(case)
-    actual = render_case(backend, case)
-    assert actual == expected, f"{case}: sha256 {actual[:12]}..., table {str(expected)[:12]}...: {HOW_TO_BUMP}"
+    image = render_case(backend, case)
+    actual = _digest(image)
+    if actual == expected:
+        return
+    drift = drift_share(image, case)  # another CPU's last bits (see the module docstring)
+    assert drift <= MAX_DRIFT_SHARE, (
+        f"{case}: sha256 {actual[:12]}..., table {str(expected)[:12]}..., {100 * drift:.1f} % of the pixels "
+        f"differ from golden/{case}.png (another CPU may move {100 * MAX_DRIFT_SHARE:g} %): {HOW_TO_BUMP}")
+
+
+def test_drift_tolerance_catches_a_real_change(backend):
+    """The tolerance is for last-bit drift only: a slightly different request is far outside it."""
+    image = render_case(backend, "fractal-warm-1")
+    assert drift_share(image, "fractal-warm-1") <= MAX_DRIFT_SHARE
+    assert drift_share(render_case(backend, "fractal-warm-2"), "fractal-warm-1") > 0.5  # another seed
+    shifted = Image.fromarray(np.roll(np.asarray(image), 1, axis=1))
+    assert drift_share(shifted, "fractal-warm-1") > 10 * MAX_DRIFT_SHARE
 
 
 def update() -> int:
-    """Rewrite the table; refuse when hashes changed under the same PROCEDURAL_VERSION."""
+    """Rewrite the table and the stored pixels; refuse when pixels changed beyond the CPU drift
+    under the same PROCEDURAL_VERSION."""
     backend = ProceduralBackend(workers=1)
-    hashes = {case: render_case(backend, case) for case in all_cases()}
+    images = {case: render_case(backend, case) for case in all_cases()}
+    hashes = {case: _digest(image) for case, image in images.items()}
     old = load_table() if TABLE.exists() else {"version": None, "hashes": {}}
-    changed = sorted(c for c, h in hashes.items() if c in old["hashes"] and old["hashes"][c] != h)
+    changed = sorted(c for c, h in hashes.items() if c in old["hashes"] and old["hashes"][c] != h
+                     and drift_share(images[c], c) > MAX_DRIFT_SHARE)
     if changed and old["version"] == PROCEDURAL_VERSION:
         print(f"refusing: pixels of {len(changed)} case(s) changed ({', '.join(changed[:5])}) but "
               f"PROCEDURAL_VERSION is still {PROCEDURAL_VERSION!r}; bump it first", file=sys.stderr)
         return 1
+    PIXELS.mkdir(exist_ok=True)
+    for stale in PIXELS.glob("*.png"):
+        if stale.stem not in images:
+            stale.unlink()
+    for case, image in images.items():
+        image.save(PIXELS / f"{case}.png", optimize=True)
     payload = {"version": PROCEDURAL_VERSION, "size": SIDE, "hashes": hashes}
     TABLE.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    print(f"wrote {TABLE} ({len(hashes)} cases, version {PROCEDURAL_VERSION}, {len(changed)} changed)")
+    print(f"wrote {TABLE} and {PIXELS}/ ({len(hashes)} cases, version {PROCEDURAL_VERSION}, "
+          f"{len(changed)} changed)")
     return 0
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from echo_pipeline.artifacts.storage import ArtifactStore
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)
 def test_memory_analyze_plots_exports_and_imports(cli, artifact_root, tmp_path):
     code, _, err = cli("plan", "Memory Test", "warm fractal", "--size", "64x64", "--count", "3")
     assert code == 0, err
@@ -104,3 +104,29 @@ def test_what_the_memory_learned_goes_into_the_next_prompt_set(settings):
     engine.projects.create("Fed Back", None, use_memory=False)
     step = ProjectPipeline(engine, "fed-back").prompt_set(ProceduralBackend(workers=1))
     assert not any("golden" in r.prompt for r in step.data) and step.summary["memory_modifiers"] == "-"
+
+
+def test_the_memory_palette_goes_only_into_prompts_that_name_none(settings):
+    from echo_pipeline.render.backends.procedural import ProceduralBackend
+    from echo_pipeline.resonance.memory_system import StyleMemory, save_memory
+    from echo_pipeline.workflows.creative_engine import CreativeEngine
+    from echo_pipeline.workflows.project_pipeline import PROMPT_SET_FILE, ProjectPipeline
+
+    engine = CreativeEngine(settings)
+    learned = {"palette_seen": {"ocean": 4, "fire": 4}, "palette_accepted": {"ocean": 4, "fire": 2},
+               "palette_total": {"ocean": 320.0, "fire": 200.0}, "palette_scored": {"ocean": 4, "fire": 4}}
+    for name, intent in (("Open Palette", "mandelbrot fractal"), ("Warm Choice", "warm fractal")):
+        spec = engine.projects.create(name, intent, count=2, width=64, height=64)
+        pipeline = ProjectPipeline(engine, spec.slug)
+        pipeline.intent()
+        pipeline.plan()
+        save_memory(engine.store, StyleMemory(project=spec.slug, count=6, **learned))
+        step = pipeline.prompt_set(ProceduralBackend(workers=1))
+        payload = json.loads(engine.store.read_project_file(spec.slug, PROMPT_SET_FILE))
+        if name == "Open Palette":  # the memory's best palette (ocean, mean 80) where the prompt names none
+            assert all(r.prompt.endswith(", ocean palette") for r in step.data)
+            assert payload["memory_palette"] == "ocean" and step.summary["memory_palette"].startswith("ocean (2 ")
+            # ... and the renderer draws with it
+            assert ProceduralBackend.params_for(step.data[0])["palette"]["name"] == "ocean"
+        else:  # "warm" is the user's choice: kept
+            assert not any("ocean" in r.prompt for r in step.data) and payload["memory_palette"] is None

@@ -269,7 +269,7 @@ def test_a_comfyui_server_that_is_down_is_one_line_and_stores_nothing(cli, artif
 
 
 # -- the acceptance path on the tiny diffusers pipeline ------------------------------------
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_diffusers_from_the_cli_render_img2img_and_a_project_batch(cli, tiny_sd, artifact_root, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     args = ("--size", "64", "--steps", "3", "--json")

@@ -444,6 +444,50 @@ def test_save_and_load_memory(tmp_path):
         load_memory(store, "p")
 
 
+def test_palette_statistics_and_dominant_colours():
+    from echo_pipeline.resonance.memory_system import colour_histogram
+
+    emb, ids = _batch(0, 8)
+    palettes = ["gold", "gold", "gold", "ocean", "ocean", "ocean", None, "fire"]
+    totals = [82.0, 78.0, 80.0, 55.0, 52.0, 40.0, 90.0, 95.0]
+    orange = Image.new("RGB", (16, 16), (240, 130, 20))
+    half = np.zeros((16, 16, 3), np.uint8)
+    half[:, :8] = (10, 20, 200)  # half deep blue, half black
+    colours = [colour_histogram(orange)] * 3 + [colour_histogram(Image.fromarray(half))] * 5
+    mem = learn_style(None, "p", emb, ids, ["x"] * 8, totals, palettes=palettes, colours=colours)
+    table = mem.palette_table().set_index("palette")
+    assert table.loc["gold", "images"] == 3 and table.loc["gold", "accepted"] == 3
+    assert table.loc["gold", "mean_total"] == pytest.approx(80.0)
+    assert table.loc["ocean", "accepted"] == 2 and table.loc["ocean", "acceptance"] == pytest.approx(200 / 3)
+    # fire scores highest but from one image: the best palette needs two accepted images.
+    assert mem.best_palette == "gold" and mem.history[-1].best_palette == "gold"
+    colours_found = dict(mem.dominant_colours())
+    # accepted: 3 orange images and 4 half-blue ones (ids 3, 4, 6 and 7; 5 scored 40)
+    assert colours_found["#f08214"] == pytest.approx(3 / 7) and colours_found["#0a14c8"] == pytest.approx(2 / 7)
+    assert colours_found["#000000"] == pytest.approx(2 / 7)
+    with pytest.raises(InvalidInputError, match="palettes"):
+        learn_style(None, "p", emb, ids, ["x"] * 8, totals, palettes=palettes[:3])
+
+
+def test_every_memory_version_keeps_its_own_file(tmp_path):
+    from echo_pipeline.resonance.memory_system import load_memory_version, memory_version_file, memory_versions
+
+    store = ArtifactStore.open(str(tmp_path / "a"))
+    emb, ids = _batch(0, 6)
+    first = learn_style(None, "p", emb[:3], ids[:3], ["warm"] * 3, [70, 70, 70])
+    save_memory(store, first)
+    second = learn_style(first, "p", emb[3:], ids[3:], ["warm"] * 3, [80, 80, 80])
+    save_memory(store, second)
+    assert (first.version, second.version) == (1, 2) and memory_versions(store, "p") == [1, 2]
+    assert load_memory_version(store, "p", 1) == first and load_memory(store, "p") == second
+    # A version's file is written once: saving a changed memory under the same version leaves it.
+    save_memory(store, second.model_copy(update={"count": 99}))
+    assert load_memory_version(store, "p", 2) == second and load_memory(store, "p").count == 99
+    # Learning nothing new is a snapshot, not a version.
+    assert learn_style(second, "p", emb[3:], ids[3:], ["warm"] * 3, [80, 80, 80]).version == 2
+    assert store.read_project_file("p", memory_version_file(3)) is None
+
+
 # --------------------------------------------------------------------------------------------------
 # Score tables
 

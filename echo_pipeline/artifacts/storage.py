@@ -467,6 +467,13 @@ class ArtifactStore:
     def project_file_path(self, project: str, relpath: str) -> str:
         return self.url_for(self._project_file_key(project, relpath))
 
+    def list_project_files(self, project: str, reldir: str) -> list[str]:
+        """Names of the files `write_project_file` wrote directly in `reldir` of the project, sorted
+        (temporary files of an interrupted write excluded)."""
+        entries = self._list(self._project_file_key(project, reldir))
+        names = [posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "file"]
+        return sorted(n for n in names if TMP_MARKER not in n)
+
     @contextmanager
     def project_lock(self, project: str) -> Iterator[None]:
         """Exclusive write access to one project on this machine (two batches never interleave).

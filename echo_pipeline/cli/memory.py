@@ -29,7 +29,7 @@ def memory(
 ) -> None:
     """What each project's style memory learned (and its history), or learn a style from references."""
     from echo_pipeline.atomic import write_atomic
-    from echo_pipeline.resonance.memory_system import import_memory, load_memory, save_memory
+    from echo_pipeline.resonance.memory_system import import_memory, load_memory, memory_versions, save_memory
 
     eng = engine(ctx)
     store = eng.store
@@ -45,6 +45,8 @@ def memory(
             raise InvalidInputError(f"{import_from}: cannot be read ({exc.strerror or exc})") from exc
         target = eng.resolve_project(project).slug if project else None
         imported = import_memory(data, target)
+        # The import becomes the project's next version: its earlier version files stay as they are.
+        imported = imported.model_copy(update={"version": max([0, *memory_versions(store, imported.project)]) + 1})
         save_memory(store, imported)
         say(f"imported the style memory of {imported.count} image(s) into project {imported.project}")
         return
@@ -73,14 +75,19 @@ def memory(
 
 
 def _summary(store, m) -> dict:
-    from echo_pipeline.resonance.memory_system import MIN_STABLE_IMAGES, history_frame
+    from echo_pipeline.resonance.memory_system import MIN_STABLE_IMAGES, history_frame, memory_versions
 
     history = history_frame(m)
+    palettes = m.palette_table().round(1)
     return {
         "project": m.project, "images": m.count, "stable": m.stable, "needs": max(0, MIN_STABLE_IMAGES - m.count),
         "cohesion": round(100.0 * (1.0 - m.spread), 1), "embedder": m.embedder, "exemplars": m.exemplars,
         "learned_modifiers": m.learned_modifiers,
         "top_tokens": sorted(m.token_stats.items(), key=lambda kv: -kv[1])[:10],
+        "version": m.version, "version_files": memory_versions(store, m.project),
+        "best_palette": m.best_palette,
+        "palettes": palettes.astype(object).where(palettes.notna(), None).to_dict("records"),
+        "dominant_colours": [{"colour": c, "share": round(w, 4)} for c, w in m.dominant_colours()],
         "versions": len(history), "drift": round(float(history["drift"].iloc[-1]), 2) if len(history) else 0.0,
         "history": history.assign(created=history["created"].astype(str)).round(2).to_dict("records"),
     }
@@ -99,6 +106,16 @@ def _print_section(store, m) -> None:
         say("prompt words by lift (P(accepted | word) / P(accepted)): "
             + ", ".join(f"{shorten(t, 20)} {lift:.2f}" for t, lift in info["top_tokens"][:8]))
     say(f"exemplars (closest to the centroid): {', '.join(m.exemplars) or '-'}")
+    if info["palettes"]:
+        best = f"best: {info['best_palette']}; " if info["best_palette"] else ""
+        say(f"palettes ({best}images / accepted / mean score): " + ", ".join(
+            f"{p['palette']} {p['images']}/{p['accepted']}/" + ("-" if p["mean_total"] is None else f"{p['mean_total']:.1f}")
+            for p in info["palettes"][:8]))
+    if info["dominant_colours"]:
+        say("dominant colours: " + ", ".join(f"{c['colour']} {100 * c['share']:.0f} %" for c in info["dominant_colours"]))
+    kept = info["version_files"]
+    say(f"version {m.version}" + (f"; versions kept: {kept[0]}-{kept[-1]} ({len(kept)} file(s) under "
+                                  f"resonance/memory/)" if kept else ""))
     rows = [{"version": str(r["version"]), "images": str(r["images"]), "new": str(r["new_accepted"]),
              "mean score": "-" if r["mean_total"] != r["mean_total"] or r["mean_total"] is None else f"{r['mean_total']:.1f}",
              "cohesion": f"{r['cohesion']:.1f}", "drift": f"{r['drift']:.2f}", "when": r["created"][:19]}

@@ -106,6 +106,8 @@ def batch(
         "mean_style_consistency": scores.mean_style_consistency if scores else None,
         "style_threshold": scores.style_threshold if scores else None,
         "consistent_pct": scores.consistent_pct if scores else None,
+        "batch_consistent_pct": scores.batch_consistent_pct if scores else None,
+        "style_target": scores.style_target if scores else None,
         "batch_consistency": scores.batch_consistency if scores else None,
         "previous_batch_consistency": scores.previous_batch_consistency if scores else None,
         "style_memory_images": outcome.style_memory_images,
@@ -125,7 +127,10 @@ def batch(
         if scores.batch_consistency is not None:
             before = ("" if scores.previous_batch_consistency is None
                       else f" (the batch before: {scores.previous_batch_consistency:.1f})")
-            say(f"this batch's style consistency {scores.batch_consistency:.1f}{before}")
+            on_style = ("" if scores.batch_consistent_pct is None else
+                        f"; {scores.batch_consistent_pct} % of it on-style, target {scores.style_target:g} %"
+                        + ("" if scores.batch_consistent_pct >= scores.style_target else " (check failed)"))
+            say(f"this batch's style consistency {scores.batch_consistency:.1f}{before}{on_style}")
     if result.recovered:
         say(f"recovered {result.recovered} image(s) left uncatalogued by an interrupted run")
     if gallery:

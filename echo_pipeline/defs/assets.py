@@ -123,7 +123,8 @@ def generated_images(context: dg.AssetExecutionContext, echo: EchoResource, imag
 @dg.asset(
     partitions_def=projects_partitions, group_name=GROUP, code_version="2", deps=[generated_images],
     check_specs=[dg.AssetCheckSpec("style_consistency", asset="quality_scores", partitions_def=projects_partitions,
-                                   description="Mean style consistency is at least the project's threshold.")],
+                                   description="At least the project's style_target % of the newly scored images "
+                                               "reach its per-image style_threshold.")],
 )
 def quality_scores(context: dg.AssetExecutionContext, echo: EchoResource,
                    observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
@@ -133,8 +134,15 @@ def quality_scores(context: dg.AssetExecutionContext, echo: EchoResource,
     check = dg.AssetCheckResult(
         check_name="style_consistency", passed=step.check["passed"],
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"mean_style_consistency": float(step.check["mean_style_consistency"]),
-                  "threshold": float(step.check["threshold"])},
+        description=(f"{step.check['consistent_pct']} % of {step.check['judged_images']} "
+                     f"{'new ' if step.check['batch'] else ''}image(s) at or above {step.check['threshold']:g} "
+                     f"(target {step.check['target']:g} %)" if step.check["consistent_pct"] is not None
+                     else "no rated images yet"),
+        metadata={"consistent_pct": dg.MetadataValue.float(float("nan") if step.check["consistent_pct"] is None
+                                                          else float(step.check["consistent_pct"])),
+                  "target_pct": float(step.check["target"]), "threshold": float(step.check["threshold"]),
+                  "judged_images": int(step.check["judged_images"]),
+                  "mean_style_consistency": float(step.check["mean_style_consistency"])},
     )
     return _result(step, table="new scores", check_results=[check])
 

@@ -16,7 +16,16 @@ default). The memory keeps
   Raw counts live in `token_seen` / `token_accepted` so the statistics update incrementally.
 * `learned_modifiers`: up to 12 tokens with lift > 1 seen in at least 2 prompts (stop words,
   numbers and 1-2 letter tokens excluded), best first: modifiers prompt engineering can add.
-* `history`: one `MemorySnapshot` per `learn_style` call (bounded to the last `MAX_HISTORY`).
+* palette statistics: per named palette (the palette an image was rendered with when its backend
+  says, else the named palette nearest its dominant colours, `style_learning.image_palette`) the
+  images seen, accepted and the sum of their totals (`palette_seen`, `palette_accepted`,
+  `palette_total`; `palette_table()` gives mean total and acceptance, `best_palette` the palette
+  whose images score highest, from `MIN_TOKEN_SUPPORT` accepted images); and the accepted images'
+  colours as a 4x4x4 RGB histogram (`colour_mass`, pixel share summed per bin, and `colour_sum`,
+  the RGB sum per bin, so `dominant_colours()` gives each top bin's mean colour and share).
+* `history`: one `MemorySnapshot` per `learn_style` call (bounded to the last `MAX_HISTORY`);
+  `version` counts the calls that learned something, and `save_memory` also writes each version
+  to its own file `resonance/memory/v<version>.json` that is never overwritten.
 
 Idempotent: accepted ids are kept in `learned_ids` and every id seen in `seen_ids`; an image already
 learned is skipped, an image seen but rejected is only reconsidered if it is now accepted (its token
@@ -56,6 +65,8 @@ MAX_MODIFIERS = 12
 MIN_TOKEN_SUPPORT = 2
 MAX_HISTORY = 500
 MEMORY_FILE = "resonance/style_memory.json"
+MEMORY_VERSIONS_DIR = "resonance/memory"  # v0001.json, v0002.json...: one immutable file per version
+COLOUR_BINS = 4  # per RGB channel: 64 colour bins
 SCORES_FILE = "resonance/scores.parquet"
 
 STOP_WORDS = frozenset(
@@ -78,6 +89,7 @@ class MemorySnapshot(BaseModel):
     mean_total: float | None = Field(default=None, description="mean total score of this call's images")
     new_accepted: int = Field(default=0, description="images newly accepted in this call")
     seen: int = Field(default=0, description="images seen so far (accepted or not)")
+    best_palette: str | None = Field(default=None, description="the palette whose images scored highest so far")
 
 
 class StyleMemory(BaseModel):
@@ -97,13 +109,52 @@ class StyleMemory(BaseModel):
     learned_modifiers: list[str] = Field(default_factory=list)
     learned_ids: list[str] = Field(default_factory=list)
     seen_ids: list[str] = Field(default_factory=list)
+    palette_seen: dict[str, int] = Field(default_factory=dict)
+    palette_accepted: dict[str, int] = Field(default_factory=dict)
+    palette_total: dict[str, float] = Field(default_factory=dict)
+    palette_scored: dict[str, int] = Field(default_factory=dict)  # images with a finite total, per palette
+    colour_mass: list[float] = Field(default_factory=list)
+    colour_sum: list[list[float]] = Field(default_factory=list)
     accept_threshold: float = 50.0
+    version: int = 0
     history: list[MemorySnapshot] = Field(default_factory=list)
     updated: datetime = Field(default_factory=_now)
 
     @property
     def stable(self) -> bool:
         return self.count >= MIN_STABLE_IMAGES
+
+    def palette_table(self) -> pd.DataFrame:
+        """One row per palette seen: images, accepted, acceptance (%) and mean total, best first."""
+        rows = [{"palette": name, "images": seen, "accepted": self.palette_accepted.get(name, 0),
+                 "acceptance": 100.0 * self.palette_accepted.get(name, 0) / seen if seen else float("nan"),
+                 "mean_total": (self.palette_total.get(name, 0.0) / self.palette_scored[name]
+                                if self.palette_scored.get(name) else float("nan"))}
+                for name, seen in self.palette_seen.items()]
+        frame = pd.DataFrame(rows, columns=["palette", "images", "accepted", "acceptance", "mean_total"])
+        return frame.sort_values(["mean_total", "palette"], ascending=[False, True], na_position="last",
+                                 ignore_index=True)
+
+    @property
+    def best_palette(self) -> str | None:
+        """The palette whose images score highest, among those with `MIN_TOKEN_SUPPORT` accepted images."""
+        table = self.palette_table()
+        table = table[(table.accepted >= MIN_TOKEN_SUPPORT) & table.mean_total.notna()]
+        return str(table.palette.iloc[0]) if len(table) else None
+
+    def dominant_colours(self, limit: int = 6) -> list[tuple[str, float]]:
+        """The accepted images' main colours: (hex of the bin's mean colour, share of all pixels)."""
+        mass = np.asarray(self.colour_mass, dtype=np.float64)
+        if not mass.size or mass.sum() <= 0:
+            return []
+        sums = np.asarray(self.colour_sum, dtype=np.float64)
+        out = []
+        for b in np.argsort(-mass, kind="stable")[:limit]:
+            if mass[b] <= 0:
+                break
+            r, g, bl = np.clip(np.rint(sums[b] / mass[b]), 0, 255).astype(int)
+            out.append((f"#{r:02x}{g:02x}{bl:02x}", float(mass[b] / mass.sum())))
+        return out
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=1)
@@ -137,6 +188,21 @@ def _finite(x: float) -> bool:
         return False
 
 
+def colour_histogram(image) -> tuple[np.ndarray, np.ndarray]:
+    """(64,) pixel shares and (64, 3) RGB sums (on the share scale) of an image's 4x4x4 RGB bins."""
+    from echo_pipeline.resonance.embedders import to_rgb
+
+    rgb = np.asarray(to_rgb(image), dtype=np.float64).reshape(-1, 3)
+    step = 256 // COLOUR_BINS
+    bins = (rgb // step).astype(np.int64).clip(0, COLOUR_BINS - 1)
+    index = (bins[:, 0] * COLOUR_BINS + bins[:, 1]) * COLOUR_BINS + bins[:, 2]
+    n = COLOUR_BINS ** 3
+    weight = 1.0 / max(1, len(rgb))
+    mass = np.bincount(index, minlength=n) * weight
+    sums = np.stack([np.bincount(index, weights=rgb[:, c], minlength=n) for c in range(3)], axis=1) * weight
+    return mass, sums
+
+
 def learn_style(
     previous: StyleMemory | None,
     project: str,
@@ -147,8 +213,13 @@ def learn_style(
     *,
     accept_threshold: float = 50.0,
     embedder: str = StyleDescriptor.name,
+    palettes: Sequence[str | None] | None = None,
+    colours: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> StyleMemory:
-    """The memory after learning from these images (accepted: total >= accept_threshold). Pure function."""
+    """The memory after learning from these images (accepted: total >= accept_threshold). Pure function.
+
+    `palettes[i]` names image i's palette (None: unknown) and `colours[i]` is its `colour_histogram`;
+    both are optional (no palette statistics without them)."""
     emb = np.asarray(embeddings, dtype=np.float64)
     ids = [str(a) for a in artifact_ids]
     prompts = list(prompts)
@@ -160,6 +231,9 @@ def learn_style(
             f"learn_style needs one embedding, id, prompt and total per image; got {emb.shape[0] if emb.ndim else 0} "
             f"embeddings, {len(ids)} ids, {len(prompts)} prompts, {len(totals)} totals"
         )
+    for label, extra in (("palettes", palettes), ("colours", colours)):
+        if extra is not None and len(extra) != len(ids):
+            raise InvalidInputError(f"learn_style got {len(extra)} {label} for {len(ids)} images")
     if previous is not None and previous.project != project:
         raise InvalidInputError(f"style memory belongs to project {previous.project!r}, not {project!r}")
     if previous is not None and previous.count and previous.embedder != embedder:
@@ -185,23 +259,41 @@ def learn_style(
 
     new_rows: list[int] = []
     batch_ids: set[str] = set()
+    changed = False  # a new image seen or accepted: the memory becomes a new version
     for i, (artifact_id, total) in enumerate(zip(ids, totals, strict=True)):
         if artifact_id in learned or artifact_id in batch_ids:
             continue
         batch_ids.add(artifact_id)
         accepted = _finite(total) and total >= accept_threshold
         first_time = artifact_id not in seen
+        palette = palettes[i] if palettes is not None else None
         if first_time:
+            changed = True
             seen.add(artifact_id)
             memory.seen_ids.append(artifact_id)
             for tok in tokenize(prompts[i]):
                 memory.token_seen[tok] = memory.token_seen.get(tok, 0) + 1
+            if palette:
+                memory.palette_seen[palette] = memory.palette_seen.get(palette, 0) + 1
+                if _finite(total):
+                    memory.palette_total[palette] = memory.palette_total.get(palette, 0.0) + float(total)
+                    memory.palette_scored[palette] = memory.palette_scored.get(palette, 0) + 1
         if accepted:
             new_rows.append(i)
             learned.add(artifact_id)
             memory.learned_ids.append(artifact_id)
             for tok in tokenize(prompts[i]):
                 memory.token_accepted[tok] = memory.token_accepted.get(tok, 0) + 1
+            if palette:
+                memory.palette_accepted[palette] = memory.palette_accepted.get(palette, 0) + 1
+            if colours is not None:
+                mass, sums = colours[i]
+                if not memory.colour_mass:
+                    memory.colour_mass = [0.0] * len(mass)
+                    memory.colour_sum = [[0.0, 0.0, 0.0] for _ in range(len(mass))]
+                memory.colour_mass = [float(a + b) for a, b in zip(memory.colour_mass, mass, strict=True)]
+                memory.colour_sum = [[float(x) for x in np.asarray(a) + b]
+                                     for a, b in zip(memory.colour_sum, sums, strict=True)]
 
     # Centroid: exact running mean of unit vectors (see module docstring).
     if new_rows:
@@ -252,6 +344,8 @@ def learn_style(
     else:
         shift = 0.0
     finite_totals = [t for t in totals if _finite(t)]
+    if changed or new_rows:
+        memory.version += 1  # a call that learned nothing adds a snapshot but is not a new version
     memory.history.append(
         MemorySnapshot(
             count=memory.count,
@@ -260,6 +354,7 @@ def learn_style(
             mean_total=float(np.mean(finite_totals)) if finite_totals else None,
             new_accepted=len(new_rows),
             seen=total_seen,
+            best_palette=memory.best_palette,
         )
     )
     memory.history = memory.history[-MAX_HISTORY:]
@@ -271,9 +366,31 @@ def learn_style(
 # Persistence
 
 
+def memory_version_file(version: int) -> str:
+    return f"{MEMORY_VERSIONS_DIR}/v{version:04d}.json"
+
+
 def save_memory(store, memory: StyleMemory) -> str:
-    """Write the memory to `resonance/style_memory.json` of its project; returns the file's URL."""
-    return store.write_project_file(memory.project, MEMORY_FILE, memory.to_json().encode("utf-8"))
+    """Write the memory to `resonance/style_memory.json` of its project (the current one) and, once,
+    to its version's own file (`memory_version_file`), which is never overwritten; returns the URL
+    of the current one."""
+    data = memory.to_json().encode("utf-8")
+    if memory.version and store.read_project_file(memory.project, memory_version_file(memory.version)) is None:
+        store.write_project_file(memory.project, memory_version_file(memory.version), data)
+    return store.write_project_file(memory.project, MEMORY_FILE, data)
+
+
+def memory_versions(store, project: str) -> list[int]:
+    """The versions of the project's memory kept as files, oldest first."""
+    names = store.list_project_files(project, MEMORY_VERSIONS_DIR)
+    found = [int(m.group(1)) for n in names if (m := re.fullmatch(r"v(\d+)\.json", n))]
+    return sorted(found)
+
+
+def load_memory_version(store, project: str, version: int) -> StyleMemory | None:
+    """One stored version of the project's memory, or None when that version has no file."""
+    data = store.read_project_file(project, memory_version_file(version))
+    return None if data is None else StyleMemory.from_json(data)
 
 
 def load_memory(store, project: str) -> StyleMemory | None:
@@ -338,8 +455,9 @@ def load_scores(store, project: str) -> pd.DataFrame:
 
 
 __all__ = [
-    "MAX_EXEMPLARS", "MEMORY_FILE", "MIN_STABLE_IMAGES", "MemorySnapshot", "SCORES_FILE", "StyleMemory",
-    "learn_style", "load_memory", "load_scores", "save_memory", "save_scores", "tokenize",
+    "MAX_EXEMPLARS", "MEMORY_FILE", "MEMORY_VERSIONS_DIR", "MIN_STABLE_IMAGES", "MemorySnapshot", "SCORES_FILE",
+    "StyleMemory", "colour_histogram", "learn_style", "load_memory", "load_memory_version", "load_scores",
+    "memory_versions", "memory_version_file", "save_memory", "save_scores", "tokenize",
 ]
 
 

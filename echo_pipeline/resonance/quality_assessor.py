@@ -325,17 +325,6 @@ def phash_hex(image: Image.Image) -> str:
     return str(imagehash.phash(downscale(image, WORK_SIDE)))
 
 
-def _hash_bits(hex_hashes: Sequence[str]) -> np.ndarray:
-    """(n, 64) bool matrix of hex phashes."""
-    out = np.zeros((len(hex_hashes), 64), dtype=bool)
-    for i, h in enumerate(hex_hashes):
-        try:
-            out[i] = imagehash.hex_to_hash(str(h)).hash.ravel()
-        except Exception as exc:
-            raise InvalidInputError(f"invalid perceptual hash {h!r}: {exc}") from exc
-    return out
-
-
 def uniqueness_from_distance(distance: float | int | None) -> float:
     if distance is None:
         return 100.0
@@ -347,30 +336,23 @@ def nearest_hashes(
 ) -> list[tuple[str | None, int | None]]:
     """For each (id, hash): the nearest *other* id in the batch or the references, and the distance."""
     ref = {k: v for k, v in (reference_hashes or {}).items() if v}
-    ref_ids = [k for k in ref if k not in set(ids)]  # a re-scored id is compared with its new hash only
+    batch_ids = set(ids)
+    ref_ids = [k for k in ref if k not in batch_ids]  # a re-scored id is compared with its new hash only
     all_ids = list(ids) + ref_ids
-    bits = _hash_bits(list(hashes) + [ref[k] for k in ref_ids])
     n = len(ids)
-    out: list[tuple[str | None, int | None]] = []
     if len(all_ids) < 2:
         return [(None, None)] * n
-    batch_bits = bits[:n].astype(np.int16)
-    all_bits = bits.astype(np.int16)
-    # Hamming distance = number of differing bits, for all pairs at once.
-    dist = batch_bits @ (1 - all_bits).T + (1 - batch_bits) @ all_bits.T
-    for i in range(n):
-        dist[i, i] = 10_000
-    for i in range(n):
-        j = int(np.argmin(dist[i]))
-        if dist[i, j] >= 10_000:
-            out.append((None, None))
-        else:
-            out.append((all_ids[j], int(dist[i, j])))
-    return out
+    values = hash_ints(list(hashes) + [ref[k] for k in ref_ids])
+    # Hamming distance = set bits of the XOR, for all pairs at once.
+    dist = popcount(values[:n, None] ^ values[None, :]).astype(np.int32)
+    dist[np.arange(n), np.arange(n)] = 10_000
+    nearest = dist.argmin(axis=1)
+    return [(all_ids[j], int(dist[i, j])) for i, j in enumerate(nearest)]
 
 
 def hamming(hex_a: str, hex_b: str) -> int:
-    return int(imagehash.hex_to_hash(hex_a) - imagehash.hex_to_hash(hex_b))
+    a, b = hash_ints([hex_a, hex_b])
+    return int(popcount(np.asarray([a ^ b]))[0])
 
 
 def near_duplicates(df: pd.DataFrame, max_distance: int = NEAR_DUPLICATE_DISTANCE) -> list[tuple[str, str, int]]:
@@ -384,10 +366,10 @@ def near_duplicates(df: pd.DataFrame, max_distance: int = NEAR_DUPLICATE_DISTANC
         raise InvalidInputError("near_duplicates needs a score table with 'artifact_id' and 'phash' columns")
     frame = df[df["phash"].notna() & (df["phash"].astype(str) != "")]
     ids = [str(x) for x in frame["artifact_id"]]
-    bits = _hash_bits(list(frame["phash"].astype(str))).astype(np.int16)
+    values = hash_ints(list(frame["phash"].astype(str)))
     if len(ids) < 2:
         return []
-    dist = bits @ (1 - bits).T + (1 - bits) @ bits.T
+    dist = popcount(values[:, None] ^ values[None, :])
     ii, jj = np.nonzero(np.triu(dist <= max_distance, k=1))
     pairs = [(ids[i], ids[j], int(dist[i, j])) for i, j in zip(ii, jj, strict=True) if ids[i] != ids[j]]
     return sorted(pairs, key=lambda p: p[2])
@@ -401,7 +383,7 @@ def hash_ints(hex_hashes: Sequence[str]) -> np.ndarray:
         raise InvalidInputError(f"invalid perceptual hash in {list(hex_hashes)[:3]!r}...: {exc}") from exc
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
+def popcount(x: np.ndarray) -> np.ndarray:
     """Set bits per uint64 element (NumPy >= 2 has a ufunc for it; older ones count per byte)."""
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(x).astype(np.int16)
@@ -430,7 +412,7 @@ def project_near_duplicates(
     pairs: list[tuple[str, str, int]] = []
     rows = max(1, _HASH_BLOCK // max(1, len(all_h)))
     for start in range(0, n, rows):
-        dist = _popcount(new_h[start:start + rows, None] ^ all_h[None, :])
+        dist = popcount(new_h[start:start + rows, None] ^ all_h[None, :])
         ii, jj = np.nonzero(dist <= max_distance)
         for i, j in zip(ii.tolist(), jj.tolist(), strict=True):
             a = start + i

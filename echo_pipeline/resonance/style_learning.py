@@ -93,6 +93,20 @@ def palette_distances(images: Sequence[Image.Image]) -> dict[str, float]:
     return {n: t / max(1, len(images)) for n, t in totals.items()}
 
 
+def nearest_palette(image: Image.Image) -> str:
+    """The named palette nearest an image's dominant colours (what `palette_distances` ranks first)."""
+    distances = palette_distances([image])
+    return min(distances, key=lambda n: (distances[n], n))
+
+
+def prompt_names_palette(prompt: str) -> bool:
+    """Whether a prompt already asks for a palette (a palette word such as "warm", "ocean" or
+    "neon noir", or a material with its own colours): a learned palette must not override it."""
+    from echo_pipeline.render.backends.procedural.words import parse
+
+    return parse(prompt).palette is not None
+
+
 def learn_from_images(images: Sequence[Image.Image], prompts: Sequence[str | None]) -> LearnedStyle:
     """The style of `images` (see the module docstring); `prompts[i]` is image i's prompt or None."""
     if not images:

@@ -29,10 +29,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.render.backends.base import ImageBackend
+from echo_pipeline.render.requests import RenderRequest
 from echo_pipeline.workflows.batch_processor import BatchProcessor
 from echo_pipeline.workflows.creative_engine import CreativeEngine
 
@@ -128,14 +130,20 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
     stopped = f"{rounds} round(s) done"
     for number in range(1, rounds + 1):
         tried = kept = dup = off_style = 0
+        # One batch per round (one catalog pass, one pool), then each image's children are judged.
+        planned: list[list[RenderRequest]] = []
         for item in images:
             head = store.find(item.head, project=slug)
             specs = [engine.refine_spec(head, f"add {modifier}" if k == 2 and modifier else None, strength=strength,
                                         seed=(head.request.seed + 7919 * number + 101 * k + 1) % 2**32)
                      for k, strength in enumerate(CANDIDATE_STRENGTHS)]
-            requests = [r for s in specs for r in engine.plan_requests(s)]
-            result = processor.run(requests, run_id=run_id)
-            children: list[ArtifactRecord] = result.new + result.existing
+            planned.append([r for s in specs for r in engine.plan_requests(s)])
+        result = processor.run([r for requests in planned for r in requests], run_id=run_id)
+        stored = {r.artifact_id: r for r in result.new + result.existing}
+        ids = iter([r.request_id for r in result.requests])  # as prepared (the ids), in the order planned
+        frames = []
+        for item, requests in zip(images, planned, strict=True):
+            children: list[ArtifactRecord] = [stored[i] for i in [next(ids) for _ in requests] if i in stored]
             lineage = {item.original, *item.lineage}
             reference = {a: h for a, h in hashes.items() if a not in lineage}
             best: tuple[float, ArtifactRecord] | None = None
@@ -144,7 +152,7 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
                 frame = assessor.assess([(child.artifact_id, store.load_thumbnail(slug, child.artifact_id))],
                                         centroid=centroid, spread=memory.spread if memory else None,
                                         reference_hashes=reference, prompts=[child.request.prompt])
-                save_scores(store, slug, frame)
+                frames.append(frame)
                 row = frame.iloc[0]
                 hashes[child.artifact_id] = str(row["phash"])
                 nearest = _nearest_distance(str(row["phash"]), reference)
@@ -164,6 +172,8 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
                 item.total, item.head = best[0], best[1].artifact_id
                 item.lineage.append(best[1].artifact_id)
                 kept += 1
+        if frames:  # every child is stored with its scores, kept or not (the gain can be recomputed)
+            save_scores(store, slug, pd.concat(frames, ignore_index=True))
         mean_total = float(np.mean([i.total for i in images]))
         reports.append(RoundReport(number, tried, kept, dup, off_style, mean_total,
                                    improvement_pct(start_mean, mean_total)))
@@ -186,6 +196,8 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
 
 def _nearest_distance(phash: str, reference: dict[str, str]) -> int | None:
     """pHash bits to the closest image in `reference` (None when there is nothing to compare with)."""
-    from echo_pipeline.resonance.quality_assessor import hamming
+    from echo_pipeline.resonance.quality_assessor import hash_ints, popcount
 
-    return min((hamming(phash, other) for other in reference.values()), default=None) if phash else None
+    if not phash or not reference:
+        return None
+    return int(popcount(hash_ints(list(reference.values())) ^ hash_ints([phash])[0]).min())

@@ -69,6 +69,8 @@ class ScoreSummary:
     consistent_pct: float | None = None  # the project's consistency: % of its images at or above the threshold
     batch_consistency: float | None = None  # mean style consistency of the images scored now (the new batch)
     previous_batch_consistency: float | None = None  # ... and of the batch scored before it
+    style_target: float = 80.0  # % of a batch that must be on-style (the style_consistency check)
+    batch_consistent_pct: float | None = None  # the batch's share of on-style images (what the check judges)
 
 
 class RunObserver:
@@ -136,6 +138,7 @@ class ProjectPipeline:
         )
 
     def prompt_set(self, backend: ImageBackend, *, count: int | None = None, style: str | None = None) -> StepResult:
+        from echo_pipeline.resonance.style_learning import prompt_names_palette
         from echo_pipeline.workflows.visual_planner import Plan, plan_project, task_prompt_specs
 
         plan = Plan.model_validate(self._read_json(PLAN_FILE, "plan"))
@@ -144,35 +147,48 @@ class ProjectPipeline:
             spec = spec.model_copy(update={k: v for k, v in (("count", count), ("style", style)) if v is not None})
             plan = plan_project(spec)
         batch = self.batches_completed
-        modifiers = self._memory_modifiers() if spec.use_memory else []
+        modifiers, palette = self._memory_guidance() if spec.use_memory else ([], None)
         requests: list[RenderRequest] = []
+        palette_prompts = 0
         for prompt_spec in task_prompt_specs(plan, spec, batch=batch):
-            if modifiers:  # what the memory learned goes with accepted images, fed back into the prompts
-                words = set(prompt_spec.prompt.lower().split())
-                extra = [m for m in modifiers if m not in words]
-                if extra:
-                    prompt_spec = prompt_spec.model_copy(update={"prompt": ", ".join([prompt_spec.prompt, *extra])})
-            requests.extend(self.engine.plan_requests(prompt_spec))
+            # What the memory learned goes with accepted images: fed back into the prompts. Its
+            # palette only where the prompt (and the style) asks for none: the user's choice wins.
+            words = set(prompt_spec.prompt.lower().replace(",", " ").split())
+            extra = [m for m in modifiers if m not in words]
+            styled = (self.engine.styles.get(prompt_spec.style).apply(prompt_spec.prompt)[0] if prompt_spec.style
+                      else prompt_spec.prompt)
+            with_palette = bool(palette) and not prompt_names_palette(styled)
+            if with_palette:
+                extra.append(f"{palette} palette")
+            if extra:
+                prompt_spec = prompt_spec.model_copy(update={"prompt": ", ".join([prompt_spec.prompt, *extra])})
+            planned = self.engine.plan_requests(prompt_spec)
+            palette_prompts += len(planned) if with_palette else 0
+            requests.extend(planned)
         requests = [backend.prepare(r).model_copy(update={"index": i}) for i, r in enumerate(requests)]
         backend.check_requests(requests)
         payload = {"batch": batch, "backend": backend.describe().model_dump(), "memory_modifiers": modifiers,
+                   "memory_palette": palette if palette_prompts else None,
                    "requests": [r.model_dump(mode="json") for r in requests]}
         version = self._write_json(PROMPT_SET_FILE, payload)
         return StepResult(
             summary={"batch": batch, "requests": len(requests), "style": spec.style or "-", "backend": backend.name,
-                     "memory_modifiers": ", ".join(modifiers) or "-"},
+                     "use_memory": spec.use_memory, "memory_modifiers": ", ".join(modifiers) or "-",
+                     # the memory's best palette, and in how many requests (those whose prompt names none)
+                     "memory_palette": f"{palette} ({palette_prompts} request(s))" if palette else "-"},
             data_version=version,
             data=requests,
             rows=[{"request_id": r.request_id, "prompt": r.prompt, "seed": r.seed, "size": f"{r.width}x{r.height}"}
                   for r in requests[:50]],
         )
 
-    def _memory_modifiers(self, limit: int = 2) -> list[str]:
-        """The memory's best learned modifiers (words that go with accepted images), best first."""
+    def _memory_guidance(self, limit: int = 2) -> tuple[list[str], str | None]:
+        """The memory's best learned modifiers (words that go with accepted images, best first) and
+        the palette whose images scored highest (None until it has enough accepted images)."""
         from echo_pipeline.resonance.memory_system import load_memory
 
         memory = load_memory(self.store, self.slug)
-        return list(memory.learned_modifiers[:limit]) if memory else []
+        return (list(memory.learned_modifiers[:limit]), memory.best_palette) if memory else ([], None)
 
     def load_prompt_set(self) -> tuple[int, list[RenderRequest]]:
         payload = self._read_json(PROMPT_SET_FILE, "prompt_set")
@@ -250,13 +266,18 @@ class ProjectPipeline:
         previous_batch = meta.get(BATCH_CONSISTENCY_KEY)
         if batch_consistency is not None:  # this batch's figure becomes "the one before" for the next
             self.store.write_project_meta(self.slug, meta | {BATCH_CONSISTENCY_KEY: round(batch_consistency, 2)})
+        # The check judges the batch scored now (all images when nothing new was scored): the share of
+        # its images at or above the per-image threshold against the project's target share.
+        judged = (batch_scores if len(batch_scores) else scores).style_consistency.dropna()
+        judged_pct = round(100.0 * float((judged >= threshold).mean()), 1) if len(judged) else None
         summary = ScoreSummary(scored_now=len(todo), images=len(scores),
                                mean_total=round(float(scores.total.mean()), 1) if len(scores) else None,
                                mean_style_consistency=None if np.isnan(consistency) else round(consistency, 1),
                                style_threshold=threshold,
                                consistent_pct=round(100.0 * float((rated >= threshold).mean()), 1) if len(rated) else None,
                                batch_consistency=None if batch_consistency is None else round(batch_consistency, 1),
-                               previous_batch_consistency=previous_batch if batch_consistency is not None else None)
+                               previous_batch_consistency=previous_batch if batch_consistency is not None else None,
+                               style_target=self.spec.style_target, batch_consistent_pct=judged_pct)
         return StepResult(
             summary={"scored_now": summary.scored_now, "already_scored": len(done), "images": summary.images,
                      "mean_total": summary.mean_total,
@@ -265,7 +286,8 @@ class ProjectPipeline:
                          [0, 0.25, 0.5, 0.75, 1]).tolist()) if len(scores) else "-",
                      "mean_technical": round(float(scores.technical.mean()), 1) if len(scores) else None,
                      "mean_style_consistency": summary.mean_style_consistency, "style_threshold": threshold,
-                     "consistent_pct": summary.consistent_pct},
+                     "consistent_pct": summary.consistent_pct, "batch_consistent_pct": judged_pct,
+                     "style_target": self.spec.style_target},
             data_version=content_hash(scores.round(4).to_json(orient="records").encode()) if len(scores) else "empty",
             rows=cast(list[dict[str, Any]], batch_scores.sort_values("total", ascending=False).head(50)[
                 ["artifact_id", "total", "technical", "style_consistency", "uniqueness"]].round(1).to_dict("records")),
@@ -273,8 +295,10 @@ class ProjectPipeline:
             images=[self.store.load_thumbnail(self.slug, a) for a in
                     _best_and_worst(scores.dropna(subset=["total"]).sort_values("total", ascending=False), 4)
                     if self.store.has_thumb(self.slug, a)],
-            check={"passed": bool(np.isnan(consistency) or consistency >= threshold),
-                   "mean_style_consistency": consistency, "threshold": threshold},
+            check={"passed": judged_pct is None or judged_pct >= self.spec.style_target,
+                   "consistent_pct": judged_pct, "target": self.spec.style_target, "threshold": threshold,
+                   "judged_images": len(judged), "batch": bool(len(batch_scores)),
+                   "mean_style_consistency": consistency},
             data=summary,
         )
 
@@ -301,7 +325,14 @@ class ProjectPipeline:
 
     def learn(self) -> StepResult:
         from echo_pipeline.resonance.embedders import get_embedder
-        from echo_pipeline.resonance.memory_system import learn_style, load_memory, load_scores, save_memory
+        from echo_pipeline.resonance.memory_system import (
+            colour_histogram,
+            learn_style,
+            load_memory,
+            load_scores,
+            save_memory,
+        )
+        from echo_pipeline.resonance.style_learning import nearest_palette
 
         scores = load_scores(self.store, self.slug)
         memory = load_memory(self.store, self.slug)
@@ -311,16 +342,27 @@ class ProjectPipeline:
             catalog = self.store.catalog(self.slug).set_index("artifact_id")
             embedder = get_embedder()
             images = [self.store.load_thumbnail(self.slug, aid) for aid in todo.artifact_id]
+            # An image's palette: the one its backend says it drew with, else the nearest named one.
+            declared = [ArtifactRecord.model_validate_json(str(catalog.loc[a, "record_json"])).info.get("palette")
+                        if a in catalog.index else None for a in todo.artifact_id]
+            palettes = [p if isinstance(p, str) and p else nearest_palette(image)
+                        for p, image in zip(declared, images, strict=True)]
             memory = learn_style(memory, self.slug, embedder.embed(images), list(todo.artifact_id),
-                                 [catalog.loc[a, "prompt"] for a in todo.artifact_id], list(todo.total),
-                                 embedder=embedder.name)
+                                 [catalog.loc[a, "prompt"] if a in catalog.index else "" for a in todo.artifact_id],
+                                 list(todo.total), embedder=embedder.name, palettes=palettes,
+                                 colours=[colour_histogram(image) for image in images])
             save_memory(self.store, memory)
         if memory is None:
             return StepResult(summary={"learned_now": 0, "count": 0}, data_version="empty")
         return StepResult(
             summary={"learned_now": len(todo), "count": memory.count, "stable": memory.stable,
+                     "version": memory.version,
                      "spread": round(memory.spread, 4), "exemplars": ", ".join(memory.exemplars) or "-",
                      "learned_modifiers": ", ".join(memory.learned_modifiers) or "-",
+                     "best_palette": memory.best_palette or "-",
+                     "palettes": "\n".join(f"{r.palette}: {r.images} image(s), {r.accepted} accepted, mean "
+                                           f"{r.mean_total:.1f}" for r in memory.palette_table().itertuples()) or "-",
+                     "dominant_colours": ", ".join(f"{c} {100 * w:.0f} %" for c, w in memory.dominant_colours()) or "-",
                      "history_entries": len(memory.history),
                      "suggestions": "\n".join(f"- {s.text}" for s in self.suggestions(memory)) or "-"},
             data_version=content_hash({"c": [round(x, 5) for x in memory.centroid], "n": memory.count}),

@@ -80,7 +80,12 @@ class ProjectSpec(BaseModel):
     use_memory: bool = Field(default=True, description="add the style memory's best learned modifiers to the next "
                              "batch's prompts")
     style_threshold: float = Field(
-        default=60.0, ge=0.0, le=100.0, description="minimum mean style consistency (0-100) for the asset check"
+        default=60.0, ge=0.0, le=100.0,
+        description="per-image style consistency (0-100) at or above which an image counts as on-style",
+    )
+    style_target: float = Field(
+        default=80.0, ge=0.0, le=100.0,
+        description="share (%) of a batch's images that must be on-style; the style_consistency check fails below it",
     )
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="base seed; derived from the prompts when empty")
     created: datetime | None = Field(default=None, description="when the project was created")

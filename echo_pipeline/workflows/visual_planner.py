@@ -54,7 +54,7 @@ from echo_pipeline.workflows.projects import ProjectSpec
 PLANNER_VERSION = "2"
 #: Seed distance between successive batches of the same task (prime, > MAX_COUNT images per batch).
 BATCH_SEED_STRIDE = 100_003
-#: Spec fields that decide the plan (seed, backend, schedule and style_threshold do not).
+#: Spec fields that decide the plan (seed, backend, schedule, style_threshold and style_target do not).
 PLAN_FIELDS = ("name", "slug", "intent", "constraints", "style", "width", "height", "count", "media_types")
 
 

@@ -23,6 +23,10 @@ mostly-black or lopsided frames are replaced by the best of a few more candidate
 
 from __future__ import annotations
 
+import cmath
+import math
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
@@ -60,6 +64,23 @@ SHIP_RIGGING = (-1.7740, -0.0450, 0.012, 0.045)  # close-ups of the masts: (x, y
 
 
 # ----------------------------------------------------------------------------------------- iteration
+# Every step below is a real add, subtract, multiply, divide or sqrt of separate real and imaginary
+# arrays. IEEE 754 rounds those exactly the same on every CPU, which NumPy's complex multiply and
+# abs do not (their SIMD loops use fused multiply-adds where the CPU has them): escape-time
+# iteration amplifies a last-bit difference into a different picture, and a seed must draw the
+# same fractal on every machine.
+def _rotate(u, v, rot: float):
+    """(x, y) of the screen offsets (u, v) turned by `rot` radians (math.cos/sin: scalar, exact)."""
+    cos, sin = math.cos(rot), math.sin(rot)
+    return u * cos - v * sin, u * sin + v * cos
+
+
+def _as_complex(x: np.ndarray, y: np.ndarray, dtype=np.complex128) -> np.ndarray:
+    out = np.empty(np.broadcast_shapes(np.shape(x), np.shape(y)), dtype)
+    out.real, out.imag = x, y
+    return out
+
+
 def _plane(center, width, rot, flip, h, w, offsets=(0.0, 0.0), mirror=False):
     """Complex coordinates of pixel centres (+ sub-pixel offsets); `width` spans the mean side.
     `flip` turns the view upside down, `mirror` left-right."""
@@ -70,8 +91,8 @@ def _plane(center, width, rot, flip, h, w, offsets=(0.0, 0.0), mirror=False):
         v = -v
     if mirror:
         u = -u
-    rotation = np.exp(1j * rot)
-    return complex(*center) + (u[None, :] + 1j * v[:, None]) * rotation, px
+    x, y = _rotate(u[None, :], v[:, None], rot)
+    return _as_complex(center[0] + x, center[1] + y), px
 
 
 def _points_plane(center, width, rot, flip, h, w, ys, xs, mirror=False):
@@ -83,107 +104,140 @@ def _points_plane(center, width, rot, flip, h, w, ys, xs, mirror=False):
         v = -v
     if mirror:
         u = -u
-    return complex(*center) + (u + 1j * v) * np.exp(1j * rot), px
+    x, y = _rotate(u, v, rot)
+    return _as_complex(center[0] + x, center[1] + y), px
+
+
+def _cmul(ar, ai, br, bi):
+    """(a * b) of complex numbers given as real and imaginary arrays."""
+    return ar * br - ai * bi, ar * bi + ai * br
 
 
 def iterate(kind: str, pts: np.ndarray, julia_c, max_iter: int, dtype=np.complex64, power: int = 2):
     """Escape-time iteration of flat `pts`.
 
     Returns (nu, normal, log_de): smooth iteration count (NaN inside the set), unit normal as complex64
-    (0 inside) and log of the distance estimate (-inf inside).
+    (0 inside) and log of the distance estimate (-inf inside). `dtype` (complex64 or complex128) sets
+    the precision; the arithmetic runs on real and imaginary parts (see the note above).
     """
+    # Any: NumPy's stubs cannot follow arithmetic on arrays whose float width is chosen at run time
+    real: Any = np.float32 if np.dtype(dtype) == np.complex64 else np.float64
     n = pts.size
     nu = np.full(n, np.nan, np.float32)
     normal = np.zeros(n, np.complex64)
     log_de = np.full(n, -np.inf, np.float32)
     idx = np.arange(n)
-    pts = pts.astype(dtype, copy=False)
+    x: Any = pts.real.astype(real)
+    y: Any = pts.imag.astype(real)
+    dx: Any = np.ones(n, real)
+    dy: Any = np.zeros(n, real)
+    cx: Any
+    cy: Any
     if kind == "julia":
-        z = pts.copy()
-        c = dtype(complex(*julia_c))
-        dz = np.ones(n, dtype)
+        cx, cy = real(julia_c[0]), real(julia_c[1])
         add = 0
         it = 0
     else:
-        c = pts
-        z = pts.copy()
-        dz = np.ones(n, dtype)
+        cx, cy = x.copy(), y.copy()
         add = 1
         it = 1
         if kind == "mandelbrot" and power == 2:
             # main cardioid and period-2 bulb are inside: skip them outright
-            x, y = pts.real.astype(np.float64), pts.imag.astype(np.float64)
-            q = (x - 0.25) ** 2 + y * y
-            inside = (q * (q + (x - 0.25)) < 0.25 * y * y) | ((x + 1) ** 2 + y * y < 0.0625)
+            x64, y64 = x.astype(np.float64), y.astype(np.float64)
+            q = (x64 - 0.25) ** 2 + y64 * y64
+            inside = (q * (q + (x64 - 0.25)) < 0.25 * y64 * y64) | ((x64 + 1) ** 2 + y64 * y64 < 0.0625)
             keep = ~inside
-            idx, z, c, dz = idx[keep], z[keep], c[keep], dz[keep]
+            idx, x, y, cx, cy, dx, dy = idx[keep], x[keep], y[keep], cx[keep], cy[keep], dx[keep], dy[keep]
     log_scale = np.zeros(idx.size, np.float32)
     log_r = np.log(BAILOUT)
     dead = 0
     chunk = CHUNK if power == 2 else 2  # higher powers overshoot faster: check more often
     # Brent-style cycle detection: compare z with a copy saved at iterations 16, 32, 64, ...; points
     # that return to it have fallen into an attracting cycle (inside the set) and stop costing time.
-    saved = z.copy()
+    sx, sy = x.copy(), y.copy()
     next_save = 16
-    eps2 = (1e-5 if dtype == np.complex64 else 1e-8) ** 2
+    eps2 = (1e-5 if real == np.float32 else 1e-8) ** 2
+    two = real(2.0)
     with np.errstate(all="ignore"):
         while it < max_iter and idx.size:
             for _ in range(chunk):
                 if kind == "ship":
-                    z2 = z * z
-                    p = z * dz
-                    p.imag *= np.sign(z2.imag)
-                    dz = p * 2 + 1
-                    np.abs(z2.imag, out=z2.imag)
-                    z = z2 + c
-                elif power == 2:
-                    dz = z * dz * 2
+                    # z <- (|Re z| + i |Im z|)^2 + c; dz <- 2 (z dz, imaginary part signed by Im z^2) + 1
+                    pr, pi = _cmul(x, y, dx, dy)
+                    xy = x * y
+                    pi *= np.sign(xy)
+                    dx, dy = pr * two + 1, pi * two
+                    x, y = x * x - y * y + cx, np.abs(xy * two) + cy
+                elif power == 2:  # the hot loop: in place where it can be (a doubling t + t is exact)
+                    pr = x * dx
+                    pr -= y * dy
+                    pi = x * dy
+                    pi += y * dx
+                    dx = np.add(pr, pr, out=pr)
                     if add:
-                        dz += 1
-                    z = z * z + c
+                        dx += 1
+                    dy = np.add(pi, pi, out=pi)
+                    xy = x * y
+                    x *= x
+                    x -= y * y
+                    x += cx
+                    y = np.add(xy, xy, out=xy)
+                    y += cy
                 else:  # z^p + c (Julia sets with p-fold symmetry); powers by multiplication
-                    zp = z * z if power == 3 else z * z * z
-                    dz = zp * dz * power
+                    zr, zi = _cmul(x, y, x, y)
+                    if power != 3:
+                        zr, zi = _cmul(zr, zi, x, y)
+                    pr, pi = _cmul(zr, zi, dx, dy)
+                    dx, dy = pr * real(power), pi * real(power)
                     if add:
-                        dz += 1
-                    z = zp * z + c
+                        dx += 1
+                    zr, zi = _cmul(zr, zi, x, y)
+                    x, y = zr + cx, zi + cy
             it += chunk
-            r2 = z.real * z.real + z.imag * z.imag
+            r2 = x * x + y * y
             esc = np.nonzero(r2 > BAILOUT * BAILOUT)[0]
             if esc.size:
-                ze, dze = z[esc], dz[esc]
-                lz = 0.5 * np.log(r2[esc].astype(np.float64))
+                ex, ey = x[esc].astype(np.float64), y[esc].astype(np.float64)
+                edx, edy = dx[esc].astype(np.float64), dy[esc].astype(np.float64)
+                lz = 0.5 * np.log(ex * ex + ey * ey)
                 target = idx[esc]
                 nu[target] = it - np.log(lz / log_r) / np.log(power)
-                u = ze / dze
-                u = u / np.maximum(np.abs(u), 1e-30)
-                normal[target] = np.where(np.isfinite(u), u, 0)
-                log_de[target] = lz + np.log(lz) - np.log(np.abs(dze)) - log_scale[esc]
-                z[esc] = np.nan  # dead: NaN never escapes again
+                # unit normal: the direction of z / dz = z conj(dz) / |dz|^2
+                ur, ui = ex * edx + ey * edy, ey * edx - ex * edy
+                norm = np.maximum(np.sqrt(ur * ur + ui * ui), 1e-30)
+                ok = np.isfinite(ur) & np.isfinite(ui)
+                normal.real[target] = np.where(ok, ur / norm, 0)
+                normal.imag[target] = np.where(ok, ui / norm, 0)
+                log_de[target] = lz + np.log(lz) - 0.5 * np.log(edx * edx + edy * edy) - log_scale[esc]
+                x[esc] = np.nan  # dead: NaN never escapes again
+                y[esc] = np.nan
                 dead += esc.size
             if it >= next_save:
-                saved = z.copy()
+                sx, sy = x.copy(), y.copy()
                 next_save *= 2
             elif it > 16 and (it // chunk) % 2 == 0:
-                diff = z - saved
-                cyc = np.nonzero(diff.real * diff.real + diff.imag * diff.imag < eps2)[0]
+                ddx, ddy = x - sx, y - sy
+                cyc = np.nonzero(ddx * ddx + ddy * ddy < eps2)[0]
                 if cyc.size:
-                    z[cyc] = np.nan  # inside: never escapes (nu stays NaN)
+                    x[cyc] = np.nan  # inside: never escapes (nu stays NaN)
+                    y[cyc] = np.nan
                     dead += cyc.size
             if dead > 0.3 * idx.size or (it % (CHUNK * 8) == 0):
-                live = np.isfinite(z.real)
+                live = np.isfinite(x)
                 if not live.all():
-                    idx, z, dz, log_scale, saved = idx[live], z[live], dz[live], log_scale[live], saved[live]
+                    idx, x, y, dx, dy, log_scale, sx, sy = (
+                        idx[live], x[live], y[live], dx[live], dy[live], log_scale[live], sx[live], sy[live])
                     if kind != "julia":
-                        c = c[live]
+                        cx, cy = cx[live], cy[live]
                 dead = 0
             if it % (chunk * 2) == 0:
                 # keep |dz| in range: rescale and remember the factor (only DE needs it)
-                mag = np.abs(dz)
+                mag = np.sqrt(dx * dx + dy * dy)
                 big = np.nonzero(mag > 1e12)[0]
                 if big.size:
-                    dz[big] /= mag[big]
-                    log_scale[big] += np.log(mag[big])
+                    dx[big] /= mag[big]
+                    dy[big] /= mag[big]
+                    log_scale[big] += np.log(mag[big].astype(np.float64)).astype(np.float32)
     return nu, normal, log_de
 
 
@@ -201,7 +255,7 @@ def _near_boundary(kind, rng, julia_c, lo, hi, box, n=2500, power=2):
 
 
 def _log_between(lo: float, hi: float, t: float) -> float:
-    return float(np.exp(np.log(lo) + (np.log(hi) - np.log(lo)) * t))
+    return math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * t)
 
 
 def _julia_c(power: int, t: float, rng) -> tuple[float, float]:
@@ -211,10 +265,10 @@ def _julia_c(power: int, t: float, rng) -> tuple[float, float]:
     (rho < 1: connected, spiralling; rho > 1: just broken into dust)."""
     rho = float(rng.uniform(0.95, 1.03))
     if power == 2 and t >= 0.75:  # period-2 bulb: c = -1 + mu / 4
-        mu = rho * np.exp(2j * np.pi * (t - 0.75) / 0.25)
+        mu = rho * cmath.exp(2j * math.pi * (t - 0.75) / 0.25)
         c = -1.0 + mu / 4.0
     else:
-        mu = rho * np.exp(2j * np.pi * (t / 0.75 if power == 2 else t))
+        mu = rho * cmath.exp(2j * math.pi * (t / 0.75 if power == 2 else t))
         z = (mu / power) ** (1.0 / (power - 1))  # the fixed point: p z^(p-1) = mu, z = z^p + c
         c = z - z ** power
     return float(c.real), float(c.imag)
@@ -246,7 +300,7 @@ def _candidate(kind, rng, where: float, zoom: float, power: int = 2):
         # the offset from the spot turns with the slot's fraction: one spot, many framings
         angle = 2 * np.pi * (slot % 1.0)
         reach = width * 0.15 * float(rng.uniform(0.3, 1.3))
-        return (x + reach * np.cos(angle), y + reach * np.sin(angle)), width, None
+        return (x + reach * math.cos(angle), y + reach * math.sin(angle)), width, None
     pts = _near_boundary(kind, rng, None, 40, 400, (-2.0, 0.5, -1.2, 1.2))
     return pts[rng.integers(len(pts))], _log_between(0.0015, 0.25, zoom), None
 
@@ -272,7 +326,7 @@ def _score(kind, centre, width, rot, flip, julia_c, aspect, power=2):
     plane, px = _plane(centre, width, rot, flip, ph, pw)
     nu, _, log_de = iterate(kind, plane.ravel(), julia_c, 1500, np.complex128, power)
     inside = ~np.isfinite(nu)
-    de_px = np.exp(log_de) / px
+    de_px = np.exp(log_de.astype(np.float64)) / px  # float64: the same on every CPU (float32 SIMD is not)
     near = np.mean(de_px < 1.0)  # busy: boundary passes within a preview pixel
     far = np.mean((de_px > 10.0) & ~inside)  # smooth, empty exterior
     f_in = inside.mean()
@@ -310,7 +364,7 @@ def _pick_view(kind, rng, aspect, power=2, framing: tuple[float, ...] | None = N
         centre, width, julia_c = _candidate(kind, rng, where if attempt == 0 else float(rng.random()), zoom, power)
         # move the view so the subject sits off-centre by (dx, dy) of the frame (screen axes); the
         # Ship's mini-ships are copies of it, so size, tilt and placement are all that tell them apart
-        shift = complex(0.5 - dx, dy - 0.5) * (0.36 if kind == "ship" else 0.24) * width * np.exp(1j * rot)
+        shift = complex(0.5 - dx, dy - 0.5) * (0.36 if kind == "ship" else 0.24) * width * cmath.exp(1j * rot)
         centre = (centre[0] + shift.real, centre[1] + shift.imag)
         score, p99 = _score(kind, centre, width, rot, flip, julia_c, aspect, power)  # mirror-blind
         if best is None or score > best[0]:
@@ -328,8 +382,15 @@ def _pick_view(kind, rng, aspect, power=2, framing: tuple[float, ...] | None = N
 def make(rng: np.random.Generator, canvas: Canvas, kinds: list[str]) -> dict:
     kind = next((k for k in kinds if k in KINDS), None) or str(rng.choice(KINDS, p=[0.42, 0.44, 0.14]))
     power = int(rng.choice([2, 3, 4], p=[0.6, 0.28, 0.12])) if kind == "julia" else 2
+    params = _looks(rng, kind, power)
+    params.update(_pick_view(kind, rng, canvas.aspect, power, canvas.framing))
+    return params
+
+
+def _looks(rng: np.random.Generator, kind: str, power: int) -> dict:
+    """Everything but the view: colouring style, its bands and lighting."""
     styles = STYLES if kind != "ship" else STYLES[1:]  # the ship's folded map has no smooth normal
-    params = {
+    return {
         "kind": kind,
         "style": str(rng.choice(styles, p=[0.42, 0.33, 0.25] if kind != "ship" else [0.6, 0.4])),
         "freq": float(rng.uniform(0.5, 1.6)),
@@ -342,8 +403,6 @@ def make(rng: np.random.Generator, canvas: Canvas, kinds: list[str]) -> dict:
         "flip": kind == "ship",
         "power": power,
     }
-    params.update(_pick_view(kind, rng, canvas.aspect, power, canvas.framing))
-    return params
 
 
 def vary(params: dict, rng: np.random.Generator, amount: float, canvas: Canvas, kinds: list[str]) -> dict:
@@ -351,18 +410,17 @@ def vary(params: dict, rng: np.random.Generator, amount: float, canvas: Canvas, 
     out = dict(params)
     if amount <= 0:
         return out
-    fresh = make(rng, canvas, [params["kind"]])
-    if fresh.get("power", 2) != params.get("power", 2):
-        fresh.update(_pick_view(params["kind"], rng, canvas.aspect, params.get("power", 2)))
-        fresh["power"] = params.get("power", 2)
+    power = int(params.get("power", 2))
+    fresh = _looks(rng, params["kind"], power)  # a new view is searched only when it is taken (below)
     for key in ("freq", "offset", "light_angle", "light_height", "glow_radius", "glow_colour"):
         if key in params and key in fresh:
             out[key] = blend(params[key], fresh[key], amount * (0.5 if key in ("freq", "offset") else 1.0), rng)
     if rng.random() < max(0.0, amount - 0.5) and fresh["style"] in (STYLES if params["kind"] != "ship" else STYLES[1:]):
         out["style"] = fresh["style"]
     if rng.random() < max(0.0, amount - 0.45) * 1.6:
+        view = _pick_view(params["kind"], rng, canvas.aspect, power)
         for key in ("center", "width", "rotation", "mirror", "julia_c", "max_iter", "view_score"):
-            out[key] = fresh[key]
+            out[key] = view[key]
         return out
     # same place, moved camera: zoom, turn and drift a little (in view widths, so it scales)
     out["width"] = float(params["width"] * np.exp(rng.normal(0, 0.35 * amount)))
