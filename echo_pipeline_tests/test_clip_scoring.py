@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,11 +16,27 @@ from PIL import Image
 
 from echo_pipeline.errors import BackendUnavailableError, InvalidInputError
 from echo_pipeline.resonance import quality_assessor as qa
+from echo_pipeline.resonance.clip import ClipScorer
 
-torch = pytest.importorskip("torch")
-open_clip = pytest.importorskip("open_clip")
+pytestmark = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("torch", "open_clip")),
+                                reason="needs torch and open_clip")
 
-from echo_pipeline.resonance.clip import ClipScorer  # noqa: E402
+
+class _Imported:
+    """A module imported on first use: torch and open_clip take seconds to import, and every xdist
+    worker would pay that while collecting, before any test runs."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):  # pytest probes module globals for its own markers while collecting
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self._name), attr)
+
+
+torch: Any = _Imported("torch")
+open_clip: Any = _Imported("open_clip")
 
 TINY_NAME = "echo-tiny-clip-test"
 # ~3.3M parameters, almost all in the 49408-token embedding (open_clip's default BPE tokenizer).
