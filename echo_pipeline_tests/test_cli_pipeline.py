@@ -95,7 +95,7 @@ def test_busy_project_is_refused_and_sigterm_ends_cleanly(cli, artifact_root):
     import signal
     import time
 
-    assert cli("plan", "Busy Project", "flow field", "--size", "320x320", "--count", "40")[0] == 0
+    assert cli("plan", "Busy Project", "flow field", "--size", "192x192", "--count", "40")[0] == 0
     images = artifact_root / "projects" / "busy-project" / "images"
     first = subprocess.Popen([sys.executable, "-m", "echo_pipeline.cli.app", "batch", "busy", "--json"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
