@@ -48,3 +48,18 @@ def test_resonance_improves_the_weakest_and_the_gain_is_recomputable(cli, artifa
 
     code, out, err = cli("runs", "--project", "loop", "--json")
     assert code == 0 and "resonance_job" in [run["job"] for run in json.loads(out)]
+
+
+def test_guidance_words_steer_towards_what_the_head_lacks():
+    from echo_pipeline.workflows.feedback_loop import guidance_words
+
+    dark = {"sharpness": 80.0, "exposure": 40.0, "colourfulness": 65.0, "style_consistency": 90.0}
+    assert guidance_words(dark, "warm", 60.0) == ["brighter"]  # the weakest component, not every weak one
+    off_style_blurry = {"sharpness": 30.0, "exposure": 90.0, "colourfulness": 90.0, "style_consistency": 40.0}
+    assert guidance_words(off_style_blurry, "warm", 60.0) == ["intricate", "warm palette"]
+    assert guidance_words({"sharpness": 85.0, "exposure": 90.0, "colourfulness": 75.0}, None, 60.0) == []
+    # the words mean something to the procedural renderer (its detail / light / saturation axes)
+    from echo_pipeline.render.backends.procedural.words import parse
+
+    parsed = parse("warm fractal, intricate, brighter, vibrant")
+    assert parsed.detail > 0 and parsed.light > 0 and parsed.saturation > 0

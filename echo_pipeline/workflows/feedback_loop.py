@@ -2,8 +2,10 @@
 
 One round: take the current version (the "head") of each image in the weakest set (the lowest
 `fraction` of the project by stored total score when the loop starts), render `CANDIDATES` children
-of each head (img2img through the backend's `refine`: strengths 0.35 / 0.55 / 0.75, fresh seeds, the
-third with the style memory's best learned modifier added, the memory guiding the search), score
+of each head (img2img through the backend's `refine`: strengths 0.35 / 0.55 / 0.75, fresh seeds; the
+second guided by the head's scores (`guidance_words`: a word for its weakest technical component,
+and the memory's best palette when the head is off-style), the third with the style memory's best
+learned modifier added), score
 every child the way `quality_scores` scores new images (against the project's style centroid and
 every other image's perceptual hash), and keep the best child only when it beats its head on the
 total score *and* the gain is real:
@@ -90,6 +92,24 @@ def improvement_pct(start: float, end: float) -> float:
     return 100.0 * (end - start) / start if start > 0 else 0.0
 
 
+#: The weakest technical component -> words that raise it, understood by the procedural renderer
+#: (detail, light and saturation axes) and by diffusion models alike.
+GUIDING_WORDS = {"sharpness": "intricate", "exposure": "brighter", "colourfulness": "vibrant"}
+GUIDE_BELOW = 70.0  # a component under this is worth steering
+
+
+def guidance_words(row: dict, best_palette: str | None, style_threshold: float) -> list[str]:
+    """Words that steer a refinement towards what the head lacks: its weakest technical component
+    (when under `GUIDE_BELOW`) and, when it is off-style, the memory's best palette."""
+    words = []
+    weakest = min(GUIDING_WORDS, key=lambda c: float(row.get(c, 100.0)))
+    if float(row.get(weakest, 100.0)) < GUIDE_BELOW:
+        words.append(GUIDING_WORDS[weakest])
+    if best_palette and float(row.get("style_consistency", 100.0)) < style_threshold:
+        words.append(f"{best_palette} palette")
+    return words
+
+
 def check_loop_limits(rounds: int, target: float | None, fraction: float = WEAKEST_FRACTION) -> None:
     """One-line errors for loop settings out of range (checked before a run starts, and in it)."""
     if not 1 <= rounds <= 20:
@@ -125,6 +145,8 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
     assessor = engine.quality_assessor()
     hashes = {str(a): str(h) for a, h in zip(scores["artifact_id"], scores["phash"], strict=True) if isinstance(h, str)}
     consistency = dict(zip(scores["artifact_id"].astype(str), scores["style_consistency"].astype(float), strict=True))
+    components = {str(r["artifact_id"]): r for r in scores.to_dict("records")}  # each image's scores, for guidance
+    best_palette = memory.best_palette if memory else None
     processor = BatchProcessor(store, backend)
     reports: list[RoundReport] = []
     stopped = f"{rounds} round(s) done"
@@ -134,7 +156,9 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
         planned: list[list[RenderRequest]] = []
         for item in images:
             head = store.find(item.head, project=slug)
-            specs = [engine.refine_spec(head, f"add {modifier}" if k == 2 and modifier else None, strength=strength,
+            guided = guidance_words(components.get(item.head, {}), best_palette, spec.style_threshold)
+            words = [None, f"add {', '.join(guided)}" if guided else None, f"add {modifier}" if modifier else None]
+            specs = [engine.refine_spec(head, words[k], strength=strength,
                                         seed=(head.request.seed + 7919 * number + 101 * k + 1) % 2**32)
                      for k, strength in enumerate(CANDIDATE_STRENGTHS)]
             planned.append([r for s in specs for r in engine.plan_requests(s)])
@@ -154,6 +178,7 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
                                         reference_hashes=reference, prompts=[child.request.prompt])
                 frames.append(frame)
                 row = frame.iloc[0]
+                components[child.artifact_id] = row.to_dict()
                 hashes[child.artifact_id] = str(row["phash"])
                 nearest = _nearest_distance(str(row["phash"]), reference)
                 child_consistency = float(row["style_consistency"])
