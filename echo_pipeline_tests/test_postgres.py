@@ -37,7 +37,7 @@ def postgres_db():
 
 
 def test_batch_run_recorded_in_postgres(postgres_db, tmp_path, monkeypatch, config_dir, artifact_root):
-    home = tmp_path / "dagster_home"
+    home = tmp_path / "postgres_dagster_home"  # its own instance config, not the SQLite template's
     home.mkdir()
     shutil.copyfile(REPO_ROOT / "configs" / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
