@@ -62,3 +62,27 @@ def test_refine_from_the_cli_adds_rain_to_a_fractal_as_its_child(cli, artifact_r
     assert code == 0 and json.loads(out)["status"] == "stored"  # the same refinement is not made twice
     code, _, err = cli("refine", "ffffffff", "add fog")
     assert code == 2 and "no artifact matches" in err
+
+
+def test_a_contextual_word_changes_the_look_not_the_motif():
+    """"add stars" to a fractal keeps the fractal ("stars" only suggests a nebula when a prompt names
+    no family); naming a family ("nebula") does change the motif."""
+    from echo_pipeline.render.backends import ParentImage
+    from echo_pipeline.render.backends.procedural import ProceduralBackend
+    from echo_pipeline.render.requests import RenderRequest
+
+    backend = ProceduralBackend(workers=1)
+    parent_request = RenderRequest(prompt="warm fractal", seed=3, width=64, height=64)
+    (parent,) = list(backend.render([parent_request]))
+    base = ParentImage("parent", parent.image, parent_request, parent.info)
+
+    def child(prompt: str) -> dict:
+        request = RenderRequest(prompt=prompt, seed=4, width=64, height=64, parent_id="parent", strength=0.5)
+        return backend.refine(base, request).info
+
+    from echo_pipeline.render.backends.procedural.words import parse
+
+    assert parse("stars").motif == "nebula" and parse("stars").motif_contextual
+    assert child("warm fractal, stars")["params"]["motif"] == "fractal"
+    nebula = child("warm fractal, nebula")
+    assert nebula["params"]["motif"] == "nebula" and "motif:nebula" in nebula["changes"]

@@ -154,7 +154,9 @@ def refine_params(parent: dict[str, Any], parent_prompt: str, prompt: str, negat
     params["kinds"] = kinds
 
     motif = parent["motif"]
-    if parsed.motif and parsed.motif != motif:
+    # A family noun ("add a nebula") changes the motif; a contextual word ("add stars", "at night")
+    # only its look: effects, palette, light.
+    if parsed.motif and parsed.motif != motif and not parsed.motif_contextual:
         motif, changes = parsed.motif, changes + [f"motif:{parsed.motif}"]
         params["motif_source"] = parsed.motif_source
     elif motif in parsed.excluded_motifs:

@@ -238,6 +238,7 @@ class Parsed:
     words: list[str] = field(default_factory=list)
     material: str | None = None  # first material word (see MATERIALS)
     motif_source: str = "seed"  # what chose the motif: "prompt" (a family word), "material" or "seed"
+    motif_contextual: bool = False  # chosen by a contextual word only ("stars", "night"), not a family noun
 
 
 def _motif_of(key: str) -> tuple[str, int] | None:
@@ -288,6 +289,7 @@ def parse(prompt: str, negative: str = "") -> Parsed:
                 and (motif_best is None or (hit[1], pos) < motif_best)):
             motif_best, result.motif = (hit[1], pos), hit[0]
             result.motif_source = "material" if hit[1] == 1 else "prompt"
+            result.motif_contextual = hit[1] == 2
         if key in MATERIAL_WORDS and not negated and result.material is None:
             result.material = MATERIAL_WORDS[key]
         palette = PALETTE_WORDS.get(key) or _material_palette(key)
