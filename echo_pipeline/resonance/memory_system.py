@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from echo_pipeline.errors import InvalidInputError, StorageError
-from echo_pipeline.resonance.embedders import StyleDescriptor
+from echo_pipeline.resonance.embedders import StyleDescriptor, to_rgb
 from echo_pipeline.resonance.quality_assessor import (
     SCORE_COLUMNS,
     SCORER_VERSION,
@@ -190,8 +190,6 @@ def _finite(x: float) -> bool:
 
 def colour_histogram(image) -> tuple[np.ndarray, np.ndarray]:
     """(64,) pixel shares and (64, 3) RGB sums (on the share scale) of an image's 4x4x4 RGB bins."""
-    from echo_pipeline.resonance.embedders import to_rgb
-
     rgb = np.asarray(to_rgb(image), dtype=np.float64).reshape(-1, 3)
     step = 256 // COLOUR_BINS
     bins = (rgb // step).astype(np.int64).clip(0, COLOUR_BINS - 1)

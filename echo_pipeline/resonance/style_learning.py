@@ -95,7 +95,10 @@ def palette_distances(images: Sequence[Image.Image]) -> dict[str, float]:
 
 def nearest_palette(image: Image.Image) -> str:
     """The named palette nearest an image's dominant colours (what `palette_distances` ranks first)."""
-    distances = palette_distances([image])
+    return _closest(palette_distances([image]))
+
+
+def _closest(distances: dict[str, float]) -> str:
     return min(distances, key=lambda n: (distances[n], n))
 
 
@@ -114,7 +117,7 @@ def learn_from_images(images: Sequence[Image.Image], prompts: Sequence[str | Non
     if len(images) > MAX_REFERENCES:
         raise InvalidInputError(f"{len(images)} reference images; learn from at most {MAX_REFERENCES}")
     distances = palette_distances(images)
-    palette = min(distances, key=lambda n: (distances[n], n))
+    palette = _closest(distances)
     known = [p for p in prompts if p]
     counts = Counter(tok for p in known for tok in tokenize(p))
     palette_words = set(palette.split()) | {"palette"}

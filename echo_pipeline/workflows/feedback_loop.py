@@ -144,8 +144,7 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
     modifier = next(iter(memory.learned_modifiers), None) if memory else None
     assessor = engine.quality_assessor()
     hashes = {str(a): str(h) for a, h in zip(scores["artifact_id"], scores["phash"], strict=True) if isinstance(h, str)}
-    consistency = dict(zip(scores["artifact_id"].astype(str), scores["style_consistency"].astype(float), strict=True))
-    components = {str(r["artifact_id"]): r for r in scores.to_dict("records")}  # each image's scores, for guidance
+    components = {str(r["artifact_id"]): r for r in scores.to_dict("records")}  # each image's scores
     best_palette = memory.best_palette if memory else None
     processor = BatchProcessor(store, backend)
     reports: list[RoundReport] = []
@@ -182,11 +181,11 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
                 hashes[child.artifact_id] = str(row["phash"])
                 nearest = _nearest_distance(str(row["phash"]), reference)
                 child_consistency = float(row["style_consistency"])
-                consistency[child.artifact_id] = child_consistency
                 if nearest is not None and nearest <= PROJECT_DUPLICATE_DISTANCE:
                     dup += 1
                     continue
-                floor = min(spec.style_threshold, consistency.get(item.head, spec.style_threshold))
+                head_consistency = float(components.get(item.head, {}).get("style_consistency", spec.style_threshold))
+                floor = min(spec.style_threshold, head_consistency)
                 if math.isfinite(child_consistency) and child_consistency < floor:
                     off_style += 1
                     continue

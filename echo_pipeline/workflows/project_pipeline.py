@@ -312,7 +312,7 @@ class ProjectPipeline:
         groups = []
         for row in catalog.itertuples(index=False):
             record = ArtifactRecord.model_validate_json(str(row.record_json))
-            palette = record.info.get("palette") if isinstance(record.info, dict) else None
+            palette = _declared_palette(record)
             groups.append({"artifact_id": record.artifact_id,
                            "prompt": record.request.source_prompt or record.request.prompt,
                            "group": f"{palette} palette" if palette else
@@ -343,10 +343,9 @@ class ProjectPipeline:
             embedder = get_embedder()
             images = [self.store.load_thumbnail(self.slug, aid) for aid in todo.artifact_id]
             # An image's palette: the one its backend says it drew with, else the nearest named one.
-            declared = [ArtifactRecord.model_validate_json(str(catalog.loc[a, "record_json"])).info.get("palette")
+            declared = [_declared_palette(ArtifactRecord.model_validate_json(str(catalog.loc[a, "record_json"])))
                         if a in catalog.index else None for a in todo.artifact_id]
-            palettes = [p if isinstance(p, str) and p else nearest_palette(image)
-                        for p, image in zip(declared, images, strict=True)]
+            palettes = [p or nearest_palette(image) for p, image in zip(declared, images, strict=True)]
             memory = learn_style(memory, self.slug, embedder.embed(images), list(todo.artifact_id),
                                  [catalog.loc[a, "prompt"] if a in catalog.index else "" for a in todo.artifact_id],
                                  list(todo.total), embedder=embedder.name, palettes=palettes,
@@ -382,6 +381,12 @@ class ProjectPipeline:
             data_version=content_hash(html),
             data=result,
         )
+
+
+def _declared_palette(record: ArtifactRecord) -> str | None:
+    """The named palette the record's backend says it drew with (the procedural one does), if any."""
+    palette = record.info.get("palette") if isinstance(record.info, dict) else None
+    return palette if isinstance(palette, str) and palette else None
 
 
 def _best_and_worst(ranked: pd.DataFrame, n: int) -> list[str]:
