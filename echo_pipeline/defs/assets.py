@@ -87,10 +87,11 @@ def plan(context: dg.AssetExecutionContext, echo: EchoResource,
     return _result(_observed(observer, "plan", _pipeline(context, echo).plan()), table="tasks")
 
 
-@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[plan, style_presets])
+@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="2", deps=[plan, style_presets])
 def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, echo: EchoResource,
                image_backend: ImageBackendResource, observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
-    """Seeded render requests for the next batch; each id is a hash of what determines the pixels."""
+    """Seeded render requests for the next batch (with the style memory's modifiers and palette when
+    the spec's use_memory is on); each id is a hash of what determines the pixels."""
     pipeline = _pipeline(context, echo)
     step = pipeline.prompt_set(image_backend.get(pipeline.spec.backend, pipeline.spec.model), count=config.count, style=config.style)
     return _result(_observed(observer, "prompt_set", step), table="requests")
@@ -147,10 +148,11 @@ def quality_scores(context: dg.AssetExecutionContext, echo: EchoResource,
     return _result(step, table="new scores", check_results=[check])
 
 
-@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[quality_scores])
+@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="2", deps=[quality_scores])
 def style_memory(context: dg.AssetExecutionContext, echo: EchoResource,
                  observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
-    """The project's learned style: centroid and spread of accepted images, exemplars, history."""
+    """The project's learned style: centroid and spread of accepted images, exemplars, prompt-word and
+    palette statistics, dominant colours, one stored version per learning step, suggestions."""
     return _result(_observed(observer, "style_memory", _pipeline(context, echo).learn()))
 
 
