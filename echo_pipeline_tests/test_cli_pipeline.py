@@ -162,12 +162,9 @@ def test_sigkill_mid_batch_then_rerun_loses_and_duplicates_nothing(cli, artifact
         assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
 
 
-@pytest.mark.slow(seconds=45)
-def test_backfill_over_two_projects_runs_both(cli, artifact_root, monkeypatch):
-    import time
-
-    from echo_pipeline.defs import launch
-
+@pytest.mark.slow(seconds=30)
+def test_backfill_over_two_projects_runs_both(cli, artifact_root):
+    """`backfill --wait` with no daemon running starts one, the runs finish, and it stops it."""
     assert cli("plan", "Back One", "warm fractal", "--size", "64", "--count", "2")[0] == 0
     assert cli("plan", "Back Two", "neon city", "--size", "64", "--count", "2")[0] == 0
     code, out, err = cli("backfill", "--projects", "Back One,back-two", "--wait", "--json")
@@ -187,25 +184,52 @@ def test_backfill_over_two_projects_runs_both(cli, artifact_root, monkeypatch):
         # The settings travel in the run config, not through the daemon's environment.
         run = instance.get_run_by_id(payload["runs"][0]["run_id"])
         assert run.run_config["resources"]["echo"]["config"]["artifact_root"] == str(artifact_root)
+        assert not instance.get_daemon_heartbeats()  # the daemon it started is gone, and so is its heartbeat
 
-        # With a daemon already running, --wait uses it instead of starting a second one.
-        daemon = launch._start_daemon()
-        try:
-            deadline = time.monotonic() + 120
-            while not launch.daemon_running(instance) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert launch.daemon_running(instance)
 
-            def no_second_daemon(*args, **kwargs):
-                raise AssertionError(f"started a second daemon: {args}")
+def test_waiting_for_runs_uses_a_running_daemon_and_stops_only_its_own(monkeypatch):
+    """`backfill --wait` (launch._wait_for_runs): with a daemon alive it starts none; with none it
+    starts one, once, and stops it (and forgets its heartbeat) when the runs are done. The real
+    daemon start is what test_backfill_over_two_projects_runs_both runs end to end."""
+    from types import SimpleNamespace
 
-            monkeypatch.setattr(launch, "_start_daemon", no_second_daemon)
-            code, out, err = cli("backfill", "--projects", "back-one", "--wait", "--json")
-            assert code == 0, err
-            assert [r["status"] for r in json.loads(out)["runs"]] == ["SUCCESS"]
-        finally:
-            daemon.terminate()
-            daemon.wait(timeout=60)
+    from echo_pipeline.defs import launch
+
+    class Instance:
+        def __init__(self, polls_until_done: int):
+            self.polls, self.wiped = polls_until_done, 0
+
+        def get_run_by_id(self, run_id):
+            self.polls -= 1
+            return SimpleNamespace(is_finished=self.polls < 0)
+
+        def wipe_daemon_heartbeats(self):
+            self.wiped += 1
+
+    started = []
+
+    class Daemon:
+        def __init__(self):
+            self.terminated = False
+            started.append(self)
+
+        def terminate(self):
+            self.terminated = True
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(launch.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(launch, "_start_daemon", Daemon)
+    monkeypatch.setattr(launch, "daemon_running", lambda instance: True)
+    alive = Instance(polls_until_done=6)
+    launch._wait_for_runs(alive, ["a", "b"], timeout=60)
+    assert started == [] and alive.wiped == 0  # the user's daemon did the work and keeps running
+
+    monkeypatch.setattr(launch, "daemon_running", lambda instance: False)
+    alone = Instance(polls_until_done=6)
+    launch._wait_for_runs(alone, ["a", "b"], timeout=60)
+    assert len(started) == 1 and started[0].terminated and alone.wiped == 1
 
 
 def test_gallery_command_best_filter_and_errors(cli, artifact_root):
