@@ -17,7 +17,7 @@ default). The memory keeps
 * `learned_modifiers`: up to 12 tokens with lift > 1 seen in at least 2 prompts (stop words,
   numbers and 1-2 letter tokens excluded), best first: modifiers prompt engineering can add.
 * palette statistics: per named palette (the palette an image was rendered with when its backend
-  says, else the named palette nearest its dominant colours, `style_learning.image_palette`) the
+  says, else the named palette nearest its dominant colours, `style_learning.nearest_palette`) the
   images seen, accepted and the sum of their totals (`palette_seen`, `palette_accepted`,
   `palette_total`; `palette_table()` gives mean total and acceptance, `best_palette` the palette
   whose images score highest, from `MIN_TOKEN_SUPPORT` accepted images); and the accepted images'
@@ -284,14 +284,14 @@ def learn_style(
                 memory.token_accepted[tok] = memory.token_accepted.get(tok, 0) + 1
             if palette:
                 memory.palette_accepted[palette] = memory.palette_accepted.get(palette, 0) + 1
-            if colours is not None:
-                mass, sums = colours[i]
-                if not memory.colour_mass:
-                    memory.colour_mass = [0.0] * len(mass)
-                    memory.colour_sum = [[0.0, 0.0, 0.0] for _ in range(len(mass))]
-                memory.colour_mass = [float(a + b) for a, b in zip(memory.colour_mass, mass, strict=True)]
-                memory.colour_sum = [[float(x) for x in np.asarray(a) + b]
-                                     for a, b in zip(memory.colour_sum, sums, strict=True)]
+
+    # Colours of the accepted images: their bins summed into the memory's histogram.
+    if colours is not None and new_rows:
+        mass = np.sum([colours[i][0] for i in new_rows], axis=0)
+        sums = np.sum([colours[i][1] for i in new_rows], axis=0)
+        if memory.colour_mass:
+            mass, sums = mass + np.asarray(memory.colour_mass), sums + np.asarray(memory.colour_sum)
+        memory.colour_mass, memory.colour_sum = mass.tolist(), sums.tolist()
 
     # Centroid: exact running mean of unit vectors (see module docstring).
     if new_rows:

@@ -179,9 +179,10 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
                 row = frame.iloc[0]
                 components[child.artifact_id] = row.to_dict()
                 hashes[child.artifact_id] = str(row["phash"])
-                nearest = _nearest_distance(str(row["phash"]), reference)
+                # assess compared the child with `reference` already (pHash bits to the closest; NA: none)
+                nearest = row["nearest_distance"]
                 child_consistency = float(row["style_consistency"])
-                if nearest is not None and nearest <= PROJECT_DUPLICATE_DISTANCE:
+                if not pd.isna(nearest) and int(nearest) <= PROJECT_DUPLICATE_DISTANCE:
                     dup += 1
                     continue
                 head_consistency = float(components.get(item.head, {}).get("style_consistency", spec.style_threshold))
@@ -216,12 +217,3 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
         slug, f"{REPORT_DIR}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json",
         json.dumps(asdict(report) | {"improvement_pct": report.improvement_pct}, indent=2).encode())
     return report
-
-
-def _nearest_distance(phash: str, reference: dict[str, str]) -> int | None:
-    """pHash bits to the closest image in `reference` (None when there is nothing to compare with)."""
-    from echo_pipeline.resonance.quality_assessor import hash_ints, popcount
-
-    if not phash or not reference:
-        return None
-    return int(popcount(hash_ints(list(reference.values())) ^ hash_ints([phash])[0]).min())
