@@ -186,10 +186,10 @@ def test_reading_commands_on_a_full_or_read_only_store(cli, artifact_root, tmp_p
     code_, out, err = cli("gallery", "--project", "default", "--out", str(site), "--json")
     assert code_ == 0, err
     payload = json.loads(out)
-    assert payload["html"] == str(site / "index.html") and set(payload["pages"]) == {"all", "best", "recent"}
+    assert payload["html"] == str(site / "index.html")
+    assert set(payload["pages"]) == {"all", "best", "recent", "accepted"}
     assert payload["images_shown"] == 2 and (site / "best.html").is_file()
-    page = (site / "index.html").read_text()
-    assert f"thumbs/{b.artifact_id}.jpg" in page
+    assert f"thumbs/{b.artifact_id}.jpg" in (site / "data.js").read_text()
     code_, _, err = cli("gallery", "--project", "default")  # into the store itself: one line, exit 2
     assert code_ == 2 and len(err.strip().splitlines()) == 1 and os.strerror(code) in err
     monkeypatch.undo()
@@ -203,7 +203,7 @@ def test_gallery_reports_missing_files_and_rewrites_every_page(cli, artifact_roo
     assert code == 0, err
     assert f"default/{a.artifact_id}: PNG missing" in err
     gallery = artifact_root / "projects" / "default" / "gallery"
-    assert {p.name for p in gallery.glob("*.html")} == {"index.html", "best.html", "recent.html"}
-    assert "technical score" in (gallery / "best.html").read_text()  # no score table: ranked from thumbnails
+    assert {p.name for p in gallery.glob("*.html")} == {"index.html", "best.html", "recent.html", "accepted.html"}
+    assert "technical score" in (gallery / "data.js").read_text()  # no score table: ranked from thumbnails
     code, out, _ = cli("gallery", "--project", "default", "--json")
     assert [p["kind"] for p in json.loads(out)["problems"]] == ["missing"]

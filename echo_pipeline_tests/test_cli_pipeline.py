@@ -240,16 +240,21 @@ def test_gallery_command_best_filter_and_errors(cli, artifact_root):
     payload = json.loads(out)
     assert payload["project"] == "ruzgar-nft-collection" and payload["images_in_project"] == 4
     assert 1 <= payload["images_shown"] < 4 and payload["mean_score"] > 0
-    html = Path(payload["html"]).read_text()
-    assert html.count("warm fractal") >= payload["images_shown"]
+    data = Path(payload["data"]).read_text()
+    assert data.count("warm fractal") >= payload["images_shown"]
+    accepted = json.loads(cli("gallery", "--project=Ruzgar NFT", "--filter=accepted", "--json")[1])
+    assert 1 <= accepted["images_shown"] <= 4  # what the batch's style memory accepted
     code, _, err = cli("gallery", "--project=Ruzgar NFT", "--filter=worst")
     assert code == 2 and "filter" in err and len(err.strip().splitlines()) == 1
     # Projects made by `render` alone (no spec file) have galleries too.
     assert cli("render", "cool waves", "--size", "64")[0] == 0
     code, out, _ = cli("gallery", "--project", "default", "--json")
     assert code == 0 and json.loads(out)["images_in_project"] == 1
-    code, out, _ = cli("gallery", "--json")
-    assert {p["project"] for p in json.loads(out)} == {"default", "ruzgar-nft-collection"}
+    # No project: one gallery of every project, at the store's top level.
+    code, out, _ = cli("gallery", "--json", "--filter", "top:2")
+    payload = json.loads(out)
+    assert set(payload["projects"]) == {"default", "ruzgar-nft-collection"} and payload["images_in_project"] == 5
+    assert payload["images_shown"] == 2 and payload["html"] == str(artifact_root / "gallery" / "top-2.html")
 
 
 def test_errors_inside_a_run_are_one_line(cli, config_dir, monkeypatch):

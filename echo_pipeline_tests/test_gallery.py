@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -52,32 +54,47 @@ def read_text(store: ArtifactStore, path: str) -> str:
     return store.fs.cat_file(path).decode("utf-8")
 
 
-def tile_ids(page: str) -> list[str]:
-    return re.findall(r'<figure class="tile" id="a-([^"]+)"', page)
+def gallery_data(store: ArtifactStore, result: G.GalleryResult) -> dict:
+    """The page's data (data.js is `window.ECHO_GALLERY = {...};`)."""
+    text = read_text(store, result.data_path)
+    assert text.startswith("window.ECHO_GALLERY = ") and text.endswith(";\n")
+    return json.loads(text.removeprefix("window.ECHO_GALLERY = ").removesuffix(";\n"))
+
+
+def shown_ids(store: ArtifactStore, result: G.GalleryResult, flt: str | None = None) -> list[str]:
+    """What the page shows for a preset: the app applies `select_entries`' rules to the data."""
+    return [e["id"] for e in G.select_entries(gallery_data(store, result)["entries"], flt or result.filter)]
 
 
 # --------------------------------------------------------------------------------------------------
 # build_gallery
 
 
-def test_gallery_all_escapes_prompts_and_has_one_tile_per_image(store):
-    records = add_images(store, 5, prompt=EVIL, style="nft-collection")
+def test_gallery_all_keeps_prompts_as_data_and_has_one_entry_per_image(store):
+    records = add_images(store, 5, prompt=EVIL + "\x1b[2J", style="nft-collection")
     result = build_gallery(store, "p", title="My <Collection>")
     assert result.count == 5 and result.filter == "all" and result.total_images == 5
-    assert result.html_path.endswith("gallery/index.html")
+    assert result.html_path.endswith("gallery/index.html") and result.data_path.endswith("gallery/data.js")
     page = read_text(store, result.html_path)
-    assert "<script>alert" not in page
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;" in page
     assert "My &lt;Collection&gt;" in page and "<h1>My <Collection>" not in page
+    raw = read_text(store, result.data_path)
+    assert "<script>" not in raw and "</" not in raw  # JSON with < > & escaped: nothing can end the script
+    data = gallery_data(store, result)
+    entries = data["entries"]
     # Newest first (the catalog is oldest first; all records share one part, so it is the reverse order).
-    assert tile_ids(page) == [r.artifact_id for r in records][::-1]
-    for record in records:
-        assert f'src="../thumbs/{record.artifact_id}.jpg"' in page
-        assert f'href="../images/{record.artifact_id}.png"' in page
-    assert "seed 3" in page and "style nft-collection" in page and "64×64" in page
-    assert "http://" not in page and "https://" not in page  # self-contained
+    assert [e["id"] for e in entries] == [r.artifact_id for r in records][::-1]
+    first = entries[-1]
+    assert first["prompt"] == EVIL + "\\x1b[2J"  # the prompt as text; the control character made visible
+    assert first["seed"] == 0 and first["style"] == "nft-collection" and (first["width"], first["height"]) == (64, 64)
+    assert first["thumb"] == f"../thumbs/{records[0].artifact_id}.jpg"
+    assert first["image"] == f"../images/{records[0].artifact_id}.png"
+    assert first["parameters"].startswith(EVIL) and "Seed: 0" in first["parameters"]
+    assert first["sha256"] == records[0].sha256 and first["children"] == [] and first["parent"] is None
+    for name in ("index.html", "gallery.js", "gallery.css", "data.js"):  # self-contained: no CDN, no fetch
+        text = store.fs.cat_file(store.project_file_path("p", f"gallery/{name}")).decode()
+        assert "http://" not in text and "https://" not in text and "fetch(" not in text, name
     sheet = Image.open(io.BytesIO(store.fs.cat_file(result.contact_sheet_path)))
-    assert sheet.format == "JPEG" and result.contact_sheet_path.endswith("gallery/contact_sheet.jpg")
+    assert sheet.format == "PNG" and result.contact_sheet_path.endswith("gallery/contact_sheet.png")
     assert sheet.size == (3 * 128 + 4 * 4, 2 * 128 + 3 * 4)  # 5 images -> 3 columns x 2 rows
 
 
@@ -91,27 +108,48 @@ def test_gallery_shows_scores_and_best_picks_top_quarter(store):
     })
     best = build_gallery(store, "p", scores=scores, filter="best")
     assert best.count == 2 and best.html_path.endswith("gallery/best.html")
-    page = read_text(store, best.html_path)
-    assert tile_ids(page) == [ids[1], ids[4]]  # 95 then 88
+    assert shown_ids(store, best) == [ids[1], ids[4]]  # 95 then 88
     assert best.mean_total == pytest.approx(91.5)
-    assert "mean score <b>91.5</b>" in page
-    assert ">95</span>" in page and "technical" in page and "style" in page
+    assert 'data-filter="best"' in read_text(store, best.html_path)
+    entry = next(e for e in gallery_data(store, best)["entries"] if e["id"] == ids[1])
+    assert entry["scores"] == {"total": 95.0, "technical": 70.0, "style_consistency": 90.0, "uniqueness": 100.0}
     full = build_gallery(store, "p", scores=scores)
     assert full.count == 8 and full.mean_total == pytest.approx(np.mean(totals))
-    # The "all" page links to the "best" page now that it exists.
-    assert 'href="best.html"' in read_text(store, full.html_path)
+    top = build_gallery(store, "p", scores=scores, filter="top:3")
+    assert top.html_path.endswith("gallery/top-3.html") and shown_ids(store, top) == [ids[1], ids[4], ids[6]]
+    assert 'data-filter="top:3"' in read_text(store, top.html_path)
+
+
+def test_gallery_accepted_and_style_filters(store):
+    warm = add_images(store, 3, style="digital art")
+    cool = add_images(store, 2, prompt="cool waves", style="neon noir")
+    accepted = {warm[0].artifact_id, cool[1].artifact_id}
+    result = build_gallery(store, "p", accepted=accepted, filter="accepted")
+    assert result.count == 2 and set(shown_ids(store, result)) == accepted
+    styled = build_gallery(store, "p", filter="style:Neon Noir")  # style names match case-insensitively
+    assert styled.html_path.endswith("gallery/style-neon-noir.html")
+    assert shown_ids(store, styled) == [r.artifact_id for r in cool][::-1]
+    unknown = build_gallery(store, "p")  # no style memory yet: "accepted" is unknown, not "none"
+    assert {e["accepted"] for e in gallery_data(store, unknown)["entries"]} == {None}
+
+
+@pytest.mark.parametrize("text", ["favourites", "top:0", "top:x", "top:10001", "style:", "best:3"])
+def test_unknown_or_malformed_filters_are_one_line_errors(text):
+    with pytest.raises(InvalidInputError) as err:
+        G.parse_filter(text)
+    assert "\n" not in str(err.value) and ("top:N" in str(err.value) or "style:S" in str(err.value))
 
 
 def test_gallery_without_scores_ranks_nothing_and_says_so(store):
     records = add_images(store, 3)
     result = build_gallery(store, "p", filter="best")
     assert result.count == 0 and result.note == G.NO_SCORES_NOTE
-    assert "No score table yet" in read_text(store, result.html_path)
+    assert G.NO_SCORES_NOTE in gallery_data(store, result)["notes"]
     scores = pd.DataFrame({"artifact_id": [r.artifact_id for r in records], "total": [1.0, 3.0, 2.0]})
     ranked = build_gallery(store, "p", filter="best", scores=scores, scores_note="ranked by a test")
     assert ranked.count == 1 and ranked.note == "ranked by a test"
-    page = read_text(store, ranked.html_path)
-    assert tile_ids(page) == [records[1].artifact_id] and "ranked by a test" in page
+    assert shown_ids(store, ranked) == [records[1].artifact_id]
+    assert "ranked by a test" in gallery_data(store, ranked)["notes"]
 
 
 def test_every_page_is_rewritten_together(store):
@@ -123,36 +161,57 @@ def test_every_page_is_rewritten_together(store):
     scores = pd.concat([scores, pd.DataFrame({"artifact_id": [r.artifact_id for r in later],
                                               "total": [99.0, 10.0]})])
     result = build_gallery(store, "p", scores=scores)  # filter "all", as after every batch
-    assert set(result.pages) == {"all", "best", "recent"}
-    best = read_text(store, result.pages["best"])
-    assert tile_ids(best) == [later[0].artifact_id]
-    assert len(tile_ids(read_text(store, result.pages["recent"]))) == 4
-    for name in ("best", "recent"):
-        assert store.fs.exists(store.project_file_path("p", f"gallery/contact_sheet_{name}.jpg"))
-    for page in result.pages.values():  # every page links to every other
+    assert set(result.pages) == {"all", "best", "recent", "accepted"}
+    assert shown_ids(store, result, "best") == [later[0].artifact_id]  # every page reads the one data file
+    assert len(shown_ids(store, result, "recent")) == 4
+    for name in ("best", "recent", "accepted"):
+        assert store.fs.exists(store.project_file_path("p", f"gallery/contact_sheet_{name}.png"))
+    versions = set()
+    for page in result.pages.values():  # every page links to every other, and loads the same data version
         text = read_text(store, page)
-        assert all(f'href="{n}"' in text for n in ("index.html", "best.html", "recent.html"))
+        assert all(f'href="{n}"' in text for n in ("index.html", "best.html", "recent.html", "accepted.html"))
+        versions |= set(re.findall(r'src="data\.js\?v=([0-9a-f]+)"', text))
+    assert len(versions) == 1
 
 
 def test_gallery_into_another_folder_leaves_a_read_only_store_alone(tmp_path):
     root = tmp_path / "store"
     writer = ArtifactStore.open(str(root))
-    records = add_images(writer, 2)
+    add_images(writer, 2)
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
     store = ArtifactStore(str(root), read_only=True)
     out = tmp_path / "site" / "gallery"
     result = build_gallery(store, "p", out_dir=out)
     assert result.html_path == str(out / "index.html") and result.count == 2
     assert sorted(p.name for p in out.iterdir()) == [
-        "best.html", "contact_sheet.jpg", "contact_sheet_best.jpg", "contact_sheet_recent.jpg",
-        "index.html", "recent.html"]
-    page = (out / "index.html").read_text()
-    for record in records:  # links reach the store's files from the other folder
-        link = f"../../store/projects/p/thumbs/{record.artifact_id}.jpg"
-        assert f'src="{link}"' in page and (out / link).resolve().is_file()
+        "accepted.html", "best.html", "contact_sheet.png", "contact_sheet_accepted.png", "contact_sheet_best.png",
+        "contact_sheet_recent.png", "data.js", "gallery.css", "gallery.js", "index.html", "recent.html"]
+    for entry in gallery_data(store, result)["entries"]:  # links reach the store's files from the other folder
+        assert entry["thumb"] == f"../../store/projects/p/thumbs/{entry['id']}.jpg"
+        assert (out / entry["thumb"]).resolve().is_file() and (out / entry["image"]).resolve().is_file()
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()} == before
     with pytest.raises(StorageError, match="read-only"):
         build_gallery(store, "p")  # into the store itself: refused with one line
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InvalidInputError, match="is a file"):
+        build_gallery(store, "p", out_dir=tmp_path / "file")
+
+
+def test_collection_gallery_spans_projects_from_the_store_root(tmp_path):
+    store = ArtifactStore.open(str(tmp_path / "a"))
+    add_images(store, 2, project="alpha")
+    add_images(store, 3, project="beta", prompt="cool waves")
+    sources = [G.GallerySource("alpha", "Alpha"), G.GallerySource("beta", "Beta")]
+    result = G.build_collection_gallery(store, sources)
+    page = Path(result.html_path)
+    assert page == tmp_path / "a" / "gallery" / "index.html" and result.total_images == 5
+    data = gallery_data(store, result)
+    assert {p["slug"]: p["images"] for p in data["projects"]} == {"alpha": 2, "beta": 3}
+    for entry in data["entries"]:
+        assert entry["thumb"].startswith(f"../projects/{entry['project']}/thumbs/")
+        assert (page.parent / entry["thumb"]).resolve().is_file() and (page.parent / entry["image"]).resolve().is_file()
+    with pytest.raises(InvalidInputError):
+        store.write_root_file("projects/alpha/x.html", b"x")  # the top-level gallery cannot write into a project
 
 
 def test_gallery_reports_missing_and_damaged_files(tmp_path):
@@ -166,9 +225,10 @@ def test_gallery_reports_missing_and_damaged_files(tmp_path):
     assert found == {("missing", records[0].artifact_id), ("thumb_missing", records[1].artifact_id),
                      ("thumb_undecodable", records[2].artifact_id)}
     assert result.count == 4  # still shown, marked
-    page = read_text(store, result.html_path)
-    assert "3 stored file problem(s)" in page and "artifacts verify --project p" in page
-    assert page.count('class="damaged"') == 3 and "PNG missing" in page
+    data = gallery_data(store, result)
+    assert any("3 stored file problem(s)" in n and "artifacts verify --project p" in n for n in data["notes"])
+    problems = {e["id"]: e["problem"] for e in data["entries"] if e["problem"]}
+    assert len(problems) == 3 and problems[records[0].artifact_id] == "PNG missing"
     hashes = build_gallery(store, "p", check_hashes=True)
     assert len(hashes.problems) == 3
 
@@ -196,27 +256,28 @@ def test_gallery_recent_and_lineage(store, monkeypatch):
                            parent_id=parent.artifact_id)
     store.append_catalog("p", [store.save(child, picture(9))])
 
-    page = read_text(store, build_gallery(store, "p").html_path)
-    assert f'href="#a-{parent.artifact_id}"' in page and "refined from" in page and "strength 0.35" in page
+    result = build_gallery(store, "p")
+    entries = {e["id"]: e for e in gallery_data(store, result)["entries"]}
+    assert entries[child.artifact_id]["parent"] == parent.artifact_id
+    assert entries[child.artifact_id]["strength"] == 0.35
+    assert entries[parent.artifact_id]["children"] == [child.artifact_id]
 
     monkeypatch.setattr(G, "RECENT_COUNT", 2)
     recent = build_gallery(store, "p", filter="recent")
     assert recent.count == 2 and recent.html_path.endswith("gallery/recent.html")
-    shown = tile_ids(read_text(store, recent.html_path))
-    assert shown[0] == child.artifact_id and len(shown) == 2
-    # The parent is not on the recent page: the lineage link points at its image instead.
-    assert f'href="../images/{parent.artifact_id}.png"' in read_text(store, recent.html_path)
+    data = gallery_data(store, recent)
+    assert data["recent_count"] == 2  # the app selects with the same number
+    assert [e["id"] for e in G.select_entries(data["entries"], "recent")][0] == child.artifact_id
 
 
 def test_gallery_empty_project_and_unknown_filter(store):
     result = build_gallery(store, "empty")
     assert result.count == 0 and result.total_images == 0
-    page = read_text(store, result.html_path)
-    assert "No images yet" in page and "<figure" not in page
+    assert gallery_data(store, result)["entries"] == []
     assert store.fs.exists(result.contact_sheet_path)
     with pytest.raises(InvalidInputError) as err:
         build_gallery(store, "p", filter="favourites")
-    assert "all" in str(err.value) and "best" in str(err.value) and "recent" in str(err.value)
+    assert all(word in str(err.value) for word in ("all", "best", "recent", "accepted", "top:N", "style:S"))
 
 
 def test_gallery_survives_missing_thumbnail(tmp_path):

@@ -1,27 +1,36 @@
-"""Galleries: a self-contained HTML page and a contact sheet per project, plus tiny thumbnail grids.
+"""Galleries: a static, self-contained HTML gallery of one project or of every project, its contact
+sheets, and the tiny thumbnail grids of Dagster metadata.
 
-`build_gallery` writes, under the project folder of the artifact store (any fsspec root), or into
-another folder (`out_dir`, e.g. when the store is read-only)::
+`build_gallery` (one project) and `build_collection_gallery` (several; the CLI's "no project") write,
+into the project's `gallery/` folder, the store's top-level `gallery/` folder, or another folder
+(`out_dir`, e.g. when the store is read-only)::
 
-    gallery/index.html            filter "all"    (newest first)
-    gallery/best.html             filter "best"   (top 25 % by total score, at least 1)
-    gallery/recent.html           filter "recent" (newest 50)
-    gallery/contact_sheet.jpg     contact sheet of the "all" page (first 48 images);
-    gallery/contact_sheet_<filter>.jpg  for the other filters
+    index.html  best.html  recent.html  accepted.html   one page per filter preset (same app, another start)
+    top-<N>.html  style-<slug>.html                     the `top:N` / `style:S` page, when asked for
+    data.js                                             every entry: parameters, scores, lineage, file URLs
+    gallery.js  gallery.css                             the app (no CDN, no build step, no fetch())
+    contact_sheet.png, contact_sheet_<page>.png         the first 48 images of each page
 
-Every page is rewritten on every build (whichever filter was asked for), so no page goes stale.
+The pages run from `file://` and behind any web server: the data is a script (`window.ECHO_GALLERY
+= {...}`), not fetched, and every link is relative to the page (`../thumbs/<id>.jpg`, or
+`../projects/<slug>/...` for the top-level gallery); pages written elsewhere link to the store's
+files (relative paths when both are local). The app (`gallery_assets/gallery.js`) shows a grid of
+lazily loaded thumbnails, rendered in chunks as you scroll so 10,000 entries stay responsive;
+filters by preset, project, style, backend, score range and date; text search over prompts; sorting
+by score or date; and a detail view (`#id=<artifact id>`) with the full image, every parameter, the
+scores, the lineage tree (parents and refined children, clickable) and a button that copies the
+A1111 `parameters` text. Text from the store reaches the page as JSON and is set with
+`textContent`, so prompts cannot inject markup; control and bidi characters are shown as visible
+escapes (`textsafe.safe_text`).
 
-The page has no external assets: inline CSS, a few lines of inline JavaScript (the search box; a tile
-whose thumbnail does not load shows the full image, else "no image"), and links relative to the page
-(`../thumbs/<id>.jpg` tiles, `../images/<id>.png` full images), so the folder can be opened from a
-local disk, served, or synced from S3 as it is. Pages written elsewhere link to the store's files
-(relative paths when both are local). Text from the store (prompts, names) is HTML-escaped, with
-control and bidi characters shown as visible escapes (`textsafe.safe_text`), and long words wrap.
+Filter presets (`parse_filter`; the same semantics in `select_entries` and in the app):
+`all` (newest first), `best` (top 25 % by total score, at least 1), `recent` (newest 50),
+`accepted` (what the project's style memory accepted), `top:N` (the N best), `style:S` (one style).
 
-Scores come from the caller (`scores`, a DataFrame with `artifact_id`, `total` and components), so
-this module needs nothing from `resonance`. Missing or damaged files are reported, not hidden: the
-result lists them (`GalleryResult.problems`, from the store's cheap `check_files`, plus thumbnails
-that do not decode) and the page says how many there are.
+Scores and the accepted set come from the caller (`GallerySource`), so this module needs nothing
+from `resonance`. Missing or damaged files are reported, not hidden: the result lists them
+(`GalleryResult.problems`, from the store's cheap `check_files`, plus thumbnails that do not decode),
+the page says how many there are, and each entry carries its problem.
 
 `thumbnail_grid_markdown` makes the small data-URI JPEG grid that Dagster materialization metadata
 shows (kept under a byte budget, a few KB).
@@ -30,12 +39,15 @@ shows (kept under a byte budget, a few KB).
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
+import json
 import math
 import os
 import posixpath
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,19 +59,27 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from PIL import Image, ImageDraw
 
+from echo_pipeline.artifacts.metadata import format_infotext
+from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.artifacts.storage import ArtifactStore, Problem, ProblemKind
 from echo_pipeline.atomic import write_atomic
 from echo_pipeline.errors import InvalidInputError, StorageError
+from echo_pipeline.naming import project_slug
 from echo_pipeline.textsafe import safe_text
 
-FILTERS: dict[str, str] = {
+ASSETS_DIR = Path(__file__).with_name("gallery_assets")
+PRESETS: dict[str, str] = {
     "all": "every image, newest first",
     "best": "top 25% by total score",
     "recent": "the newest 50 images",
+    "accepted": "images the style memory accepted",
 }
-PAGE_NAMES = {"all": "index.html", "best": "best.html", "recent": "recent.html"}
+FILTER_SYNTAX = "all, best, recent, accepted, top:N or style:S"
+PAGE_NAMES = {"all": "index.html", "best": "best.html", "recent": "recent.html", "accepted": "accepted.html"}
+DATA_FILE = "data.js"
 RECENT_COUNT = 50
 BEST_FRACTION = 0.25
+MAX_TOP = 10_000
 MAX_SHEET_IMAGES = 48
 MAX_GRID_IMAGES = 24
 BACKGROUND = (16, 16, 20)
@@ -68,19 +88,89 @@ COMPONENTS = (
     ("alignment", "alignment"), ("aesthetic", "aesthetic"),
 )
 TECH_COMPONENTS = ("sharpness", "contrast", "colourfulness", "entropy", "exposure", "noise")
+SCORE_KEYS = ("total",) + tuple(k for k, _ in COMPONENTS) + TECH_COMPONENTS
+
+
+@dataclass(frozen=True)
+class GalleryFilter:
+    """A filter preset: `kind` is all/best/recent/accepted/top/style; `n` for top, `style` for style."""
+
+    kind: str
+    n: int | None = None
+    style: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self.kind == "top":
+            return f"top:{self.n}"
+        if self.kind == "style":
+            return f"style:{self.style}"
+        return self.kind
+
+    @property
+    def page(self) -> str:
+        if self.kind == "top":
+            return f"top-{self.n}.html"
+        if self.kind == "style":
+            return f"style-{project_slug(self.style or '') or 'style'}.html"
+        return PAGE_NAMES[self.kind]
+
+    @property
+    def description(self) -> str:
+        if self.kind == "top":
+            return f"the {self.n} best by total score"
+        if self.kind == "style":
+            return f"style {self.style}"
+        return PRESETS[self.kind]
+
+
+def parse_filter(text: str | GalleryFilter | None) -> GalleryFilter:
+    """`all` | `best` | `recent` | `accepted` | `top:N` (1..10000) | `style:S`; one line if not."""
+    if isinstance(text, GalleryFilter):
+        return text
+    raw = str(text if text is not None else "all").strip()
+    kind, sep, arg = raw.partition(":")
+    kind = kind.strip().lower()
+    if not sep and kind in PRESETS:
+        return GalleryFilter(kind)
+    if sep and kind == "top":
+        if not re.fullmatch(r"\s*\d{1,6}\s*", arg) or not 1 <= int(arg) <= MAX_TOP:
+            raise InvalidInputError(f"gallery filter {raw!r}: top:N needs a whole number N from 1 to {MAX_TOP}")
+        return GalleryFilter("top", n=int(arg))
+    if sep and kind == "style":
+        style = " ".join(arg.split())
+        if not style or len(style) > 100:
+            raise InvalidInputError(f"gallery filter {raw!r}: style:S needs a style name (up to 100 characters)")
+        return GalleryFilter("style", style=style)
+    raise InvalidInputError(f"unknown gallery filter {safe_text(raw)!r}; valid filters: {FILTER_SYNTAX}")
+
+
+@dataclass
+class GallerySource:
+    """One project's gallery input: its scores (`artifact_id`, `total`, components; None = not
+    scored), the ids its style memory accepted (None = no memory yet) and a note on the scores."""
+
+    project: str
+    title: str | None = None
+    scores: pd.DataFrame | None = None
+    accepted: set[str] | None = None
+    scores_note: str | None = None
 
 
 @dataclass
 class GalleryResult:
     html_path: str
     contact_sheet_path: str
-    count: int  # images shown on the page
+    count: int  # images the page's filter selects
     filter: str
-    total_images: int = 0  # images in the project
-    mean_total: float | None = None  # mean total score of the images shown (None without scores)
+    total_images: int = 0  # images in the project(s)
+    mean_total: float | None = None  # mean total score of the images selected (None without scores)
     note: str | None = None  # e.g. how "best" was ranked without a score table
     pages: dict[str, str] = field(default_factory=dict)  # filter -> page path: every page, rewritten together
     problems: list[Problem] = field(default_factory=list)  # missing or damaged files found on the way
+    data_path: str = ""
+    projects: list[str] = field(default_factory=list)
+    content_hash: str = ""  # of what the pages show (entries), not of when they were built
 
 
 NO_SCORES_NOTE = ("No score table yet, so nothing is ranked: score the project (the batch's quality_scores "
@@ -203,104 +293,7 @@ def load_gallery_thumbnail(store: ArtifactStore, project: str, artifact_id: str)
 
 
 # --------------------------------------------------------------------------------------------------
-# Selection
-
-
-def _scores_frame(scores: pd.DataFrame | None) -> pd.DataFrame | None:
-    if scores is None or len(scores) == 0 or "artifact_id" not in scores.columns:
-        return None
-    frame = scores.copy()
-    frame["artifact_id"] = frame["artifact_id"].astype(str)
-    return frame.drop_duplicates(subset="artifact_id", keep="last").set_index("artifact_id")
-
-
-def _select(catalog: pd.DataFrame, filter: str, totals: dict[str, float]) -> pd.DataFrame:
-    newest = catalog.iloc[::-1]
-    if filter == "all":
-        return newest
-    if filter == "recent":
-        return newest.head(RECENT_COUNT)
-    ranked = newest[newest["artifact_id"].map(lambda a: a in totals)]
-    if ranked.empty:
-        return ranked
-    keep = max(1, math.ceil(len(ranked) * BEST_FRACTION))
-    order = sorted(range(len(ranked)), key=lambda i: -totals[ranked["artifact_id"].iloc[i]])
-    return ranked.iloc[order[:keep]]
-
-
-# --------------------------------------------------------------------------------------------------
-# HTML
-
-_CSS = """
-:root{--bg:#0f1014;--panel:#17181e;--panel2:#1e2028;--line:#2a2c36;--text:#e8e8ee;--muted:#9a9cab;
---accent:#ff9a5a;--good:#5fd39a;--mid:#f2c14e;--bad:#ef6a6a}
-*{box-sizing:border-box}
-html,body{margin:0;background:var(--bg);color:var(--text);
-font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif}
-a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}
-header{padding:28px 32px 18px;border-bottom:1px solid var(--line);
-background:linear-gradient(180deg,#181922 0%,var(--bg) 100%)}
-.brand{font-size:12px;letter-spacing:.18em;text-transform:uppercase;color:var(--muted);overflow-wrap:anywhere}
-h1{margin:4px 0 10px;font-size:28px;font-weight:650;letter-spacing:-.01em;overflow-wrap:anywhere}
-.stats{display:flex;flex-wrap:wrap;gap:10px;margin:0;padding:0;list-style:none}
-.stats li{background:var(--panel);border:1px solid var(--line);border-radius:999px;padding:4px 12px;
-color:var(--muted);font-size:13px}.stats b{color:var(--text);font-weight:600}
-.bar{display:flex;flex-wrap:wrap;align-items:center;gap:12px;margin-top:16px}
-nav a{display:inline-block;padding:6px 14px;border-radius:8px;border:1px solid var(--line);
-color:var(--muted);margin-right:6px;background:var(--panel)}
-nav a.on{color:#111;background:var(--accent);border-color:var(--accent);font-weight:600}
-nav a:hover{text-decoration:none;color:var(--text)}nav a.on:hover{color:#111}
-input[type=search]{flex:1;min-width:200px;max-width:360px;background:var(--panel);color:var(--text);
-border:1px solid var(--line);border-radius:8px;padding:7px 12px;font:inherit}
-.note{margin:14px 0 0;color:var(--mid);font-size:13px;overflow-wrap:anywhere}
-main{padding:24px 32px 48px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(230px,1fr));gap:18px}
-.tile{margin:0;background:var(--panel);border:1px solid var(--line);border-radius:12px;overflow:hidden;
-display:flex;flex-direction:column;transition:transform .12s ease,border-color .12s ease}
-.tile:hover{transform:translateY(-2px);border-color:#3a3d4a}
-.tile:target{outline:2px solid var(--accent)}
-.thumb{position:relative;display:block;background:#000;aspect-ratio:1/1}
-.thumb img{display:block;width:100%;height:100%;object-fit:cover}
-.thumb.noimg img{display:none}.thumb.noimg::before{content:"no image";position:absolute;inset:0;display:flex;
-align-items:center;justify-content:center;color:var(--muted);font-size:13px}
-.score{position:absolute;top:8px;right:8px;min-width:40px;text-align:center;padding:3px 8px;
-border-radius:999px;font-weight:700;font-size:13px;color:#111;box-shadow:0 1px 6px rgba(0,0,0,.5)}
-.s-good{background:var(--good)}.s-mid{background:var(--mid)}.s-bad{background:var(--bad)}
-figcaption{padding:10px 12px 12px;display:flex;flex-direction:column;gap:7px}
-.prompt{margin:0;font-size:13.5px;color:var(--text);display:-webkit-box;-webkit-line-clamp:3;
--webkit-box-orient:vertical;overflow:hidden;overflow-wrap:anywhere}
-.meta{display:flex;flex-wrap:wrap;gap:4px 6px;font-size:11.5px;color:var(--muted)}
-.meta span{background:var(--panel2);border-radius:5px;padding:1px 6px;overflow-wrap:anywhere;min-width:0}
-.comps{display:grid;grid-template-columns:auto 1fr auto;gap:3px 8px;align-items:center;font-size:11px;
-color:var(--muted)}
-.meter{height:5px;background:var(--panel2);border-radius:3px;overflow:hidden}
-.meter i{display:block;height:100%;background:linear-gradient(90deg,#7a5cff,var(--accent))}
-.lineage{font-size:12px;color:var(--muted);overflow-wrap:anywhere}
-.damaged{font-size:12px;color:var(--bad);overflow-wrap:anywhere}
-.id{font:11px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;color:#6d6f7d}
-.empty{padding:80px 20px;text-align:center;color:var(--muted);font-size:16px;border:1px dashed var(--line);
-border-radius:14px}
-footer{padding:0 32px 32px;color:#5d5f6c;font-size:12px}
-@media (max-width:600px){header,main{padding-left:14px;padding-right:14px}
-.grid{grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px}h1{font-size:22px}}
-"""
-
-_JS = """
-const q=document.getElementById('q');if(q){q.addEventListener('input',()=>{const t=q.value.toLowerCase();
-let n=0;document.querySelectorAll('.tile').forEach(e=>{const s=!t||e.dataset.text.includes(t);
-e.style.display=s?'':'none';if(s)n++});const c=document.getElementById('shown');if(c)c.textContent=n;});}
-"""
-
-
-# A thumbnail that does not load (missing, damaged) is replaced by the full image; when that fails too,
-# the tile says "no image" instead of showing a broken-image icon with the prompt over it.
-_IMG_FALLBACK = ("if(!this.dataset.full){this.dataset.full=1;this.src=this.parentNode.href}"
-                 "else{this.onerror=null;this.parentNode.classList.add('noimg')}")
-
-
-def _e(value) -> str:
-    """`value` as HTML text or attribute value; control and bidi characters as visible escapes (`\\x1b`)."""
-    return html.escape(safe_text("" if value is None else str(value)), quote=True)
+# Entries and selection
 
 
 def _num(value) -> float | None:
@@ -308,171 +301,216 @@ def _num(value) -> float | None:
         f = float(value)
     except (TypeError, ValueError):
         return None
-    return None if math.isnan(f) else f
+    return None if math.isnan(f) or math.isinf(f) else f
 
 
-def _fmt_time(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if pd.isna(ts):
-        return ""
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return ts.tz_convert("UTC").strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _score_class(total: float) -> str:
-    return "s-good" if total >= 70 else ("s-mid" if total >= 50 else "s-bad")
-
-
-def _str(row: pd.Series, key: str) -> str | None:
+def _str(row: Mapping[Any, Any], key: str) -> str | None:
     value = row.get(key)
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
     text = str(value)
     return text if text else None
 
 
-def _tile(row: pd.Series, score: dict | None, shown_ids: set[str], base: str = "..",
-          broken: dict[str, str] | None = None) -> str:
-    aid = str(row["artifact_id"])
-    qid = quote(aid, safe="")
-    prompt = _str(row, "prompt") or ""
-    style = _str(row, "style")
-    seed = row.get("seed")
-    width, height = row.get("width"), row.get("height")
-    created = _fmt_time(row.get("created"))
-    parent = _str(row, "parent_id")
-
-    badge = ""
-    comps = ""
-    if score:
-        total = _num(score.get("total"))
-        if total is not None:
-            badge = f'<span class="score {_score_class(total)}" title="total score">{total:.0f}</span>'
-        rows = []
-        for key, label in COMPONENTS:
-            value = _num(score.get(key))
-            if value is None:
-                continue
-            rows.append(
-                f'<span>{_e(label)}</span><span class="meter"><i style="width:{max(0.0, min(100.0, value)):.0f}%">'
-                f"</i></span><span>{value:.0f}</span>"
-            )
-        if rows:
-            tech = ", ".join(
-                f"{k} {v:.0f}" for k in TECH_COMPONENTS if (v := _num(score.get(k))) is not None
-            )
-            comps = f'<div class="comps" title="{_e(tech)}">{"".join(rows)}</div>'
-
-    meta = [f"seed {_e(seed)}"] if seed is not None and not pd.isna(seed) else []
-    if style:
-        meta.append(f"style {_e(style)}")
-    if width is not None and height is not None and not pd.isna(width) and not pd.isna(height):
-        meta.append(f"{int(width)}×{int(height)}")
-    if created:
-        meta.append(_e(created))
-    model = _str(row, "model") or _str(row, "backend")
-    if model:
-        meta.append(_e(model))
-
-    lineage = ""
-    if parent:
-        target = f"#a-{quote(parent, safe='')}" if parent in shown_ids else f"{base}/images/{quote(parent, safe='')}.png"
-        strength = _num(row.get("strength"))
-        how = f" (strength {strength:.2f})" if strength is not None else ""
-        lineage = (
-            f'<div class="lineage">↳ refined from <a href="{_e(target)}" title="{_e(parent)}">'
-            f"{_e(parent[:10])}</a>{_e(how)}</div>"
-        )
-
-    damage = ""
-    if broken and aid in broken:
-        damage = f'<div class="damaged" title="{_e(broken[aid])}">⚠ {_e(broken[aid])}</div>'
-    search = " ".join(x for x in (prompt, style or "", str(seed), aid) if x).lower()
-    return (
-        f'<figure class="tile" id="a-{_e(qid)}" data-text="{_e(search)}">'
-        f'<a class="thumb" href="{_e(base)}/images/{_e(qid)}.png" title="open the full image">'
-        f'<img src="{_e(base)}/thumbs/{_e(qid)}.jpg" loading="lazy" alt="{_e(prompt)}" onerror="{_IMG_FALLBACK}">'
-        f"{badge}</a>"
-        f'<figcaption><p class="prompt" title="{_e(prompt)}">{_e(prompt)}</p>'
-        f'<div class="meta">{"".join(f"<span>{m}</span>" for m in meta)}</div>'
-        f"{comps}{lineage}{damage}"
-        f'<div class="id" title="artifact id">{_e(aid)}</div></figcaption></figure>'
-    )
+def _text(value: Any, *, newlines: bool = False) -> str | None:
+    return None if value is None else safe_text(str(value), newlines=newlines)
 
 
-def render_gallery_html(
+def _scores_by_id(scores: pd.DataFrame | None, ids: set[str]) -> dict[str, dict[str, float]]:
+    if scores is None or len(scores) == 0 or "artifact_id" not in scores.columns:
+        return {}
+    frame = scores.drop_duplicates(subset="artifact_id", keep="last")
+    keys = [k for k in SCORE_KEYS if k in frame.columns]
+    out: dict[str, dict[str, float]] = {}
+    for row in frame[["artifact_id", *keys]].itertuples(index=False):
+        artifact_id = str(row[0])
+        if artifact_id not in ids:
+            continue
+        values = {k: round(v, 1) for k, raw in zip(keys, row[1:], strict=True) if (v := _num(raw)) is not None}
+        if values:
+            out[artifact_id] = values
+    return out
+
+
+def _iso(value: Any) -> tuple[str | None, float | None]:
+    if value is None:
+        return None, None
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return None, None
+    if pd.isna(ts):
+        return None, None
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ"), round(ts.timestamp(), 3)
+
+
+def _parameters(row: Mapping[Any, Any]) -> str | None:
+    """The A1111 `parameters` text the PNG carries, rebuilt from the catalogued record."""
+    text = _str(row, "record_json")
+    if text is None:
+        return None
+    try:
+        return format_infotext(ArtifactRecord.model_validate_json(text))
+    except ValueError:
+        return None
+
+
+def gallery_entries(
+    store: ArtifactStore,
+    source: GallerySource,
     *,
-    title: str,
-    project: str,
-    rows: pd.DataFrame,
-    scores: dict[str, dict],
-    filter: str,
-    total_images: int,
-    mean_total: float | None,
-    note: str | None,
-    pages: Sequence[str],
-    sheet_name: str | None,
-    asset_base: str = "..",
+    base: str | None = "..",
     broken: dict[str, str] | None = None,
-    warning: str | None = None,
-) -> str:
-    """The page as a string (pure; `build_gallery` writes it).
+    catalog: pd.DataFrame | None = None,
+) -> list[dict[str, Any]]:
+    """The project's images as JSON-able dicts, newest first: parameters, scores, `accepted`,
+    `parent` and `children` ids, `parameters` (the A1111 text), `problem`, and with `base` (the
+    project folder's URL relative to the page) `thumb` and `image` URLs. Text fields are made safe
+    to show (`safe_text`); everything else is data."""
+    frame = store.catalog(source.project) if catalog is None else catalog
+    if len(frame) == 0:
+        return []
+    rows = frame.iloc[::-1].to_dict("records")
+    ids = {str(r["artifact_id"]) for r in rows}
+    scores = _scores_by_id(source.scores, ids)
+    children: dict[str, list[str]] = {}
+    for row in reversed(rows):  # oldest child first
+        parent = _str(row, "parent_id")
+        if parent:
+            children.setdefault(parent, []).append(str(row["artifact_id"]))
+    entries = []
+    for row in rows:
+        artifact_id = str(row["artifact_id"])
+        created, stamp = _iso(row.get("created"))
+        width, height = _num(row.get("width")), _num(row.get("height"))
+        seed = _num(row.get("seed"))
+        entry: dict[str, Any] = {
+            "id": artifact_id, "project": source.project,
+            "prompt": _text(_str(row, "prompt")) or "", "negative": _text(_str(row, "negative_prompt")),
+            "style": _text(_str(row, "style")), "backend": _text(_str(row, "backend")),
+            "model": _text(_str(row, "model")), "model_hash": _text(_str(row, "model_hash")),
+            "seed": int(seed) if seed is not None else None,
+            "width": int(width) if width is not None else None, "height": int(height) if height is not None else None,
+            "steps": int(v) if (v := _num(row.get("steps"))) is not None else None,
+            "cfg": _num(row.get("cfg_scale")), "sampler": _text(_str(row, "sampler")),
+            "media": _text(_str(row, "media_type")), "tiling": bool(row.get("tiling")) if row.get("tiling") is not None
+            and not pd.isna(row.get("tiling")) else None,
+            "parent": _str(row, "parent_id"), "strength": _num(row.get("strength")),
+            "children": children.get(artifact_id, []),
+            "created": created, "t": stamp, "run_id": _str(row, "run_id"), "sha256": _str(row, "sha256"),
+            "scores": scores.get(artifact_id),
+            "accepted": (artifact_id in source.accepted) if source.accepted is not None else None,
+            "parameters": _text(_parameters(row), newlines=True),
+            "problem": (broken or {}).get(artifact_id),
+        }
+        if base is not None:
+            qid = quote(artifact_id, safe="")
+            entry["thumb"] = f"{base}/thumbs/{qid}.jpg"
+            entry["image"] = f"{base}/images/{qid}.png"
+        entries.append(entry)
+    return entries
 
-    `asset_base`: URL of the project folder (thumbs/, images/) relative to the page. `broken`:
-    artifact id -> what is wrong with its files (shown on its tile); `warning`: a line for the header.
-    """
-    shown_ids = set(rows["artifact_id"].astype(str)) if len(rows) else set()
-    tiles = "\n".join(
-        _tile(row, scores.get(str(row["artifact_id"])), shown_ids, asset_base, broken) for _, row in rows.iterrows()
-    )
+
+def _total(entry: dict[str, Any]) -> float | None:
+    scores = entry.get("scores") or {}
+    return scores.get("total")
+
+
+def select_entries(entries: Sequence[dict[str, Any]], filter: str | GalleryFilter) -> list[dict[str, Any]]:
+    """The entries (newest first, as `gallery_entries` gives them) a filter preset selects, in the
+    order the page shows them; the app in gallery.js implements the same rules."""
+    flt = parse_filter(filter)
+    items = list(entries)
+    if flt.kind == "all":
+        return items
+    if flt.kind == "recent":
+        return items[:RECENT_COUNT]
+    if flt.kind == "accepted":
+        return [e for e in items if e.get("accepted")]
+    if flt.kind == "style":
+        wanted = (flt.style or "").casefold()
+        return [e for e in items if (e.get("style") or "").casefold() == wanted]
+    ranked = sorted((e for e in items if _total(e) is not None), key=lambda e: -float(_total(e) or 0.0))
+    if flt.kind == "top":
+        return ranked[: flt.n]
+    return ranked[: max(1, math.ceil(len(ranked) * BEST_FRACTION))] if ranked else []
+
+
+# --------------------------------------------------------------------------------------------------
+# Pages
+
+
+def _e(value) -> str:
+    """`value` as HTML text or attribute value; control and bidi characters as visible escapes (`\\x1b`)."""
+    return html.escape(safe_text("" if value is None else str(value)), quote=True)
+
+
+def _json_script(value: Any) -> str:
+    """JSON safe inside a script: no `</script>` or `<!--` can end or confuse it."""
+    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _asset(name: str) -> bytes:
+    return (ASSETS_DIR / name).read_bytes()
+
+
+def render_page(*, title: str, scope: str, flt: GalleryFilter, version: str, presets: Sequence[GalleryFilter]) -> str:
+    """One page: the app's shell, starting on filter `flt` (pure; the data is in data.js)."""
     nav = "".join(
-        f'<a href="{_e(PAGE_NAMES[f])}" class="{"on" if f == filter else ""}" title="{_e(FILTERS[f])}">'
-        f"{_e(f.capitalize())}</a>"
-        for f in FILTERS
-        if f == filter or PAGE_NAMES[f] in pages
+        f'<a href="{_e(p.page)}" data-preset="{_e(p.key)}" class="{"on" if p == flt else ""}" '
+        f'title="{_e(p.description)}">{_e(p.key.capitalize() if p.kind in PRESETS else p.key)}</a>'
+        for p in presets
     )
-    stats = [
-        f"<li><b>{total_images}</b> image{'s' if total_images != 1 else ''} in project</li>",
-        f'<li>showing <b id="shown">{len(rows)}</b> · {_e(FILTERS[filter])}</li>',
-    ]
-    if mean_total is not None:
-        stats.append(f"<li>mean score <b>{mean_total:.1f}</b></li>")
-    if sheet_name:
-        stats.append(f'<li><a href="{_e(sheet_name)}">contact sheet</a></li>')
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    if len(rows):
-        body = f'<div class="grid">\n{tiles}\n</div>'
-    elif total_images:
-        body = '<div class="empty">No images match this filter yet.</div>'
-    else:
-        body = '<div class="empty">No images yet — render some and rebuild the gallery.</div>'
-    note_html = "".join(f'<p class="note">{_e(text)}</p>' for text in (warning, note) if text)
-    search = '<input type="search" id="q" placeholder="Filter by prompt, style, seed…" aria-label="filter">' if len(
-        rows) else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="echo_pipeline gallery">
-<title>{_e(title)} · {_e(filter)}</title>
-<style>{_CSS}</style></head>
-<body>
-<header><div class="brand">ECHO.OS gallery · {_e(project)}</div>
+<title>{_e(title)} · {_e(flt.key)}</title>
+<link rel="stylesheet" href="gallery.css?v={version}">
+</head>
+<body data-filter="{_e(flt.key)}">
+<header><div class="brand">ECHO.OS gallery · {_e(scope)}</div>
 <h1>{_e(title)}</h1>
-<ul class="stats">{"".join(stats)}</ul>
-<div class="bar"><nav>{nav}</nav>{search}</div>{note_html}
+<ul class="stats" id="stats"></ul>
+<nav id="presets">{nav}</nav>
+<form class="bar" id="filters" autocomplete="off" onsubmit="return false">
+<input type="search" id="q" placeholder="Search prompts, seeds, ids…" aria-label="search prompts">
+<select id="project" aria-label="project"><option value="">all projects</option></select>
+<select id="style" aria-label="style"><option value="">all styles</option></select>
+<select id="backend" aria-label="backend"><option value="">all backends</option></select>
+<label>score <input type="number" id="min" min="0" max="100" step="1" placeholder="min" aria-label="minimum score">
+– <input type="number" id="max" min="0" max="100" step="1" placeholder="max" aria-label="maximum score"></label>
+<label>from <input type="date" id="from" aria-label="from date"></label>
+<label>to <input type="date" id="to" aria-label="to date"></label>
+<select id="sort" aria-label="sort"><option value="">sort: preset order</option>
+<option value="score-desc">score, best first</option><option value="score-asc">score, worst first</option>
+<option value="new">newest first</option><option value="old">oldest first</option></select>
+<button type="button" id="reset">reset</button>
+</form>
+<div id="notes"></div>
 </header>
-<main>{body}</main>
-<footer>Generated {_e(generated)}. Click an image for the full-size PNG (its generation parameters are
-embedded in the file).</footer>
-<script>{_JS}</script>
+<main><div class="grid" id="grid"></div><div id="more" aria-hidden="true"></div>
+<div class="empty" id="empty" hidden></div></main>
+<dialog id="detail" aria-label="image details"></dialog>
+<noscript><p class="empty">This gallery is drawn by JavaScript; without it, see the
+<a href="contact_sheet.png">contact sheet</a>.</p></noscript>
+<footer>Generated <span id="generated"></span> by echo_pipeline. Each PNG embeds its generation parameters.</footer>
+<script src="{DATA_FILE}?v={version}"></script>
+<script src="gallery.js?v={version}"></script>
 </body></html>
 """
+
+
+def _sheet_name(flt: GalleryFilter) -> str:
+    return "contact_sheet.png" if flt.kind == "all" else f"contact_sheet_{flt.page.removesuffix('.html')}.png"
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
 
 
 def build_gallery(
@@ -481,93 +519,136 @@ def build_gallery(
     *,
     title: str | None = None,
     scores: pd.DataFrame | None = None,
-    filter: str = "all",
+    accepted: set[str] | None = None,
+    filter: str | GalleryFilter = "all",
     out_dir: str | os.PathLike[str] | None = None,
     scores_note: str | None = None,
     check_hashes: bool = False,
 ) -> GalleryResult:
-    """Write every gallery page of the project and their contact sheets; see the module docstring.
+    """Write one project's gallery (every preset page, data, app, contact sheets); see the module
+    docstring. `scores`/`accepted`: see `GallerySource`; without scores, "best" ranks nothing and
+    says so. `filter` picks the page the result describes (a `top:N`/`style:S` page is added); all
+    preset pages are written anyway. `out_dir`: a folder (path or fsspec URL) to write into instead
+    of the store's `gallery/`, so the store may be read-only or full. `check_hashes`: also compare
+    every PNG's sha256 with the catalog (reads every PNG; see `ArtifactStore.check_files`)."""
+    source = GallerySource(project=project, title=title, scores=scores, accepted=accepted, scores_note=scores_note)
+    return build_collection_gallery(store, [source], filter=filter, out_dir=out_dir, check_hashes=check_hashes,
+                                    title=title or _project_title(store, project), scope=project, per_project=True)
 
-    `scores`: the project's score table from the caller (`artifact_id`, `total`, components); without
-    one, "best" ranks nothing and says so. `scores_note` is shown on the "best" page (e.g. how the
-    scores were made). `filter` picks the page the result describes; all pages are written anyway.
-    `out_dir`: a folder (path or fsspec URL) to write into instead of the store's `gallery/`; nothing
-    is then written into the store, so it may be read-only or full. `check_hashes`: also compare
-    every PNG's sha256 with the catalog (reads every PNG; see `ArtifactStore.check_files`).
-    """
-    key = str(filter or "").strip().lower()
-    if key not in FILTERS:
-        raise InvalidInputError(f"unknown gallery filter {filter!r}; valid filters: {', '.join(FILTERS)}")
-    catalog = store.catalog(project)
-    problems = list(store.check_files(project, hashes=check_hashes).problems)
-    score_frame = _scores_frame(scores)
-    score_rows: dict[str, dict] = {}
-    if score_frame is not None:
-        ids = set(catalog["artifact_id"].astype(str))
-        score_rows = {str(a): r.to_dict() for a, r in score_frame.iterrows() if a in ids}
-    totals = {a: t for a, r in score_rows.items() if (t := _num(r.get("total"))) is not None}
-    best_note = scores_note if totals else (NO_SCORES_NOTE if len(catalog) else None)
 
-    write, asset_base = _writer(store, project, out_dir)
+def build_collection_gallery(
+    store: ArtifactStore,
+    sources: Sequence[GallerySource],
+    *,
+    filter: str | GalleryFilter = "all",
+    out_dir: str | os.PathLike[str] | None = None,
+    check_hashes: bool = False,
+    title: str = "All projects",
+    scope: str = "all projects",
+    per_project: bool = False,
+) -> GalleryResult:
+    """Write one gallery over several projects (into the store's top-level `gallery/` unless
+    `out_dir`); `per_project` writes a single project's gallery into its own `gallery/` folder."""
+    flt = parse_filter(filter)
+    if per_project and len(sources) != 1:
+        raise InvalidInputError("a project gallery shows exactly one project")
+    problems: list[Problem] = []
+    entries: list[dict[str, Any]] = []
+    notes: list[str] = []
+    projects_meta = []
+    write, base_for = _writer(store, sources[0].project if per_project else None, out_dir)
+    for source in sources:
+        catalog = store.catalog(source.project)
+        found = list(store.check_files(source.project, hashes=check_hashes).problems)
+        broken: dict[str, str] = {}
+        for problem in found:
+            if problem.artifact_id and problem.artifact_id not in broken:
+                broken[problem.artifact_id] = problem.label
+        problems += found
+        project_entries = gallery_entries(store, source, base=base_for(source.project), broken=broken,
+                                          catalog=catalog)
+        entries += project_entries
+        scored = [t for e in project_entries if (t := _total(e)) is not None]
+        note = source.scores_note if scored else (NO_SCORES_NOTE if project_entries else None)
+        if note:
+            notes.append(note if per_project else f"{source.title or source.project}: {note}")
+        projects_meta.append({"slug": source.project, "title": _text(source.title or source.project),
+                              "images": len(project_entries),
+                              "mean": round(sum(scored) / len(scored), 1) if scored else None,
+                              "accepted_known": source.accepted is not None})
+    if not per_project:  # newest first across projects, as within one
+        entries.sort(key=lambda e: e.get("t") or 0.0, reverse=True)
+
+    presets = [GalleryFilter(k) for k in PRESETS] + ([flt] if flt.kind not in PRESETS else [])
+    selections = {p: select_entries(entries, p) for p in presets}
+    # Contact sheets first: loading their thumbnails finds damaged files the listing cannot see.
     thumbs: dict[str, Image.Image] = {}
+    by_id = {e["id"]: e for e in entries}
 
-    def thumb(artifact_id: str) -> Image.Image:
+    def thumb(entry: dict[str, Any]) -> Image.Image:
+        artifact_id, project = entry["id"], entry["project"]
         if artifact_id not in thumbs:
             image, problem = load_gallery_thumbnail(store, project, artifact_id)
             if problem and not any(p.artifact_id == artifact_id for p in problems):
                 kind: ProblemKind = "thumb_undecodable" if problem.startswith("thumbnail") else "undecodable"
                 detail = problem.removeprefix("thumbnail undecodable: ")
-                problems.append(Problem(project, kind, store.thumb_path(project, artifact_id), detail, artifact_id))
+                found = Problem(project, kind, store.thumb_path(project, artifact_id), detail, artifact_id)
+                problems.append(found)
+                by_id[artifact_id]["problem"] = by_id[artifact_id].get("problem") or found.label
             thumbs[artifact_id] = image
         return thumbs[artifact_id]
 
-    selections = {f: _select(catalog, f, totals) for f in FILTERS}
-    # Contact sheets first: loading their thumbnails finds damaged files the listing cannot see.
     sheets: dict[str, str] = {}
-    for f, rows in selections.items():
-        shown = [str(a) for a in rows["artifact_id"]] if len(rows) else []
-        images = [thumb(a) for a in shown[:MAX_SHEET_IMAGES]]
+    for preset, chosen in selections.items():
+        images = [thumb(e) for e in chosen[:MAX_SHEET_IMAGES]]
         sheet = contact_sheet(images) if images else _placeholder(128, "no images yet")
-        sheets[f] = write(_sheet_name(f), _jpeg(sheet, 85))
+        sheets[preset.key] = write(_sheet_name(preset), _png(sheet))
 
-    broken: dict[str, str] = {}
-    for problem in problems:
-        if problem.artifact_id and problem.artifact_id not in broken:
-            broken[problem.artifact_id] = problem.label
     warning = None
     if problems:
+        command = "echo-os artifacts verify" + (f" --project {sources[0].project}" if per_project else "")
         warning = (f"{len(problems)} stored file problem(s): {', '.join(sorted({p.label for p in problems}))}; "
-                   f"`echo-os artifacts verify --project {project}` lists them.")
-    page_title = title or _project_title(store, project)
+                   f"`{command}` lists them.")
+    data = {
+        "title": _text(title), "scope": _text(scope), "per_project": per_project,
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "presets": {p.key: {"page": p.page, "description": p.description, "sheet": _sheet_name(p)} for p in presets},
+        "recent_count": RECENT_COUNT, "best_fraction": BEST_FRACTION,
+        "projects": projects_meta, "notes": [_text(n) for n in ([warning] if warning else []) + notes],
+        "problems": len(problems), "entries": entries,
+    }
+    payload = ("window.ECHO_GALLERY = " + _json_script(data) + ";\n").encode("utf-8")
+    content_hash = hashlib.sha256(_json_script(entries).encode("utf-8")).hexdigest()[:16]
+    version = hashlib.sha256(payload + _asset("gallery.js") + _asset("gallery.css")).hexdigest()[:12]
+    data_path = write(DATA_FILE, payload)
+    write("gallery.js", _asset("gallery.js"))
+    write("gallery.css", _asset("gallery.css"))
     pages: dict[str, str] = {}
-    means: dict[str, float | None] = {}
-    for f, rows in selections.items():
-        shown = [str(a) for a in rows["artifact_id"]] if len(rows) else []
-        shown_totals = [totals[a] for a in shown if a in totals]
-        means[f] = float(sum(shown_totals) / len(shown_totals)) if shown_totals else None
-        text = render_gallery_html(
-            title=page_title, project=project, rows=rows, scores=score_rows, filter=f, total_images=len(catalog),
-            mean_total=means[f], note=best_note if f == "best" else None, pages=list(PAGE_NAMES.values()),
-            sheet_name=_sheet_name(f) if shown else None, asset_base=asset_base, broken=broken, warning=warning,
-        )
-        pages[f] = write(PAGE_NAMES[f], text.encode("utf-8"))
+    for preset in presets:
+        text = render_page(title=title, scope=scope, flt=preset, version=version, presets=presets)
+        pages[preset.key] = write(preset.page, text.encode("utf-8"))
+    chosen = selections[flt]
+    totals = [t for e in chosen if (t := _total(e)) is not None]
     return GalleryResult(
-        html_path=pages[key], contact_sheet_path=sheets[key], count=len(selections[key]), filter=key,
-        total_images=len(catalog), mean_total=means[key], note=best_note if key == "best" else None,
-        pages=pages, problems=problems,
+        html_path=pages[flt.key], contact_sheet_path=sheets[flt.key], count=len(chosen), filter=flt.key,
+        total_images=len(entries), mean_total=float(sum(totals) / len(totals)) if totals else None,
+        note="; ".join(notes) if flt.kind in ("best", "top") and notes else None,
+        pages=pages, problems=problems, data_path=data_path, projects=[s.project for s in sources],
+        content_hash=content_hash,
     )
 
 
-def _sheet_name(filter: str) -> str:
-    return "contact_sheet.jpg" if filter == "all" else f"contact_sheet_{filter}.jpg"
-
-
 def _writer(
-    store: ArtifactStore, project: str, out_dir: str | os.PathLike[str] | None
-) -> tuple[Callable[[str, bytes], str], str]:
-    """(write(name, data) -> path, URL of the project folder relative to the pages)."""
+    store: ArtifactStore, project: str | None, out_dir: str | os.PathLike[str] | None
+) -> tuple[Callable[[str, bytes], str], Callable[[str], str]]:
+    """(write(name, data) -> path, project -> URL of that project's folder relative to the pages).
+
+    `project` None: the pages go into the store's top-level `gallery/`."""
     if out_dir is None:
-        return (lambda name, data: store.write_project_file(project, f"gallery/{name}", data)), ".."
+        if project is not None:
+            return (lambda name, data: store.write_project_file(project, f"gallery/{name}", data)), lambda p: ".."
+        return (lambda name, data: store.write_root_file(f"gallery/{name}", data)), (
+            lambda p: f"../projects/{quote(p, safe='')}")
     out = os.fspath(out_dir)
     fs: Any
     try:
@@ -577,14 +658,17 @@ def _writer(
     local = isinstance(fs, LocalFileSystem)
     if local:
         root = os.path.abspath(os.path.expanduser(root))
-    project_dir = store.project_path(project)
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise InvalidInputError(f"gallery output folder {out!r} is a file")
     store_local = isinstance(store.fs, LocalFileSystem)
-    if local and store_local:  # both on this disk: relative links survive moving both together
-        base = quote(Path(os.path.relpath(project_dir, root)).as_posix(), safe="/")
-    elif store_local:
-        base = Path(project_dir).as_uri()
-    else:
-        base = project_dir
+
+    def base(p: str) -> str:
+        project_dir = store.project_path(p)
+        if local and store_local:  # both on this disk: relative links survive moving both together
+            return quote(Path(os.path.relpath(project_dir, root)).as_posix(), safe="/")
+        if store_local:
+            return Path(project_dir).as_uri()
+        return project_dir
 
     def write(name: str, data: bytes) -> str:
         path = os.path.join(root, name) if local else posixpath.join(root, name)
@@ -610,6 +694,7 @@ def _project_title(store, project: str) -> str:
 
 
 __all__ = [
-    "FILTERS", "NO_SCORES_NOTE", "GalleryResult", "build_gallery", "contact_sheet", "load_gallery_thumbnail",
-    "render_gallery_html", "thumbnail_grid_markdown",
+    "FILTER_SYNTAX", "NO_SCORES_NOTE", "PRESETS", "GalleryFilter", "GalleryResult", "GallerySource",
+    "build_collection_gallery", "build_gallery", "contact_sheet", "gallery_entries", "load_gallery_thumbnail",
+    "parse_filter", "render_page", "select_entries", "thumbnail_grid_markdown",
 ]

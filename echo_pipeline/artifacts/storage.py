@@ -445,11 +445,26 @@ class ArtifactStore:
         data = json.dumps(meta, ensure_ascii=False, indent=2, sort_keys=True, default=str) + "\n"
         self._write_atomic(self._meta_key(project), data.encode("utf-8"))
 
-    def _project_file_key(self, project: str, relpath: str) -> str:
+    def _derived_key(self, directory: str, relpath: str, what: str = "project file") -> str:
         parts = [p for p in str(relpath).split("/") if p]
         if not parts or any(p in (".", "..") or TMP_MARKER in p or not _NAME.match(p) for p in parts):
-            raise InvalidInputError(f"invalid project file path {relpath!r}")
-        return posixpath.join(self._project_dir(project), *parts)
+            raise InvalidInputError(f"invalid {what} path {relpath!r}")
+        return posixpath.join(directory, *parts)
+
+    def _project_file_key(self, project: str, relpath: str) -> str:
+        return self._derived_key(self._project_dir(project), relpath)
+
+    def write_root_file(self, relpath: str, data: bytes) -> str:
+        """Atomically write a derived file that spans projects (the all-projects gallery) under the
+        root, beside `projects/`; returns its URL."""
+        key = self._derived_key(self.root, relpath, "store file")
+        if str(relpath).strip("/").split("/")[0] == "projects":
+            raise InvalidInputError(f"invalid store file path {relpath!r}: projects/ holds only project files")
+        self._write_atomic(key, data)
+        return self.url_for(key)
+
+    def root_path(self) -> str:
+        return self.url_for(self.root)
 
     def write_project_file(self, project: str, relpath: str, data: bytes) -> str:
         """Atomically write a derived file (scores, style memory, gallery) under the project; returns its URL."""

@@ -370,15 +370,13 @@ class ProjectPipeline:
         )
 
     def gallery(self) -> StepResult:
-        from echo_pipeline.artifacts.gallery import build_gallery
-        from echo_pipeline.resonance.memory_system import load_scores
+        from echo_pipeline.workflows.galleries import project_gallery
 
-        scores = load_scores(self.store, self.slug)
-        result = build_gallery(self.store, self.slug, title=self.spec.name, scores=scores if len(scores) else None)
-        html = self.store.read_project_file(self.slug, "gallery/index.html") or b""
+        result = project_gallery(self.store, self.slug, self.spec.name, technical_fallback=False)
         return StepResult(
-            summary={"images": result.count, "html": result.html_path, "contact_sheet": result.contact_sheet_path},
-            data_version=content_hash(html),
+            summary={"images": result.count, "html": result.html_path, "contact_sheet": result.contact_sheet_path,
+                     "pages": ", ".join(sorted(result.pages)), "file_problems": len(result.problems)},
+            data_version=result.content_hash,
             data=result,
         )
 
