@@ -153,9 +153,9 @@
   function drawMore() {
     const next = shown.slice(drawn, drawn + CHUNK);
     if (!next.length) return;
-    const frag = document.createDocumentFragment();
-    next.forEach((e) => frag.append(tile(e)));
-    grid.append(frag);
+    const chunk = el("div", { class: "chunk" });
+    next.forEach((e) => chunk.append(tile(e)));
+    grid.append(chunk);
     drawn += next.length;
   }
   function stats(list) {
