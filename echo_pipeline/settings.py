@@ -1,8 +1,8 @@
 """Settings: where artifacts and configs live, resolved once.
 
 Each value is taken from the first of: an explicit argument (the CLI's `--artifact-root` /
-`--config-dir`), the environment (`ECHO_ARTIFACT_ROOT`, `ECHO_CONFIG_DIR`), `settings.yaml` in the
-config folder (artifact_root and the defaults below), the built-in default.
+`--config-dir`), the environment (`ECHO_ARTIFACT_ROOT`, `ECHO_CONFIG_DIR`, `ECHO_API_TOKEN`),
+`settings.yaml` in the config folder (artifact_root and the defaults below), the built-in default.
 
 Where things go (the one rule, for every command and every Dagster run):
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from echo_pipeline.errors import InvalidInputError, StorageError
 
@@ -201,6 +201,9 @@ class Settings(BaseModel):
     models: dict[str, str] = Field(default_factory=dict, description="default model per backend, e.g. "
                                    "{diffusers: stabilityai/sd-turbo, openai: dall-e-3}")
     clip: ClipSettings = Field(default_factory=ClipSettings, description="CLIP scoring (off unless a model is set)")
+    # A secret: never printed (SecretStr) and never part of a run's config (see defs/resources.py).
+    api_token: SecretStr | None = Field(default=None, description="bearer token `echo-os serve` requires for "
+                                        "writes (ECHO_API_TOKEN wins); none: writes from loopback only")
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("artifact_root", mode="before")
@@ -283,6 +286,9 @@ class Settings(BaseModel):
             values.update(loaded)
             if "artifact_root" in loaded:
                 sources["artifact_root"] = str(settings_file)
+        env_token = os.environ.get("ECHO_API_TOKEN")
+        if env_token and env_token.strip():
+            values["api_token"] = env_token.strip()
         env_root = os.environ.get("ECHO_ARTIFACT_ROOT")
         if env_root and env_root.strip():
             values["artifact_root"], sources["artifact_root"] = env_root, "ECHO_ARTIFACT_ROOT"

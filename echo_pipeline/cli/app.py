@@ -16,7 +16,7 @@ import typer
 from typer._click import exceptions as click_errors  # typer vendors click: its own exception classes
 
 from echo_pipeline import __version__
-from echo_pipeline.cli import artifacts, gallery, memory, models, pipeline, render, style
+from echo_pipeline.cli import artifacts, export, gallery, memory, models, pipeline, render, serve, style
 from echo_pipeline.errors import EchoError, Interrupted, InvalidInputError
 
 app = typer.Typer(
@@ -38,8 +38,10 @@ app.command("memory")(memory.memory)
 app.command("resonance")(pipeline.resonance)
 app.command("models")(models.models)
 app.command("compare")(models.compare)
+app.command("serve")(serve.serve)
 app.add_typer(style.app, name="style")
 app.add_typer(artifacts.app, name="artifacts")
+app.add_typer(export.app, name="export")
 
 INTERRUPTED = "interrupted; stored images are kept and the next run resumes"
 

@@ -57,33 +57,21 @@ def render(
 ) -> None:
     """Render images from a prompt into the artifact store (already stored requests are skipped)."""
     from echo_pipeline.defs import launch
-    from echo_pipeline.render.prompt_engine import PromptSpec, parse_size
+    from echo_pipeline.render.prompt_engine import parse_size
 
     config = settings(ctx)
     if media_type not in MEDIA_TYPES:
         raise InvalidInputError(f"--type {media_type!r} is not available; choose one of: {', '.join(MEDIA_TYPES)}")
     if strength is not None and init is None:
         raise InvalidInputError("--strength needs --init (the image to start from)")
-    ref = engine(ctx).resolve_project(project)
-    slug, project_spec = ref.slug, ref.spec
-    # A project's spec supplies what the command leaves out: backend and model, size, sampler settings.
-    if project_spec is not None:
-        if backend is None:
-            backend, model = project_spec.backend, model or project_spec.model
-        steps = project_spec.steps if steps is None else steps
-        cfg_scale = project_spec.cfg_scale if cfg_scale is None else cfg_scale
-        sampler = sampler or project_spec.sampler
-    width, height = (parse_size(size) if size else (project_spec.width, project_spec.height) if project_spec
-                     else (config.default_width, config.default_height))
-    sampler_settings = {k: v for k, v in (("steps", steps), ("cfg_scale", cfg_scale), ("sampler", sampler))
-                        if v is not None}
+    slug = engine(ctx).resolve_project(project).slug
+    dimensions = parse_size(size) if size else None
     parent = engine(ctx).init_image(init, slug) if init is not None else None
-    if parent is not None and not size:  # img2img keeps the parent's size unless told otherwise
-        width, height = parent.request.width, parent.request.height
-    spec = PromptSpec(prompt=prompt, style=style, project=slug, count=count, seed=seed, width=width, height=height,
-                      negative_prompt=negative, media_type=media_type, tiling=tiling or media_type == "texture",
-                      **sampler_settings, parent_id=parent.artifact_id if parent else None,
-                      strength=(0.6 if strength is None else strength) if parent else None)
+    # The project's spec supplies what the command leaves out (backend and model, size, sampler settings).
+    spec, backend, model = launch.prompt_spec(
+        config, prompt, project=slug, parent=parent, size=dimensions, backend=backend, model=model, steps=steps,
+        cfg_scale=cfg_scale, sampler=sampler, strength=strength, style=style, count=count, seed=seed,
+        negative_prompt=negative, media_type=media_type, tiling=tiling or media_type == "texture")
     with progress_bar("rendering", enabled=not as_json) as progress:
         outcome = launch.render(config, spec, backend=backend, model=model, progress=progress, notify=warn)
     result = outcome.result
@@ -152,28 +140,20 @@ def refine(
 ) -> None:
     """Refine a stored image (img2img): the new image is stored as its child, lineage included."""
     from echo_pipeline.defs import launch
-    from echo_pipeline.render.backends.registry import split_backend_spec
 
-    store = engine(ctx).store
-    parent = store.find(artifact)
-    made_by = parent.backend.backend or parent.request.backend
-    if backend is None and made_by != "import":  # an imported image has no backend of its own
-        backend = made_by
-    # On the backend that made the parent, the parent's model is the default (the procedural one has none).
-    if backend is not None and split_backend_spec(backend)[0] == made_by != "procedural":
-        model = model or split_backend_spec(backend)[1] or parent.request.model or None
-    spec = engine(ctx).refine_spec(parent, prompt, strength=strength, seed=seed)
     with progress_bar("refining", enabled=not as_json) as progress:
-        outcome = launch.render(settings(ctx), spec, backend=backend, model=model, progress=progress, notify=warn)
+        outcome = launch.refine(settings(ctx), artifact, prompt, strength=strength, seed=seed, backend=backend,
+                                model=model, progress=progress, notify=warn)
     child = (outcome.result.new + outcome.result.existing)[0]
-    path = store.image_path(child.project, child.artifact_id)
+    parent_id = child.request.parent_id
+    path = engine(ctx).store.image_path(child.project, child.artifact_id)
     if as_json:
-        print_json({"artifact_id": child.artifact_id, "parent": parent.artifact_id, "project": child.project,
+        print_json({"artifact_id": child.artifact_id, "parent": parent_id, "project": child.project,
                     "status": "new" if outcome.result.new else "stored", "backend": outcome.backend,
                     "prompt": child.request.prompt, "strength": child.request.strength,
                     "changes": child.info.get("changes"), "path": path, "run_id": outcome.run_id})
         return
-    say(f"{child.artifact_id}  refined from {parent.artifact_id}  ({'new' if outcome.result.new else 'already stored'})")
+    say(f"{child.artifact_id}  refined from {parent_id}  ({'new' if outcome.result.new else 'already stored'})")
     say(f"prompt:   {shorten(child.request.prompt, 100)}")
     say(f"strength: {child.request.strength}   backend: {outcome.backend}")
     if child.info.get("changes"):

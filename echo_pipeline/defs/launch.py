@@ -5,7 +5,7 @@ for one-line news such as "waiting for the gpu pool"), validates its input up fr
 becomes a failed run), then runs a job of `echo_pipeline.definitions` on the persistent instance and
 returns a typed result; the run's steps report to it through the `observer` resource:
 
-- `render`   one `render_job` run, executed in this process
+- `render`   one `render_job` run, executed in this process (`refine`: img2img of a stored image)
 - `batch`    one `batch` run of a project's whole asset graph, executed in this process
 - `plan`     create/update the project spec, then one `plan_project` run
 - `backfill` one queued `batch` (or `plan_project`) run per project, for the daemon
@@ -17,6 +17,9 @@ Settings travel as the resources' run config (never through this process's envir
 run starts, runs of dead processes are marked failed and their pool slots freed (see instance.py),
 and a project already being written by a live run is reported busy (or, with `wait`, waited for).
 SIGTERM is handled like Ctrl-C: the run stops, stored images are kept, `Interrupted` is raised.
+
+The up-front checks are their own functions (`check_render`, `check_batch`, `refine_spec`), so the
+API can answer bad input at once and queue the run with a `run_id` it has already handed out.
 
 `render` keeps the fixed cost of a run small: once its input is validated it creates the backend and
 lets it start on the images to render (`ImageBackend.prefetch`) before importing Dagster and setting
@@ -44,6 +47,7 @@ from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.errors import EchoError, Interrupted, InvalidInputError, ProjectBusyError, StorageError
 from echo_pipeline.render.backends.registry import backend_class
 from echo_pipeline.render.prompt_engine import MAX_COUNT, PromptSpec
+from echo_pipeline.render.requests import RenderRequest
 from echo_pipeline.settings import PACKAGE_DIR, Settings
 from echo_pipeline.workflows.batch_processor import BatchResult, ProgressCallback
 from echo_pipeline.workflows.creative_engine import CreativeEngine
@@ -76,7 +80,35 @@ class RunFailedError(EchoError):
         self.details = details
 
 
-# -- typed results ----------------------------------------------------------------------------------
+# -- typed checks and results -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class RenderCheck:
+    """What `check_render` validated: the engine, the backend (`name` or `name:model`) and the requests."""
+
+    engine: CreativeEngine
+    backend_name: str
+    model: str | None
+    requests: list[RenderRequest]
+
+    @property
+    def backend_key(self) -> str:
+        return f"{self.backend_name}:{self.model}" if self.model else self.backend_name
+
+    @property
+    def project(self) -> str:
+        return self.requests[0].project
+
+
+@dataclass(frozen=True)
+class BatchCheck:
+    """What `check_batch` validated: the project's spec and the batch's overrides."""
+
+    engine: CreativeEngine
+    spec: ProjectSpec
+    count: int | None
+    style: str | None
+
+
 @dataclass
 class RenderOutcome:
     run_id: str
@@ -148,14 +180,38 @@ class _Collector(RunObserver):
 
 
 # -- entry points -----------------------------------------------------------------------------------
-def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None, model: str | None = None,
-           progress: ProgressCallback | None = None, notify: NotifyFn | None = None) -> RenderOutcome:
-    """Render `spec` into its project (already stored requests are skipped) as one `render_job` run.
+def prompt_spec(settings: Settings, prompt: str, *, project: str | None = None, parent: ArtifactRecord | None = None,
+                size: tuple[int, int] | None = None, backend: str | None = None, model: str | None = None,
+                steps: int | None = None, cfg_scale: float | None = None, sampler: str | None = None,
+                strength: float | None = None, **fields: Any) -> tuple[PromptSpec, str | None, str | None]:
+    """(spec, backend, model) for `render` from what a user asked: the project's spec supplies what
+    the request leaves out (backend and model, size, sampler settings); img2img of `parent` keeps
+    its size unless `size` is given (strength 0.6 by default). `fields`: other `PromptSpec` fields."""
+    ref = CreativeEngine(settings).resolve_project(project)
+    project_spec = ref.spec
+    if project_spec is not None:
+        if backend is None:
+            backend, model = project_spec.backend, model or project_spec.model
+        steps = project_spec.steps if steps is None else steps
+        cfg_scale = project_spec.cfg_scale if cfg_scale is None else cfg_scale
+        sampler = sampler or project_spec.sampler
+    width, height = (size if size else (project_spec.width, project_spec.height) if project_spec
+                     else (settings.default_width, settings.default_height))
+    if parent is not None and not size:
+        width, height = parent.request.width, parent.request.height
+    sampler_settings = {k: v for k, v in (("steps", steps), ("cfg_scale", cfg_scale), ("sampler", sampler))
+                        if v is not None}
+    spec = PromptSpec(prompt=prompt, project=ref.slug, width=width, height=height, **sampler_settings, **fields,
+                      parent_id=parent.artifact_id if parent else None,
+                      strength=(0.6 if strength is None else strength) if parent else None)
+    return spec, backend, model
 
-    `backend` is a name or `name:model`; `model` (or the settings' default for that backend) is
-    used when the spec names none. A `spec.parent_id` makes every image img2img of that artifact."""
-    from echo_pipeline.render.backends.registry import create_backend, split_backend_spec
-    from echo_pipeline.workflows.batch_processor import BatchProcessor
+
+def check_render(settings: Settings, spec: PromptSpec, *, backend: str | None = None,
+                 model: str | None = None) -> RenderCheck:
+    """`render`'s checks before any work (prompt, style, size, count, seeds, project name, the
+    backend's limits, the parent, a writable store); a one-line `EchoError` when one fails."""
+    from echo_pipeline.render.backends.registry import split_backend_spec
 
     engine = CreativeEngine(settings)
     backend_name, spec_model = split_backend_spec(backend or settings.default_backend)
@@ -163,14 +219,29 @@ def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None, 
     if model and backend_name == "procedural":
         raise InvalidInputError(f"the procedural renderer has no models ({model!r}); pick a model backend: "
                                 "--backend diffusers|comfyui|openai")
-    backend_key = f"{backend_name}:{model}" if model else backend_name
-    requests = engine.plan_requests(spec)  # validates prompt, style, size, count, seeds, project name
+    requests = engine.plan_requests(spec)
     backend_class(backend_name).check_requests(requests)
     if spec.parent_id is not None:
         engine.store.find(spec.parent_id, project=requests[0].project)  # the parent exists: one line if not
     engine.store.check_writable()
+    return RenderCheck(engine=engine, backend_name=backend_name, model=model, requests=requests)
+
+
+def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None, model: str | None = None,
+           progress: ProgressCallback | None = None, notify: NotifyFn | None = None,
+           run_id: str | None = None) -> RenderOutcome:
+    """Render `spec` into its project (already stored requests are skipped) as one `render_job` run
+    (with `run_id` when given, else a new one).
+
+    `backend` is a name or `name:model`; `model` (or the settings' default for that backend) is
+    used when the spec names none. A `spec.parent_id` makes every image img2img of that artifact."""
+    from echo_pipeline.render.backends.registry import create_backend
+    from echo_pipeline.workflows.batch_processor import BatchProcessor
+
+    checked = check_render(settings, spec, backend=backend, model=model)
+    engine, requests, backend_key = checked.engine, checked.requests, checked.backend_key
     # The run's backend: cheap to create (models load lazily, once); its own checks see the model.
-    image_backend = create_backend(backend_name, settings.backend_config(backend_name, model))
+    image_backend = create_backend(checked.backend_name, settings.backend_config(checked.backend_name, checked.model))
     try:
         image_backend.check_requests([image_backend.prepare(r) for r in requests])
 
@@ -185,26 +256,65 @@ def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None, 
         collector = _Collector(progress)
         run_config = {"ops": {"render_prompt": {"config": spec.model_dump(mode="json") | {"backend": backend_key}}}}
         result = _execute(settings, "render_job", run_config=run_config, observer=collector,
-                          project=requests[0].project, before_run=start_rendering, notify=notify)
+                          project=requests[0].project, before_run=start_rendering, notify=notify, run_id=run_id)
     finally:
         image_backend.close()
     return RenderOutcome(run_id=result.run_id, project=requests[0].project, backend=backend_key,
                          result=collector.results["render"])
 
 
-def batch(settings: Settings, project: str, *, count: int | None = None, style: str | None = None,
-          progress: ProgressCallback | None = None, wait: bool = False, notify: NotifyFn | None = None) -> BatchOutcome:
-    """Render the project's next batch and score, learn from and show it: one `batch` run."""
+def refine_spec(settings: Settings, artifact: str, prompt: str | None = None, *, strength: float | None = None,
+                seed: int | None = None, backend: str | None = None,
+                model: str | None = None) -> tuple[PromptSpec, str | None, str | None]:
+    """(spec, backend, model) that refine the stored `artifact` (an id, unique prefix or project/id):
+    `CreativeEngine.refine_spec` on the backend that made it (with its model) unless told otherwise."""
+    from echo_pipeline.render.backends.registry import split_backend_spec
+
+    engine = CreativeEngine(settings)
+    parent = engine.store.find(artifact)
+    made_by = parent.backend.backend or parent.request.backend
+    if backend is None and made_by != "import":  # an imported image has no backend of its own
+        backend = made_by
+    # On the backend that made the parent, the parent's model is the default (the procedural one has none).
+    if backend is not None and split_backend_spec(backend)[0] == made_by != "procedural":
+        model = model or split_backend_spec(backend)[1] or parent.request.model or None
+    return engine.refine_spec(parent, prompt, strength=strength, seed=seed), backend, model
+
+
+def refine(settings: Settings, artifact: str, prompt: str | None = None, *, strength: float | None = None,
+           seed: int | None = None, backend: str | None = None, model: str | None = None,
+           progress: ProgressCallback | None = None, notify: NotifyFn | None = None,
+           run_id: str | None = None) -> RenderOutcome:
+    """Refine a stored image (img2img; see `refine_spec`) as one `render_job` run: its child names it
+    as the parent."""
+    spec, backend, model = refine_spec(settings, artifact, prompt, strength=strength, seed=seed, backend=backend,
+                                       model=model)
+    return render(settings, spec, backend=backend, model=model, progress=progress, notify=notify, run_id=run_id)
+
+
+def check_batch(settings: Settings, project: str, *, count: int | None = None, style: str | None = None) -> BatchCheck:
+    """`batch`'s checks before any work (the project has a spec, the count, the style, a writable store)."""
     engine = CreativeEngine(settings)
     spec = _project_spec(engine, project)
     check_count(count)
     style = engine.styles.get(style).name if style else None
     engine.store.check_writable()
-    overrides = {k: v for k, v in (("count", count), ("style", style)) if v is not None}
+    return BatchCheck(engine=engine, spec=spec, count=count, style=style)
+
+
+def batch(settings: Settings, project: str, *, count: int | None = None, style: str | None = None,
+          progress: ProgressCallback | None = None, wait: bool = False, notify: NotifyFn | None = None,
+          run_id: str | None = None) -> BatchOutcome:
+    """Render the project's next batch and score, learn from and show it: one `batch` run (with
+    `run_id` when given, else a new one)."""
+    checked = check_batch(settings, project, count=count, style=style)
+    engine, spec = checked.engine, checked.spec
+    overrides = {k: v for k, v in (("count", checked.count), ("style", checked.style)) if v is not None}
     started = time.perf_counter()
     collector = _Collector(progress)
     result = _execute(settings, "batch", partition_key=spec.slug, observer=collector, wait=wait, notify=notify,
-                      run_config={"ops": {"prompt_set": {"config": overrides}}} if overrides else None)
+                      run_config={"ops": {"prompt_set": {"config": overrides}}} if overrides else None,
+                      run_id=run_id)
     generated: GenerateOutcome = collector.results["generated_images"]
     memory = collector.results.get("style_memory")
     return BatchOutcome(spec=spec, run_id=result.run_id, batch=generated.batch, result=generated.result,
@@ -393,8 +503,9 @@ def _definitions() -> dg.Definitions:
 def _execute(settings: Settings, job_name: str, *, observer: RunObserver, partition_key: str | None = None,
              project: str | None = None, run_config: dict | None = None, wait: bool = False,
              before_run: Callable[[], dict[str, Any]] | None = None, notify: NotifyFn | None = None,
-             ) -> dg.ExecuteInProcessResult:
-    """Execute a job in this process on the persistent instance; user errors raise as themselves.
+             run_id: str | None = None) -> dg.ExecuteInProcessResult:
+    """Execute a job in this process on the persistent instance (as run `run_id`, else a new one);
+    user errors raise as themselves.
 
     `before_run` runs once the project is known not to be busy and returns extra resources."""
     with _project_guard(partition_key or project, wait=wait):
@@ -419,7 +530,7 @@ def _execute(settings: Settings, job_name: str, *, observer: RunObserver, partit
         with _sigterm_as_interrupt():
             if job_name in GPU_JOBS:
                 _wait_for_pool(instance, GPU_POOL, notify)
-            run_id = _new_run_id()
+            run_id = run_id or _new_run_id()
             with _interrupt_watchdog(instance, run_id):
                 result = job.execute_in_process(run_config=config, instance=instance, partition_key=partition_key,
                                                 tags=process_tags() | ({PROJECT_TAG: project} if project else {}),
@@ -690,5 +801,6 @@ def _run_info(record: Any) -> RunInfo:
                    backfill=run.tags.get("dagster/backfill"))
 
 
-__all__ = ["BackfillOutcome", "BatchOutcome", "Interrupted", "PlanOutcome", "RenderOutcome", "RunFailedError",
-           "RunInfo", "backfill", "batch", "daemon_running", "plan", "render", "resource_config", "runs"]
+__all__ = ["BackfillOutcome", "BatchCheck", "BatchOutcome", "Interrupted", "PlanOutcome", "RenderCheck",
+           "RenderOutcome", "RunFailedError", "RunInfo", "backfill", "batch", "check_batch", "check_render",
+           "daemon_running", "plan", "prompt_spec", "refine", "refine_spec", "render", "resource_config", "runs"]
