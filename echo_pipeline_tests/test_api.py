@@ -195,6 +195,9 @@ def test_writes_need_the_bearer_token_and_reads_do_not(server):
     assert client.get("/api/health").status_code == 200
     assert client.get("/api/artifacts").status_code == 200
     assert client.get("/docs").status_code == 200 and "/api/render" in client.get("/openapi.json").json()["paths"]
+    docs = client.get("/docs").text  # Swagger UI from the installed bundle: the docs work offline
+    assert "cdn." not in docs and "/docs-assets/swagger-ui-bundle.js" in docs
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
 
 
 def test_styles_are_created_then_replaced_and_builtin_ones_refused(server):

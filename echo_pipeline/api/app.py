@@ -165,14 +165,32 @@ def create_app(settings: Settings, *, token: str | None = None, limits: ApiLimit
         # Queued runs are dropped; running ones finish (their images are stored either way).
         await anyio.to_thread.run_sync(api.queue.close)
 
-    app = FastAPI(title="ECHO.OS API", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="ECHO.OS API", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Intent -> Plan -> Task -> Visual -> Reflect over HTTP. Reads are public; POSTs need "
                               "`Authorization: Bearer <token>`. Long work answers 202 with a Dagster run id.")
     app.state.api = api
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     _add_error_handlers(app)
+    _add_docs(app)
     _add_routes(app, api)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """/docs with Swagger UI served from the installed swagger-ui-bundle, not FastAPI's default CDN:
+    the docs work on a machine with no internet, like everything else here."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} docs",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
 
 # -- errors -------------------------------------------------------------------------------------------
