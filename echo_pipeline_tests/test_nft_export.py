@@ -247,6 +247,13 @@ def test_near_duplicates_identical_pixels_and_low_scores_are_refused_unless_told
         export_nft(engine, slug, str(tmp_path / "none"), min_score=100)
     assert not (tmp_path / "none").exists()
 
+    # An image with neither PNG nor thumbnail left (nothing to hash) is skipped as damaged; the rest export.
+    store.fs.rm(store.image_path(slug, same))
+    store.fs.rm(store.thumb_path(slug, same))
+    damaged = select_tokens(store, slug)
+    assert {s.artifact_id: s.reason for s in damaged.skipped}[same] == "damaged"
+    assert [t.record.artifact_id for t in damaged.tokens] == ids
+
 
 def test_a_failed_export_leaves_no_half_written_collection(ruzgar, tmp_path, monkeypatch):
     engine = CreativeEngine(ruzgar.settings)

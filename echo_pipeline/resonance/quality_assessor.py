@@ -81,7 +81,7 @@ import pandas as pd
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from echo_pipeline.errors import InvalidInputError
+from echo_pipeline.errors import InvalidInputError, StorageError
 from echo_pipeline.resonance.embedders import StyleDescriptor, downscale, get_embedder
 
 if TYPE_CHECKING:
@@ -422,11 +422,14 @@ def project_near_duplicates(
     return sorted(pairs, key=lambda p: (p[2], p[0], p[1]))
 
 
-def project_hashes(store: ArtifactStore, project: str, exclude: Collection[str] = ()) -> dict[str, str]:
+def project_hashes(store: ArtifactStore, project: str, exclude: Collection[str] = (),
+                   unreadable: dict[str, str] | None = None) -> dict[str, str]:
     """pHashes of every image already in `project` (artifact id -> hex), except `exclude`.
 
     From the score table's `phash` column where an image was scored (hashed from the same
-    thumbnails), else from the stored thumbnail; each read once.
+    thumbnails), else from the stored thumbnail; each read once. An image whose thumbnail and PNG
+    cannot be read raises StorageError, or with `unreadable` given is left out and recorded there
+    (artifact id -> the one-line reason).
     """
     from echo_pipeline.resonance.memory_system import load_scores  # memory_system imports this module
 
@@ -437,7 +440,12 @@ def project_hashes(store: ArtifactStore, project: str, exclude: Collection[str] 
     catalog = store.catalog(project)
     for artifact_id in catalog["artifact_id"].astype(str):
         if artifact_id not in known and artifact_id not in skip:
-            known[artifact_id] = phash_hex(store.load_thumbnail(project, artifact_id))
+            try:
+                known[artifact_id] = phash_hex(store.load_thumbnail(project, artifact_id))
+            except StorageError as exc:
+                if unreadable is None:
+                    raise
+                unreadable[artifact_id] = str(exc)
     return known
 
 

@@ -189,9 +189,11 @@ def select_tokens(
             candidates.append((artifact_id, row, values))
 
     neighbours: dict[str, list[tuple[str, int]]] = {}
+    unreadable: dict[str, str] = {}  # no thumbnail and no PNG to hash: skipped as damaged below
     if not allow_duplicates and len(candidates) > 1:
         wanted = {c[0] for c in candidates}
-        hashes = {a: h for a, h in project_hashes(store, project).items() if a in wanted}
+        others = set(catalog["artifact_id"].astype(str)) - wanted
+        hashes = project_hashes(store, project, exclude=others, unreadable=unreadable)
         for a, b, distance in project_near_duplicates(hashes, {}, max_distance=duplicate_distance):
             neighbours.setdefault(a, []).append((b, distance))
             neighbours.setdefault(b, []).append((a, distance))
@@ -204,6 +206,9 @@ def select_tokens(
         if limit is not None and len(tokens) >= limit:
             not_examined = len(candidates) - index
             break
+        if artifact_id in unreadable:
+            skipped.append(SkippedImage(artifact_id, "damaged", unreadable[artifact_id]))
+            continue
         near = sorted((d, b) for b, d in neighbours.get(artifact_id, []) if b in chosen)
         if near:
             distance, other = near[0]
