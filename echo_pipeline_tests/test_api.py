@@ -321,6 +321,9 @@ def test_the_listing_filters_sorts_pages_and_sees_new_catalog_parts(settings):
     assert total == 6 and [i["score"] for i in items] == [54.0, 53.0]
     assert index.query(ArtifactQuery(q="WAVES", min_score=0))[1] == 0  # unscored images have no score
     assert index.query(ArtifactQuery(q="waves"))[1] == 4
+    assert index.query(ArtifactQuery(q="fractal"))[1] == 6 and index.query(ArtifactQuery(q="fractal 5"))[1] == 1
+    assert index.query(ArtifactQuery(q="warm fractal 0"))[1] == 1 and index.query(ArtifactQuery(q="waves 9"))[1] == 1
+    assert index.query(ArtifactQuery(q="5 cool"))[1] == 0  # a match never spans two rows
     assert index.query(ArtifactQuery(since=start + timedelta(hours=8), until=start + timedelta(hours=9)))[1] == 2
     assert index.query(ArtifactQuery(max_score=51.5))[1] == 2
     assert index.table("p") is index.table("p")  # cached while the parts stay the same
