@@ -56,7 +56,13 @@ def _isolated_dagster_home(monkeypatch, tmp_path, _dagster_home_template):
 def tiny_sd(tmp_path_factory) -> Path:
     """The tiny SD pipeline (echo_pipeline_tests/tiny_models.py), built once per test session and
     shared by the xdist workers (their common base folder, a file lock around the build)."""
+    # The libraries the build needs, imported before the lock: importing them is nearly all of the
+    # build's ~10 s, and every test of this fixture imports them anyway; inside the lock, the other
+    # worker would sit idle through the builder's imports before paying its own.
+    import torch  # noqa: F401
+    from diffusers import StableDiffusionPipeline  # noqa: F401
     from filelock import FileLock
+    from transformers import CLIPTextModel  # noqa: F401
 
     from echo_pipeline_tests.tiny_models import build_tiny_sd
 

@@ -114,15 +114,35 @@ def test_style_commands(cli, config_dir):
         (["style", "create", "digital art", "x"], "built in"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_stores_nothing(cli, artifact_root, args, message):
-    cli("render", "seed image", "--size", "64")
-    before = _snapshot(artifact_root)
+def test_bad_input_is_one_line_exit_2_and_stores_nothing(cli, seeded_store, monkeypatch, args, message):
+    monkeypatch.setenv("ECHO_ARTIFACT_ROOT", str(seeded_store))  # the store the commands below must leave alone
+    before = _snapshot(seeded_store)
     code, out, err = cli(*args)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert message.lower() in lines[0].lower()
-    assert _snapshot(artifact_root) == before
+    assert _snapshot(seeded_store) == before
+
+
+@pytest.fixture(scope="module")
+def seeded_store(tmp_path_factory, _dagster_home_template) -> Path:
+    """An artifact root holding one rendered image (what `echo-os render "seed image" --size 64`
+    stores), rendered once and shared by the bad-input cases: each proves it changes nothing there."""
+    import shutil
+
+    from echo_pipeline.defs import launch
+    from echo_pipeline.settings import REPO_CONFIG_DIR, Settings
+
+    work = tmp_path_factory.mktemp("seeded-store")
+    shutil.copytree(REPO_CONFIG_DIR, work / "configs", ignore=shutil.ignore_patterns("user.json", "projects"))
+    shutil.copytree(_dagster_home_template, work / "dagster_home")
+    settings = Settings.load(artifact_root=str(work / "artifacts"), config_dir=work / "configs")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DAGSTER_HOME", str(work / "dagster_home"))
+        spec, backend, model = launch.prompt_spec(settings, "seed image", size=(64, 64))
+        launch.render(settings, spec, backend=backend, model=model)
+    return work / "artifacts"
 
 
 @pytest.mark.parametrize("root_kind", ["unknown protocol", "parent is a file"])

@@ -95,7 +95,8 @@ def test_busy_project_is_refused_and_sigterm_ends_cleanly(cli, artifact_root):
     import signal
     import time
 
-    assert cli("plan", "Busy Project", "flow field", "--size", "192x192", "--count", "40")[0] == 0
+    # 20 images: 18 still to render (~3 s) when the busy check (~0.3 s) and SIGTERM come.
+    assert cli("plan", "Busy Project", "flow field", "--size", "192x192", "--count", "20")[0] == 0
     images = artifact_root / "projects" / "busy-project" / "images"
     first = subprocess.Popen([sys.executable, "-m", "echo_pipeline.cli.app", "batch", "busy", "--json"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -120,14 +121,15 @@ def test_busy_project_is_refused_and_sigterm_ends_cleanly(cli, artifact_root):
     code, out, err = cli("batch", "busy", "--json")
     assert code == 0, err
     summary = json.loads(out)
-    assert summary["batch"] == 0 and summary["new_images"] + summary["already_stored"] == 40
+    assert summary["batch"] == 0 and summary["new_images"] + summary["already_stored"] == 20
 
 
-@pytest.mark.slow(seconds=27)
+@pytest.mark.slow(seconds=16)
 def test_sigkill_mid_batch_then_rerun_loses_and_duplicates_nothing(cli, artifact_root, config_dir, tmp_path):
     """On the instance config users get (seeded dagster.yaml: gpu pool limit 1, one run per project),
     a batch killed while it holds the pool slot must wedge neither its own re-run nor another project."""
-    assert cli("plan", "Kill Test", "flow field", "--size", "192x192", "--count", "30")[0] == 0
+    # 16 images: killed at 5, with 11 (~3 s of rendering) left against the 20 ms poll that kills it.
+    assert cli("plan", "Kill Test", "flow field", "--size", "192x192", "--count", "16")[0] == 0
     assert cli("plan", "Bystander", "cool waves", "--size", "64", "--count", "2")[0] == 0
     home = Path(os.environ["DAGSTER_HOME"])
     assert "pools" in (home / "dagster.yaml").read_text()
@@ -135,26 +137,27 @@ def test_sigkill_mid_batch_then_rerun_loses_and_duplicates_nothing(cli, artifact
     cmd = [sys.executable, "-m", "echo_pipeline.cli.app", "batch", "kill-test", "--json"]
     images = artifact_root / "projects" / "kill-test" / "images"
     killed_with = sigkill_after_images(cmd, env, images, at_least=5)
-    assert 5 <= killed_with < 30
+    assert 5 <= killed_with < 16
     with dg.DagsterInstance.get() as instance:
         [dead] = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "kill-test"}, job_name="batch"))
         assert dead.status == dg.DagsterRunStatus.STARTED  # what SIGKILL leaves behind
         assert instance.event_log_storage.get_concurrency_info("gpu").claimed_slots  # ...with the gpu slot
 
-    # Another project first: it needs the gpu slot the dead run still claims.
-    other = subprocess.run([sys.executable, "-m", "echo_pipeline.cli.app", "batch", "bystander", "--json"],
-                           env=env, capture_output=True, text=True, timeout=300)
-    assert other.returncode == 0, other.stderr
-    assert json.loads(other.stdout)["new_images"] == 2
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
+    # Another project first: it needs the gpu slot the dead run still claims. (The killed process
+    # is the one that must be real; the commands after it run in-process, through the same entry
+    # point, and save two interpreter starts.)
+    code, out, err = cli("batch", "bystander", "--json")
+    assert code == 0, err
+    assert json.loads(out)["new_images"] == 2
+    code, out, err = cli("batch", "kill-test", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
     assert summary["batch"] == 0, "the killed batch is resumed, not skipped"
-    assert summary["new_images"] + summary["already_stored"] == 30
+    assert summary["new_images"] + summary["already_stored"] == 16
     from echo_pipeline.artifacts.storage import ArtifactStore
 
     catalog = ArtifactStore.open(str(artifact_root)).catalog("kill-test")
-    assert len(catalog) == 30 and catalog.artifact_id.is_unique
+    assert len(catalog) == 16 and catalog.artifact_id.is_unique
     assert sorted(p.stem for p in images.glob("*.png")) == sorted(catalog.artifact_id)
     assert not list(artifact_root.rglob("*.tmp-*"))
     with dg.DagsterInstance.get() as instance:
@@ -282,6 +285,7 @@ def test_errors_inside_a_run_are_one_line(cli, config_dir, monkeypatch):
 def test_batch_behind_another_projects_run_waits_quietly_and_stops_on_sigterm(cli, artifact_root):
     """With the gpu pool held by a live run of another project, a batch says what it waits for,
     does not spin, and SIGTERM (or Ctrl-C) ends it at once: one line, exit 130, no run left behind."""
+    import contextlib
     import signal
     import time
 
@@ -298,6 +302,11 @@ def test_batch_behind_another_projects_run_waits_quietly_and_stops_on_sigterm(cl
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list(images.glob("*.png")):
             time.sleep(0.05)
+        # The holder now holds the pool slot; at the lowest priority it keeps rendering on idle CPU
+        # only, instead of taking both cores from the waiter starting up (and from the other tests).
+        for process in (psutil.Process(holder.pid), *psutil.Process(holder.pid).children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):  # a worker may just have ended
+                process.nice(19)
         waiter = subprocess.Popen([sys.executable, "-m", "echo_pipeline.cli.app", "batch", "pool-waiter"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
