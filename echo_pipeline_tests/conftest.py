@@ -165,13 +165,42 @@ def _processes_with(env_entry: str) -> list[int]:
     return found
 
 
+TORCH_IMPORT_S = 10.0  # what a process pays once for the `torch` tests, before their own time
+SHORT_TEST_S = 0.1  # a test without a `slow` estimate, on average
+
+
 def pytest_collection_modifyitems(config, items):
-    """Long tests (marked `slow`, longest first by its `seconds=` estimate, default 15) first: xdist
-    workers then finish together instead of one worker starting a 40-second test when the others
-    are done (longest-first scheduling, with work stealing: see addopts in pyproject.toml)."""
+    """The order xdist's worksteal scheduling works on: it hands worker k the k-th contiguous slice
+    of this order (equal counts) and later moves tests only from the tail of one worker's queue to
+    an idle worker, so the head of each slice stays on its worker.
+
+    Each slice starts with its share of the long tests and ends with short ones: tests marked
+    `torch` head the first slice (one worker pays the import, and their module-scoped models are
+    built once); tests marked `slow` (`seconds=` estimate, default 15) go, longest first, to the
+    slice with the least estimated work, so no worker starts a long test when the others are done;
+    the short tests fill the slices in file order (modules stay together) and are what gets stolen.
+    """
 
     def expected_seconds(item) -> float:
         marker = item.get_closest_marker("slow")
-        return float(marker.kwargs.get("seconds", 15)) if marker else 0.0
+        return float(marker.kwargs.get("seconds", 15)) if marker else SHORT_TEST_S
 
-    items.sort(key=lambda item: -expected_seconds(item))
+    torch = [item for item in items if item.get_closest_marker("torch")]
+    long = sorted((item for item in items if item not in torch and item.get_closest_marker("slow")),
+                  key=expected_seconds, reverse=True)
+    short = [item for item in items if item not in torch and not item.get_closest_marker("slow")]
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    slices: list[list] = [list(torch)] + [[] for _ in range(workers - 1)]
+    load = [TORCH_IMPORT_S + sum(map(expected_seconds, torch)) if torch else 0.0] + [0.0] * (workers - 1)
+    for item in long:
+        k = load.index(min(load))
+        slices[k].append(item)
+        load[k] += expected_seconds(item)
+    remaining = len(items)
+    for k, heads in enumerate(slices):
+        size = remaining // (workers - k)  # how xdist sizes the k-th slice
+        fill = max(0, size - len(heads)) if k < workers - 1 else len(short)
+        heads += short[:fill]
+        short = short[fill:]
+        remaining -= len(heads)
+    items[:] = [item for heads in slices for item in heads]

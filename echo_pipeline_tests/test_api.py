@@ -156,7 +156,7 @@ def test_render_then_refine_over_http_images_are_the_catalogued_ones(server):
     assert children[0]["prompt"].startswith("warm fractal, rain effects") and children[0]["strength"] == 0.5
 
 
-@pytest.mark.slow(seconds=25)
+@pytest.mark.slow(seconds=9)
 def test_two_concurrent_batches_of_one_project_both_finish_without_duplicates(server):
     _project(server, "API Batch")
     answers: list[httpx.Response] = []

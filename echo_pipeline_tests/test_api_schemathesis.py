@@ -14,7 +14,7 @@ TOKEN = "fuzz-token-0123456789"
 EXAMPLES = 12  # per operation; derandomized, so every run sends the same requests
 
 
-@pytest.mark.slow(seconds=12)
+@pytest.mark.slow(seconds=5)
 def test_fuzzing_the_openapi_schema_finds_no_server_error(settings):
     import schemathesis
     from hypothesis import HealthCheck, given

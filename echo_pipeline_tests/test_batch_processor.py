@@ -84,7 +84,7 @@ def test_uncatalogued_png_from_a_killed_run_is_adopted(store):
     assert len(store.catalog("p")) == 3
 
 
-@pytest.mark.slow(seconds=14)
+@pytest.mark.slow(seconds=12)
 def test_sigkill_mid_render_then_rerun_loses_and_duplicates_nothing(cli, artifact_root):
     root = artifact_root
     env = dict(os.environ)  # the cli fixture's config dir and artifact root, the test's own DAGSTER_HOME

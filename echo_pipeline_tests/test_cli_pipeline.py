@@ -88,7 +88,7 @@ def test_broken_spec_file_names_the_field(cli, config_dir):
     assert code == 2 and "broken.yaml" in err and "count" in err
 
 
-@pytest.mark.slow(seconds=22)
+@pytest.mark.slow(seconds=14)
 def test_busy_project_is_refused_and_sigterm_ends_cleanly(cli, artifact_root):
     """A second batch of a project being rendered says who is busy (never hangs, never merges), and
     SIGTERM ends the first like Ctrl-C: one line, exit 130, images kept, the run not left STARTED."""
@@ -124,7 +124,7 @@ def test_busy_project_is_refused_and_sigterm_ends_cleanly(cli, artifact_root):
     assert summary["batch"] == 0 and summary["new_images"] + summary["already_stored"] == 20
 
 
-@pytest.mark.slow(seconds=16)
+@pytest.mark.slow(seconds=14)
 def test_sigkill_mid_batch_then_rerun_loses_and_duplicates_nothing(cli, artifact_root, config_dir, tmp_path):
     """On the instance config users get (seeded dagster.yaml: gpu pool limit 1, one run per project),
     a batch killed while it holds the pool slot must wedge neither its own re-run nor another project."""
@@ -165,7 +165,7 @@ def test_sigkill_mid_batch_then_rerun_loses_and_duplicates_nothing(cli, artifact
         assert not instance.event_log_storage.get_concurrency_info("gpu").claimed_slots
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=22)
 def test_backfill_over_two_projects_runs_both(cli, artifact_root):
     """`backfill --wait` with no daemon running starts one, the runs finish, and it stops it."""
     assert cli("plan", "Back One", "warm fractal", "--size", "64", "--count", "2")[0] == 0
@@ -281,7 +281,7 @@ def test_errors_inside_a_run_are_one_line(cli, config_dir, monkeypatch):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err
 
 
-@pytest.mark.slow(seconds=14)
+@pytest.mark.slow(seconds=11)
 def test_batch_behind_another_projects_run_waits_quietly_and_stops_on_sigterm(cli, artifact_root):
     """With the gpu pool held by a live run of another project, a batch says what it waits for,
     does not spin, and SIGTERM (or Ctrl-C) ends it at once: one line, exit 130, no run left behind."""

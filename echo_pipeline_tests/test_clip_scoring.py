@@ -18,8 +18,9 @@ from echo_pipeline.errors import BackendUnavailableError, InvalidInputError
 from echo_pipeline.resonance import quality_assessor as qa
 from echo_pipeline.resonance.clip import ClipScorer
 
-pytestmark = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("torch", "open_clip")),
-                                reason="needs torch and open_clip")
+pytestmark = [pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("torch", "open_clip")),
+                                 reason="needs torch and open_clip"),
+              pytest.mark.torch]
 
 
 class _Imported:

@@ -25,7 +25,7 @@ from echo_pipeline.settings import BackendConfig
 from echo_pipeline_tests import tiny_models
 
 # diffusers' schedulers call np.array on tensors in a way numpy 2 deprecates: their noise, not ours
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"), pytest.mark.torch]
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from echo_pipeline.resonance.memory_system import load_scores
 from echo_pipeline.resonance.quality_assessor import PROJECT_DUPLICATE_DISTANCE, hamming
 
 
-@pytest.mark.slow(seconds=12)
+@pytest.mark.slow(seconds=9)
 def test_resonance_improves_the_weakest_and_the_gain_is_recomputable(cli, artifact_root):
     code, _, err = cli("plan", "Loop Test", "warm fractal, no human forms", "--size", "96x96", "--count", "10")
     assert code == 0, err

@@ -77,7 +77,7 @@ def wait_shown(page, count: int) -> None:
     page.wait_for_function(f"document.getElementById('shown').textContent === '{count}'", timeout=5000)
 
 
-@pytest.mark.slow(seconds=12)
+@pytest.mark.slow(seconds=11)
 def test_gallery_filters_search_lineage_and_copy_in_chromium(site, browser, tmp_path):
     entries, chain = site["entries"], site["chain"]
     context = browser.new_context(viewport={"width": 1280, "height": 900})

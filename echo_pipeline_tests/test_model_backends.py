@@ -269,7 +269,8 @@ def test_a_comfyui_server_that_is_down_is_one_line_and_stores_nothing(cli, artif
 
 
 # -- the acceptance path on the tiny diffusers pipeline ------------------------------------
-@pytest.mark.slow(seconds=12)
+@pytest.mark.torch
+@pytest.mark.slow(seconds=10)
 def test_diffusers_from_the_cli_render_img2img_and_a_project_batch(cli, tiny_sd, artifact_root, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     args = ("--size", "64", "--steps", "3", "--json")
@@ -320,6 +321,7 @@ def test_diffusers_from_the_cli_render_img2img_and_a_project_batch(cli, tiny_sd,
     assert code == 2 and "procedural renderer has no models" in err
 
 
+@pytest.mark.torch
 def test_compare_prints_a_table_over_three_backends_and_selects_the_best(cli, tiny_sd, config_dir, artifact_root):
     from echo_pipeline_tests.comfyui_server import running_comfyui_server
 

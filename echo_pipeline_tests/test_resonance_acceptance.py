@@ -23,7 +23,7 @@ from echo_pipeline.workflows.project_pipeline import ProjectPipeline
 BATCHES, PER_BATCH = 6, 20
 
 
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow(seconds=42)
 def test_a_120_image_project_is_unique_consistent_learned_and_improved(config_dir, artifact_root):
     engine = CreativeEngine(Settings.load(artifact_root=str(artifact_root), config_dir=config_dir))
     spec = engine.projects.create("Ruzgar NFT Collection", "warm fractal, no human forms", style="digital art",
