@@ -80,6 +80,9 @@ TXT2IMG: dict[str, tuple[str, int, dict[str, Any]]] = {
     "material-wood-3": ("oak wood grain", 3, {}),
     "material-stone-4": ("stone", 4, {}),
     "material-stone-texture-5": ("stone texture", 5, {"tiling": True}),
+    "material-leather-texture-6": ("leather texture", 6, {"tiling": True}),
+    "material-cloth-texture-7": ("linen fabric texture", 7, {"tiling": True}),
+    "material-oak-texture-8": ("oak wood texture", 8, {"tiling": True}),
 }
 # case id -> (parent prompt, parent seed, refine prompt, refine seed, strength)
 REFINE: dict[str, tuple[str, int, str, int, float]] = {

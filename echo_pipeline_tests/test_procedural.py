@@ -370,21 +370,26 @@ def test_fractal_framings_follow_the_framing_point(backend):
 
 # ------------------------------------------------------------------------ words used / ignored
 @pytest.mark.parametrize("prompt,palette,motif", [
-    ("sword texture", "steel", "flow"), ("medieval fantasy weapons", "steel", "flow"), ("steel", "steel", "flow"),
+    ("sword texture", "steel", "material"), ("medieval fantasy weapons", "steel", "flow"), ("steel", "steel", "flow"),
     ("metal", "steel", "flow"), ("wood", "wood", "flow"), ("stone", "stone", "landscape"),
+    ("leather", "leather", "material"), ("oak wood grain", "wood", "material"),
 ])
-def test_material_words_pick_the_closest_motif_and_a_material_palette(backend, prompt, palette, motif):
+def test_material_words_pick_the_material_surface_or_the_closest_picture_motif(backend, prompt, palette, motif):
+    """A surface ("texture", "wood grain") is the material motif; a picture of a material the closest family."""
     for seed in (1, 2):
         info = render_one(backend, req(prompt, seed=seed, size=64)).info
         assert (info["palette"], info["motif"], info["motif_source"]) == (palette, motif, "material")
-        assert info["material"] and "no material renderer" in info["notes"][0]
+        if motif == "material":
+            assert info["kind"] == info["material"] and info["notes"] == []
+        else:
+            assert info["material"] and "approximated by the closest motif" in info["notes"][0]
 
 
 def test_material_textures_tile_and_family_words_still_win(backend):
-    stone = render_one(backend, req("stone texture", size=64, tiling=True)).info
-    assert (stone["motif"], stone["palette"]) == ("geometric", "stone")
+    stone = render_one(backend, req("stone", size=64, tiling=True)).info  # tiling alone makes it a surface
+    assert (stone["motif"], stone["kind"], stone["palette"]) == ("material", "stone", "stone")
     sword = render_one(backend, req("sword texture", size=64, tiling=True)).info
-    assert (sword["motif"], sword["palette"]) == ("flow", "steel")
+    assert (sword["motif"], sword["kind"], sword["palette"]) == ("material", "metal", "steel")
     city = render_one(backend, req("steel city skyline", size=64)).info  # a family noun beats a material
     assert (city["motif"], city["palette"], city["motif_source"]) == ("city", "steel", "prompt")
     warm = render_one(backend, req("warm steel", size=64)).info  # the earlier palette word wins
@@ -413,8 +418,8 @@ def test_vocabulary_lists_what_the_renderer_knows():
     from echo_pipeline.render.backends.procedural import vocabulary
 
     vocab = vocabulary()
-    assert vocab["motifs"] == ["fractal", "flow", "waves", "landscape", "geometric", "city", "nebula"]
-    assert {"metal", "wood", "stone"} == set(vocab["materials"])
+    assert vocab["motifs"] == ["fractal", "flow", "waves", "landscape", "geometric", "city", "nebula", "material"]
+    assert {"metal", "wood", "stone", "leather", "cloth"} == set(vocab["materials"])
     assert {"steel", "wood", "stone", "warm", "neon noir"} <= set(vocab["palettes"])
     assert {"sword", "steel", "oak", "granite"} <= set(vocab["material_words"])
     assert {"julia", "mandelbrot", "ship", "truchet"} <= set(vocab["kinds"])

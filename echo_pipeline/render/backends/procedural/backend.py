@@ -26,20 +26,24 @@ PROCEDURAL_VERSION = P.PROCEDURAL_VERSION
 
 def _info(params: dict[str, Any], prompt: str, **extra: Any) -> dict[str, Any]:
     """What the image is and which words made it: `words_used` / `words_ignored` (stop-words and
-    numbers are neither), `motif_source` ("prompt": a family word chose the motif; "material": the
-    closest family to a material word; "seed": no word did, the seed drew it) and `notes` saying
-    where the renderer only approximates what was asked."""
+    numbers are neither), `motif_source` ("prompt": a family word chose the motif; "material": a
+    material word did, as a `material` surface or, for pictures, the closest family; "seed": no word
+    did, the seed drew it) and `notes` saying where the renderer only approximates what was asked."""
     used, ignored = words.report(prompt)
     material = params.get("material")
+    motif = params["motif"]
+    kind = params["motif_params"].get("kind") or params["motif_params"].get("style")
     notes = []
     if params.get("motif_source") == "seed":
-        notes.append(f"no word named a motif the procedural renderer knows; the seed chose {params['motif']}")
-    if material and params.get("motif_source") == "material":
-        kind = params["motif_params"].get("kind") or params["motif_params"].get("style")
-        notes.append(f"no material renderer yet: {material} is approximated by the closest motif, "
-                     f"{params['motif']} ({kind}), in the {params['palette']['name']} palette")
-    elif material:
-        notes.append(f"no material renderer yet: {material} only chose the {params['palette']['name']} palette")
+        notes.append(f"no word named a motif the procedural renderer knows; the seed chose {motif}")
+    if material and motif == "material" and kind != material:
+        notes.append(f"{material} was asked for; the surface drawn is {kind}")
+    elif material and params.get("motif_source") == "material" and motif != "material":
+        notes.append(f"{material} in a picture is approximated by the closest motif, {motif} ({kind}), in the "
+                     f"{params['palette']['name']} palette; a texture (tiling, or the word 'texture') draws the "
+                     f"{material} surface itself")
+    elif material and motif != "material":
+        notes.append(f"{material} only chose the {params['palette']['name']} palette: a family word chose {motif}")
     info = {
         "motif": params["motif"],
         "kind": params["motif_params"].get("kind") or params["motif_params"].get("style"),
@@ -57,7 +61,8 @@ def _info(params: dict[str, Any], prompt: str, **extra: Any) -> dict[str, Any]:
 
 
 class ProceduralBackend(ImageBackend):
-    """Fractals, flow fields, waves, landscapes, patterns, skylines and nebulae from prompt words."""
+    """Fractals, flow fields, waves, landscapes, patterns, skylines, nebulae and material surfaces from
+    prompt words."""
 
     name = "procedural"
     capabilities = BackendCapabilities(

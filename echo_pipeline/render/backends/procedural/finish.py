@@ -83,6 +83,8 @@ def seamless(img: np.ndarray, periodic: tuple[bool, bool]) -> np.ndarray:
     lies in the middle) fades in there. Only a band near the borders is blended, so most of the image
     is untouched.
     """
+    if all(periodic):
+        return img.astype(np.float32, copy=False)  # drawn on a periodic domain: nothing to blend
     out = img
     h, w = img.shape[:2]
     for axis, (is_periodic, n) in enumerate(zip(periodic, (h, w), strict=True)):

@@ -84,7 +84,8 @@ PALETTES: dict[str, dict[str, Any]] = {
         "stops": ["#0b0418", "#241046", "#4c1d95", "#7c3aed", "#a78bfa", "#ddd6fe", "#f7f5ff"],
         "bg": "#080312", "accents": ["#c084fc", "#f0abfc", "#818cf8"],
     },
-    # Material palettes (picked by material words such as "steel", "wood", "stone"; never by a seed).
+    # Material palettes (picked by material words such as "steel", "wood", "stone", "leather", "linen"; never by a
+    # seed).
     "steel": {
         "stops": ["#0b0d10", "#1f242b", "#3a424c", "#5f6a76", "#8d98a4", "#c3ccd5", "#f1f5f8"],
         "bg": "#0a0c0f", "accents": ["#9fb3c8", "#d9e2ea", "#6c7a89"],
@@ -96,6 +97,14 @@ PALETTES: dict[str, dict[str, Any]] = {
     "stone": {
         "stops": ["#121211", "#2a2926", "#46433e", "#66625a", "#8a857b", "#b3ada1", "#dcd7cc"],
         "bg": "#0f0f0e", "accents": ["#9a948a", "#c2bcb0", "#6e6a62"],
+    },
+    "leather": {
+        "stops": ["#100805", "#26130a", "#3f2113", "#5c321c", "#7b4828", "#a06a42", "#cfa27a"],
+        "bg": "#0d0604", "accents": ["#8a4b2a", "#b9825a", "#4a2414"],
+    },
+    "cloth": {  # undyed linen / canvas
+        "stops": ["#1c1a16", "#3a362e", "#5e584b", "#847c6b", "#a89f8b", "#cbc3ae", "#ece6d6"],
+        "bg": "#171510", "accents": ["#b5a98f", "#ddd3bd", "#7d735f"],
     },
 }
 

@@ -23,11 +23,13 @@ from PIL import Image
 from echo_pipeline.render.backends.procedural import finish, framing, motifs, words
 from echo_pipeline.render.backends.procedural.palettes import DEFAULT_PALETTES, Palette, blend_specs, palette_spec
 
-PROCEDURAL_VERSION = "6"  # bump whenever the same params/request would give different pixels (see test_golden)
+PROCEDURAL_VERSION = "7"  # bump whenever the same params/request would give different pixels (see test_golden)
 
 # With no motif word, the seed picks among the families that look best on their own.
 DEFAULT_MOTIFS = (("fractal", 0.3), ("flow", 0.22), ("nebula", 0.18), ("landscape", 0.18), ("waves", 0.12))
 TILING_MOTIFS = (("geometric", 0.35), ("flow", 0.25), ("nebula", 0.2), ("waves", 0.2))
+# Kinds of the `material` family: one per material of `words.MATERIALS`, named alike.
+MATERIAL_KINDS = ("metal", "wood", "stone", "leather", "cloth")
 # With no palette word, palettes that suit the motif.
 MOTIF_PALETTES: dict[str, tuple[str, ...]] = {
     "city": ("neon noir", "neon", "sunset", "cool", "purple", "vaporwave"),
@@ -39,7 +41,9 @@ EFFECT_ON = {"rain": 1.0, "snow": 1.0, "fog": 0.55, "glow": 0.6, "vignette": 0.4
              "pixel": 1.0}
 EFFECT_BASE = {"rain": 0.0, "snow": 0.0, "fog": 0.0, "glow": 0.0, "vignette": 0.22, "grain": 0.12, "soft": 0.0,
                "pixel": 0.0}
-MOTIF_GLOW = {"city": 0.45, "nebula": 0.4, "fractal": 0.15, "waves": 0.12, "flow": 0.1}
+MOTIF_GLOW = {"city": 0.45, "nebula": 0.4, "fractal": 0.15, "waves": 0.12, "flow": 0.1, "material": 0.0}
+# Quieter effect defaults for surfaces: a texture is albedo for a game engine, not a photograph.
+SURFACE_EFFECTS = {"grain": 0.04}
 GLOWY_PALETTES = {"neon", "neon noir", "vaporwave", "fire"}
 
 
@@ -56,20 +60,27 @@ def _weighted(rng: np.random.Generator, options: tuple[tuple[str, float], ...], 
 
 
 def choose_motif(parsed: words.Parsed, rng: np.random.Generator, tiling: bool) -> str:
-    if parsed.motif and parsed.motif_source == "material" and tiling:
-        swap = words.MATERIALS[str(parsed.material)].get("tiling_motif")
-        if swap and swap[0] not in parsed.excluded_motifs:
-            parsed.kinds += [k for k in swap[1] if k not in parsed.kinds]
-            return str(swap[0])
-    if parsed.motif:
-        return parsed.motif
-    allowed = [m for m in motifs.MOTIF_MODULES if m not in parsed.excluded_motifs]
-    return _weighted(rng, TILING_MOTIFS if tiling else DEFAULT_MOTIFS, allowed)
+    """The motif family; a material's surface (tiling, or a surface word) is the `material` family in
+    the material's kind (put first in `parsed.kinds`, replacing the picture family's sub-kinds)."""
+    material = parsed.material
+    if (parsed.motif and parsed.motif_source == "material" and material and "material" not in parsed.excluded_motifs
+            and (tiling or parsed.surface or parsed.motif == "material")):
+        borrowed = set(words.MATERIALS[material]["kinds"]) | set(MATERIAL_KINDS)
+        parsed.kinds[:] = [material] + [k for k in parsed.kinds if k not in borrowed]
+        return "material"
+    motif = parsed.motif or _weighted(rng, TILING_MOTIFS if tiling else DEFAULT_MOTIFS,
+                                      [m for m in motifs.MOTIF_MODULES if m not in parsed.excluded_motifs])
+    if motif == "material" and not any(k in MATERIAL_KINDS for k in parsed.kinds):
+        parsed.kinds.append(str(MATERIAL_KINDS[int(rng.integers(len(MATERIAL_KINDS)))]))  # "material" alone
+    return motif
 
 
 def choose_palette(parsed: words.Parsed, motif: str, rng: np.random.Generator) -> str:
     if parsed.palette:
         return parsed.palette
+    kind = next((k for k in parsed.kinds if k in MATERIAL_KINDS), None) if motif == "material" else None
+    if kind and words.MATERIALS[kind]["palette"] not in parsed.excluded_palettes:
+        return str(words.MATERIALS[kind]["palette"])  # a surface's own colours (`choose_motif` set its kind)
     options = [p for p in MOTIF_PALETTES.get(motif, DEFAULT_PALETTES) if p not in parsed.excluded_palettes]
     options = options or [p for p in DEFAULT_PALETTES if p not in parsed.excluded_palettes] or ["warm"]
     return str(options[int(rng.integers(len(options)))])
@@ -80,6 +91,10 @@ def effects_for(parsed: words.Parsed, motif: str, palette: str, tiling: bool) ->
     fx["glow"] = max(MOTIF_GLOW.get(motif, 0.0), 0.25 if palette in GLOWY_PALETTES else 0.0)
     for name, state in parsed.effects.items():
         fx[name] = 0.0 if state < 0 else max(fx.get(name, 0.0), EFFECT_ON[name])
+    if motif == "material":
+        fx.update({k: v for k, v in SURFACE_EFFECTS.items() if k not in parsed.effects})
+        if "glow" not in parsed.effects:
+            fx["glow"] = 0.0  # palettes' glow would bloom a texture's highlights
     if tiling:
         fx["vignette"] = 0.0  # a vignette would darken every tile border
     return {k: round(float(v), 4) for k, v in fx.items()}
@@ -154,6 +169,12 @@ def refine_params(parent: dict[str, Any], parent_prompt: str, prompt: str, negat
     params["kinds"] = kinds
 
     motif = parent["motif"]
+    if motif == "material" and parsed.material and parsed.motif_source == "material":
+        # a material word on a surface changes its kind ("... , oak"), not the family
+        parsed.kinds[:] = [parsed.material] + [k for k in parsed.kinds if k not in MATERIAL_KINDS]
+        if parsed.material != parent["motif_params"].get("kind"):
+            changes.append(f"kind:{parsed.material}")
+        parsed.motif = None
     # A family noun ("add a nebula") changes the motif; a contextual word ("add stars", "at night")
     # only its look: effects, palette, light.
     if parsed.motif and parsed.motif != motif and not parsed.motif_contextual:
@@ -175,7 +196,8 @@ def refine_params(parent: dict[str, Any], parent_prompt: str, prompt: str, negat
         new = choose_palette(words.Parsed(excluded_palettes=parsed.excluded_palettes), motif, rng)
         params["palette"] = palette_spec(new, rng)
         changes.append(f"palette:{new}")
-    elif amount > 0 and name in DEFAULT_PALETTES + ("noir", "monochrome", "earthy", "steel", "wood", "stone"):
+    elif amount > 0 and name in DEFAULT_PALETTES + ("noir", "monochrome", "earthy", "steel", "wood", "stone", "leather",
+                                             "cloth"):
         params["palette"] = blend_specs(parent["palette"], palette_spec(name, rng), amount * 0.6)
 
     effects = dict(parent["effects"])

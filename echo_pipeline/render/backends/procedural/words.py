@@ -12,9 +12,13 @@ Rules (all case- and accent-insensitive, plurals folded):
   other way: a negative "ornate" lowers detail).
 - Effects are additive: every effect word present switches that effect on; "no"/"without" before an
   effect word switches it off.
-- Materials ("steel", "sword", "wood", "stone"...): the renderer has no material renderer, so a
-  material word picks the material's palette (as a palette word, in prompt order) and, unless a
-  family noun is named, the closest family (`MATERIALS`); between the two motif tiers.
+- Materials ("steel", "sword", "oak", "granite", "leather", "linen"...): a material word picks the
+  material's palette (as a palette word, in prompt order) and, unless a family noun is named, the
+  material's motif, between the two motif tiers. Surfaces (a tiling request, or a surface word such
+  as "texture", "material", "seamless", or a surface phrase such as "wood grain") are drawn by the
+  `material` family in the material's kind ("sword texture" is worked steel); other images of metal,
+  wood and stone keep the closest picture family (`MATERIALS`: "steel sword" concept art is brushed
+  steel strokes, "stone" a rock landscape). Leather and cloth have no closer family than `material`.
 - Every image reports the words it used and those it ignored (`report`); stop-words and numbers are
   neither.
 """
@@ -26,7 +30,7 @@ import unicodedata
 import zlib
 from dataclasses import dataclass, field
 
-MOTIFS = ("fractal", "flow", "waves", "landscape", "geometric", "city", "nebula")
+MOTIFS = ("fractal", "flow", "waves", "landscape", "geometric", "city", "nebula", "material")
 
 # family -> (strong words, weak words)
 MOTIF_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -51,6 +55,8 @@ MOTIF_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "city": (("city", "cityscape", "skyline", "urban", "metropolis", "downtown", "skyscraper", "building",
               "buildings", "town", "sehir", "megacity"),
              ("cyberpunk", "street", "blade runner", "futuristic", "dystopian", "tokyo")),
+    # surfaces of a material (the kind comes from a material word, else the seed)
+    "material": ((), ("material", "surface")),
     "nebula": (("nebula", "nebulae", "galaxy", "galactic", "cosmic", "cosmos", "space", "universe", "interstellar",
                 "starfield", "celestial", "astral", "supernova", "milky way", "uzay"),
                ("star", "stars", "starry", "astronomy", "aurora", "dust")),
@@ -150,15 +156,27 @@ MATERIAL_WORDS: dict[str, str] = {
     "stone": "stone", "rock": "stone", "rocky": "stone", "granite": "stone", "marble": "stone",
     "cobblestone": "stone", "brick": "stone", "concrete": "stone", "slate": "stone", "pebble": "stone",
     "gravel": "stone", "sandstone": "stone", "masonry": "stone", "tas": "stone",
+    "leather": "leather", "leathery": "leather", "suede": "leather", "hide": "leather", "rawhide": "leather",
+    "deri": "leather",
+    # ("canvas" is not here: the oil-painting style says "canvas texture" of any subject)
+    "cloth": "cloth", "fabric": "cloth", "linen": "cloth", "wool": "cloth", "woolen": "cloth", "woollen": "cloth",
+    "textile": "cloth", "cotton": "cloth", "denim": "cloth", "burlap": "cloth", "hessian": "cloth",
+    "tweed": "cloth", "woven": "cloth", "kumas": "cloth",
 }
 
-# What a material becomes: its palette and the closest family (and sub-kinds) the renderer has;
-# `tiling_motif` replaces the family for seamless textures where the picture one would not tile well.
+# Words that ask for a surface rather than a picture: with a material word they pick the `material`
+# family even when the request does not tile ("oak wood texture", "seamless granite").
+SURFACE_WORDS = frozenset({"texture", "material", "surface", "seamless", "tileable", "tiling", "tile",
+                           "tiles", "wood grain", "brushed metal"})
+
+# What a material becomes: its palette, and for pictures (not surfaces) the closest family and its
+# sub-kinds; surfaces are always the `material` family, in the kind named like the material.
 MATERIALS: dict[str, dict] = {
-    "metal": {"palette": "steel", "motif": "flow", "kinds": ["silk", "wind"]},  # brushed metal: fine strokes
-    "wood": {"palette": "wood", "motif": "flow", "kinds": ["wind"]},  # grain: long parallel strokes
-    "stone": {"palette": "stone", "motif": "landscape", "kinds": [],  # rock faces; carved tiles when tiling
-              "tiling_motif": ("geometric", ["hex"])},
+    "metal": {"palette": "steel", "motif": "flow", "kinds": ["silk", "wind"]},  # steel pictures: fine strokes
+    "wood": {"palette": "wood", "motif": "flow", "kinds": ["wind"]},  # long parallel strokes
+    "stone": {"palette": "stone", "motif": "landscape", "kinds": []},  # rock faces
+    "leather": {"palette": "leather", "motif": "material", "kinds": ["leather"]},
+    "cloth": {"palette": "cloth", "motif": "material", "kinds": ["cloth"]},
 }
 
 # Neither used nor ignored: function words, and numbers (variation labels such as "warm fractal 07").
@@ -239,6 +257,7 @@ class Parsed:
     material: str | None = None  # first material word (see MATERIALS)
     motif_source: str = "seed"  # what chose the motif: "prompt" (a family word), "material" or "seed"
     motif_contextual: bool = False  # chosen by a contextual word only ("stars", "night"), not a family noun
+    surface: bool = False  # a surface word ("texture", "seamless", "wood grain"): materials draw as surfaces
 
 
 def _motif_of(key: str) -> tuple[str, int] | None:
@@ -292,6 +311,8 @@ def parse(prompt: str, negative: str = "") -> Parsed:
             result.motif_contextual = hit[1] == 2
         if key in MATERIAL_WORDS and not negated and result.material is None:
             result.material = MATERIAL_WORDS[key]
+        if key in SURFACE_WORDS and not negated:
+            result.surface = True
         palette = PALETTE_WORDS.get(key) or _material_palette(key)
         if palette and not negated and result.palette is None and palette not in result.excluded_palettes:
             result.palette = palette  # phrases come in prompt order: first one wins
