@@ -89,9 +89,9 @@ def test_plan_game_assets_concept_texture_model():
     assert "forged steel" in concept.prompt and "forged steel" in model.prompt
     assert texture.depends_on == ["t1-concept"]
     assert model.media_type == "3d_model" and model.depends_on == ["t1-concept", "t2-texture"]
-    assert not model.renderable and "not implemented yet" in model.notes
-    assert [t.id for t in plan.renderable_tasks()] == ["t1-concept", "t2-texture"]
-    assert concept.count + texture.count == 10
+    assert model.renderable and model.count == concept.count  # one model per concept design
+    assert [t.id for t in plan.renderable_tasks()] == ["t1-concept", "t2-texture", "t3-model"]
+    assert concept.count + texture.count == 10 == plan.image_count
 
 
 def test_plan_is_deterministic_and_fingerprinted():
@@ -129,14 +129,14 @@ def test_plan_dependency_order_and_validation():
 def test_plan_table_rows_are_strings():
     rows = plan_project(GAME).to_table_rows()
     assert [r["id"] for r in rows] == ["t1-concept", "t2-texture", "t3-model"]
-    assert rows[2]["status"] == "planned" and rows[2]["depends_on"] == "t1-concept, t2-texture"
+    assert rows[2]["status"] == "render" and rows[2]["depends_on"] == "t1-concept, t2-texture"
     assert all(isinstance(v, str) for row in rows for v in row.values())
 
 
 def test_plan_video_and_texture_only_projects():
     video = plan_project(ProjectSpec(name="Ocean", intent="ocean waves, looping animation", count=6))
     assert [(t.id, t.media_type, t.renderable) for t in video.tasks] == [
-        ("t1-keyframes", "image", True), ("t2-video", "video", False)]
+        ("t1-keyframes", "image", True), ("t2-video", "video", True)]
     assert video.tasks[1].depends_on == ["t1-keyframes"]
     textures = plan_project(ProjectSpec(name="Stones", intent="seamless stone textures", count=4))
     [only] = textures.tasks
@@ -148,7 +148,7 @@ def test_count_one_keeps_the_plan_and_says_why():
     plan = plan_project(GAME.model_copy(update={"count": 1}))
     texture = plan.get("t2-texture")
     assert texture.count == 0 and not texture.renderable and "count" in texture.notes
-    assert [t.id for t in plan.renderable_tasks()] == ["t1-concept"]
+    assert [t.id for t in plan.renderable_tasks()] == ["t1-concept", "t3-model"]
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 100, 1000])
@@ -156,17 +156,17 @@ def test_count_one_keeps_the_plan_and_says_why():
 def test_counts_add_up_to_spec_count(spec, count):
     spec = spec.model_copy(update={"count": count})
     specs = task_prompt_specs(plan_project(spec), spec)
-    assert sum(s.count for s in specs) == count
+    assert sum(s.count for s in specs if s.media_type in ("image", "texture")) == count  # models/videos on top
     assert all(s.count >= 1 for s in specs)
 
 
 def test_media_defaults():
-    assert {"image", "texture"} == RENDERABLE
+    assert {"image", "texture", "3d_model", "video"} <= RENDERABLE
     assert media_defaults("texture", 768, 512) == {"width": 512, "height": 512, "tiling": True, "renderable": True,
                                                    "reason": None, "inputs": ["image"]}
     assert media_defaults("image", 768, 512)["width"] == 768
     assert media_defaults("3d_model")["inputs"] == ["image", "texture"]
-    assert "not implemented" in media_defaults("video")["reason"]
+    assert media_defaults("video")["inputs"] == ["image"]
     with pytest.raises(InvalidInputError):
         media_defaults("hologram")
 
@@ -181,7 +181,8 @@ def test_task_prompt_specs_carry_the_intent():
     assert (spec.project, spec.media_type, spec.width, spec.height, spec.tiling) == (
         "ruzgar-nft-collection", "image", 512, 512, False)
     game = task_prompt_specs(plan_project(GAME), GAME)
-    assert [s.media_type for s in game] == ["image", "texture"] and game[1].tiling
+    assert [s.media_type for s in game] == ["image", "texture", "3d_model"] and game[1].tiling
+    assert all(s.parent_id is None and s.strength is None for s in game)  # no references: txt2img
 
 
 def test_batches_are_reproducible_and_new():
@@ -191,7 +192,7 @@ def test_batches_are_reproducible_and_new():
     assert all(x.seed != y.seed for x, y in zip(b0, b1, strict=True))
     assert all(y.seed - x.seed == BATCH_SEED_STRIDE for x, y in zip(b0, b1, strict=True))
     seeded = GAME.model_copy(update={"seed": 42})
-    assert [s.seed for s in task_prompt_specs(plan, seeded, batch=2)] == [42 + 2 * BATCH_SEED_STRIDE] * 2
+    assert [s.seed for s in task_prompt_specs(plan, seeded, batch=2)] == [42 + 2 * BATCH_SEED_STRIDE] * 3
     with pytest.raises(InvalidInputError, match="batch"):
         task_prompt_specs(plan, GAME, batch=-1)
     with pytest.raises(InvalidInputError, match="plan is for project"):
@@ -249,3 +250,118 @@ def test_game_asset_prompts_render_as_metal_with_the_procedural_backend():
         (out,) = list(backend.render([request]))
         assert (out.info["palette"], out.info["material"], out.info["motif_source"]) == ("steel", "metal", "material")
         assert "medieval" in out.info["words_ignored"] and "weapons" in out.info["words_used"]
+
+
+# -- references and the dependency graph --------------------------------------------------------------
+
+def _reference(path, colour, prompt=None):
+    from PIL import Image, ImageDraw, PngImagePlugin
+
+    image = Image.new("RGB", (96, 64), colour)
+    ImageDraw.Draw(image).ellipse((20, 8, 76, 56), fill=(250, 210, 60))
+    info = PngImagePlugin.PngInfo()
+    if prompt:
+        info.add_text("parameters", f"{prompt}\nSteps: 20, Seed: 1, Size: 96x64")
+    image.save(path, pnginfo=info) if str(path).endswith(".png") else image.save(path)
+    return path
+
+
+def test_references_are_stored_learned_from_and_start_the_image_tasks(settings, tmp_path):
+    from echo_pipeline.workflows.creative_engine import CreativeEngine
+    from echo_pipeline.workflows.visual_planner import REFERENCE_STRENGTH, prepare_references, reference_style_name
+
+    engine = CreativeEngine(settings)
+    refs = [str(_reference(tmp_path / "a.png", (20, 60, 140), prompt="ocean waves at dusk")),
+            str(_reference(tmp_path / "b.jpg", (30, 70, 150)))]
+    spec = engine.projects.create("Video Game Assets", "medieval fantasy weapons", count=4, references=refs)
+    stored, style = prepare_references(engine, spec)
+    assert style == reference_style_name(spec.slug) == "references-video-game-assets"
+    # copies under references/, named by their content hash; imported as artifacts (the img2img parents)
+    assert sorted(engine.store.list_project_files(spec.slug, "references")) == sorted(
+        f"{r.sha256}{'.png' if r.source.endswith('.png') else '.jpg'}" for r in stored)
+    assert engine.store.read_project_file(spec.slug, stored[0].file) == (tmp_path / "a.png").read_bytes()
+    assert {r.artifact_id for r in stored} <= set(engine.store.catalog(spec.slug)["artifact_id"])
+    # the style learned from them: blue references, the words of the one with a prompt
+    learned = engine.styles.get(style)
+    assert "ocean" in learned.prompt and "palette" in learned.prompt
+    assert prepare_references(engine, spec) == (stored, style)  # idempotent: same copies, same artifacts
+
+    plan = plan_project(spec, stored, style)
+    concept, texture, model = plan.tasks
+    assert concept.init == [r.artifact_id for r in stored] and concept.strength == REFERENCE_STRENGTH
+    assert texture.init == [] and model.init == [] and concept.style == style
+    assert plan_fingerprint(spec) != plan_fingerprint(spec.model_copy(update={"references": []}))
+    # batch b starts from reference b mod n; everything else is txt2img as before
+    for batch in (0, 1, 2):
+        first, *rest = task_prompt_specs(plan, spec, batch=batch)
+        assert (first.parent_id, first.strength) == (stored[batch % 2].artifact_id, REFERENCE_STRENGTH)
+        assert all(s.parent_id is None for s in rest)
+    # a style the spec names wins over the learned one
+    styled = spec.model_copy(update={"style": "digital art"})
+    assert plan_project(styled, stored, style).tasks[0].style == "digital art"
+
+
+def test_keyframes_from_references_feed_the_video():
+    spec = ProjectSpec(name="Ocean", intent="ocean waves, looping animation", count=4)
+    from echo_pipeline.workflows.visual_planner import PlanReference
+
+    ref = PlanReference(source="/refs/wave.png", file="references/0123456789abcdef.png", sha256="0123456789abcdef",
+                        artifact_id="a" * 20, width=64, height=64)
+    plan = plan_project(spec, [ref], "references-ocean")
+    keyframes, video = plan.tasks
+    assert (keyframes.id, keyframes.init, video.depends_on, video.init) == ("t1-keyframes", ["a" * 20], ["t1-keyframes"], [])
+    assert plan.mermaid().splitlines() == [
+        "graph LR",
+        '    ref1[/"reference: wave.png"/]',
+        '    t1_keyframes["t1-keyframes<br/>image x4"]',
+        '    t2_video["t2-video<br/>video x1"]',
+        "    ref1 -.-> t1_keyframes",
+        "    t1_keyframes --> t2_video",
+    ]
+
+
+def test_dependency_graph_of_the_game_assets_plan():
+    graph = plan_project(GAME).mermaid()
+    assert graph.splitlines()[0] == "graph LR"
+    edges = [line.strip() for line in graph.splitlines() if "-->" in line]
+    assert edges == ["t1_concept --> t2_texture", "t1_concept --> t3_model", "t2_texture --> t3_model"]
+    assert '    t3_model["t3-model<br/>3d_model x5"]' in graph.splitlines()
+    assert "ref" not in graph
+
+
+@pytest.mark.parametrize(("reference", "error", "match"), [
+    ("missing.png", "NotFoundError", "does not exist"),
+    ("notes.txt", "InvalidInputError", "not a readable image"),
+    ("https://example.com/a.png", "InvalidInputError", "not downloaded"),
+])
+def test_bad_references_are_refused_at_plan_time(settings, tmp_path, monkeypatch, reference, error, match):
+    from echo_pipeline.workflows.creative_engine import CreativeEngine
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not an image")
+    engine = CreativeEngine(settings)
+    with pytest.raises(Exception, match=match) as info:
+        engine.projects.create("Refs", "warm fractal", references=[reference])
+    assert type(info.value).__name__ == error
+    assert not engine.projects.exists("refs")  # nothing written
+
+
+def test_cli_plan_game_assets_with_and_without_ref(cli, tmp_path, artifact_root):
+    import json
+
+    code, out, err = cli("plan", "Video Game Assets", "medieval fantasy weapons", "--size", "64", "--count", "4")
+    assert code == 0, err
+    assert "t1-concept" in out and "t3-model" in out and "img2img from" not in out and "references:" not in out
+
+    ref = _reference(tmp_path / "x.png", (120, 40, 30))
+    code, out, err = cli("plan", "Video Game Assets", "medieval fantasy weapons", "--ref", str(ref), "--json")
+    assert code == 0, err
+    planned = json.loads(out)
+    [stored] = planned["references"]
+    assert planned["reference_style"] == "references-video-game-assets"
+    assert [(t["id"], t["init"]) for t in planned["tasks"]] == [
+        ("t1-concept", stored["artifact_id"]), ("t2-texture", "-"), ("t3-model", "-")]
+    assert (artifact_root / "projects" / "video-game-assets" / stored["file"]).read_bytes() == ref.read_bytes()
+
+    code, _, err = cli("plan", "Video Game Assets", "medieval fantasy weapons", "--ref", str(tmp_path / "nope.png"))
+    assert code == 2 and "does not exist" in err

@@ -344,3 +344,34 @@ def test_quotes_in_the_create_hint_are_shell_safe(registry: ProjectRegistry):
     with pytest.raises(NotFoundError) as info:
         registry.resolve_ref('Say "Hi" $HOME')
     assert str(info.value).endswith("""echo-os plan 'Say "Hi" $HOME' "<intent>\"""")
+
+
+def test_media_is_an_alias_of_media_types_in_project_files(registry: ProjectRegistry):
+    path = registry.projects_dir / "ocean.yaml"
+    path.write_text("name: Ocean\nintent: ocean waves\nmedia: [video, image]\n")
+    spec = registry.load("ocean")
+    assert spec.media_types == ["image", "video"]
+    path.write_text("name: Ocean\nintent: ocean waves\nmedia: texture\n")
+    assert registry.load("ocean").media_types == ["texture"]  # a comma-separated string, as media_types takes
+    registry.save(registry.load("ocean"))  # written back under its own name
+    assert "media_types:" in path.read_text() and "\nmedia:" not in path.read_text()
+    path.write_text("name: Ocean\nintent: ocean waves\nmedia: [video]\nmedia_types: [texture]\n")
+    with pytest.raises(InvalidInputError, match="either 'media' or 'media_types'"):
+        registry.load("ocean")
+
+
+def test_references_are_checked_and_stored_absolute(registry: ProjectRegistry, tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(tmp_path / "ref.png")
+    spec = registry.create("Refs", "warm fractal", references=["ref.png", "ref.png", f"file://{tmp_path}/ref.png"])
+    assert spec.references == [str(tmp_path / "ref.png")]  # absolute, each once
+    assert registry.load("refs").references == spec.references
+    # hand-written relative paths are relative to the folder that holds configs/
+    path = registry.path("refs")
+    path.write_text(path.read_text().replace(f"[{tmp_path / 'ref.png'}]", "[pics/a.png]"))
+    assert registry.load("refs").references == [str((registry.projects_dir.parent.parent / "pics/a.png").resolve())]
+    with pytest.raises(NotFoundError, match="does not exist"):
+        registry.create("Refs", None, references=["nope.png"])
+    assert registry.load("refs").references != []  # nothing written by the refused update

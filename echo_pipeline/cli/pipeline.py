@@ -46,6 +46,9 @@ def plan(
     sampler: Annotated[Optional[str], typer.Option("--sampler", help="A1111 sampler name (model backends).")] = None,
     schedule: Annotated[Optional[bool], typer.Option("--schedule/--no-schedule",
                                                      help="Include in nightly batch generation.")] = None,
+    ref: Annotated[Optional[list[str]], typer.Option(
+        "--ref", help="A reference image (PNG/JPEG/WebP; repeat for more): the plan learns a style from the "
+        "references and starts its image tasks from them (img2img). Replaces the project's references.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """Create or update a project, register its partition, and materialize intent and plan."""
@@ -55,11 +58,13 @@ def plan(
     width, height = parse_size(size) if size else (None, None)
     outcome = launch.plan(settings(ctx), name, intent, style=style, count=count, width=width, height=height,
                           backend=backend, model=model, steps=steps, cfg_scale=cfg_scale, sampler=sampler,
-                          schedule=schedule)
+                          schedule=schedule, references=ref)
     spec, rows = outcome.spec, outcome.plan.to_table_rows()
+    references = [r.model_dump() for r in outcome.plan.references]
     if as_json:
         print_json({"project": spec.name, "slug": spec.slug, "run_id": outcome.run_id,
-                    "spec": str(outcome.spec_path), "tasks": rows})
+                    "spec": str(outcome.spec_path), "tasks": rows, "references": references,
+                    "reference_style": outcome.plan.reference_style})
         return
     say(f"{safe_text(spec.name)} ({spec.slug}): {safe_text(spec.intent)}")
     say(f"plan: {len(rows)} task(s)")
@@ -70,6 +75,11 @@ def plan(
     for line, row in zip(lines, rows, strict=True):  # each task's prompt on its own line, cut to the width
         say(line)
         say("    " + shorten(row["prompt"], max(20, console.width - 4)))
+        if row["init"] != "-":
+            say("    " + shorten(f"img2img from: {row['init']}", max(20, console.width - 4)))
+    if outcome.plan.references:
+        say(f"references: {len(references)} stored, style learned: {outcome.plan.reference_style}"
+            + (f" (the project's style {spec.style!r} is used)" if spec.style else ""))
     say(f"spec:      {display_path(str(outcome.spec_path))}")
     say(f"artifacts: {display_path(settings(ctx).artifact_root)}")
     say(f"run:       {outcome.run_id}")

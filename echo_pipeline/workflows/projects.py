@@ -51,6 +51,8 @@ MAX_INTENT_CHARS = MAX_PROMPT_CHARS
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _IMAGE_ONLY: list[MediaType] = ["image"]
 _SHELL_SAFE = re.compile(r"^[^\"$`\\!]*$")
+MAX_REFERENCES = 50
+REFERENCE_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "MPO"})  # MPO: JPEGs from phones and cameras
 
 
 class ProjectSpec(BaseModel):
@@ -88,7 +90,23 @@ class ProjectSpec(BaseModel):
         description="share (%) of a batch's images that must be on-style; the style_consistency check fails below it",
     )
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="base seed; derived from the prompts when empty")
+    references: list[str] = Field(
+        default_factory=list, max_length=MAX_REFERENCES,
+        description="reference images (PNG/JPEG/WebP files or file:// URLs): the plan learns a style from them "
+                    "and starts the image tasks from them (img2img)",
+    )
     created: datetime | None = Field(default=None, description="when the project was created")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _media_alias(cls, data: Any) -> Any:
+        """`media: [image, video]` in a project file means `media_types`."""
+        if isinstance(data, dict) and "media" in data:
+            if data.get("media_types") not in (None, [], "") and data.get("media") not in (None, [], ""):
+                raise ValueError("give either 'media' or 'media_types' (the same field), not both")
+            data = {k: v for k, v in data.items() if k != "media"} | (
+                {"media_types": data["media"]} if data["media"] is not None else {})
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -193,6 +211,20 @@ class ProjectSpec(BaseModel):
     def _order_media_types(cls, value: list[str]) -> list[str]:
         return order_media_types(value or ["image"])
 
+    @field_validator("references", mode="before")
+    @classmethod
+    def _split_references(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if value is None:
+            return []
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            refs = [v.strip() for v in value if v.strip()]
+            if any(_CONTROL.search(v) for v in refs):
+                raise ValueError("references contain control characters")
+            return list(dict.fromkeys(refs))  # the same reference once
+        return value
+
 
 
 class ProjectRef(BaseModel):
@@ -218,6 +250,44 @@ class ProjectRef(BaseModel):
                 f"create it with: echo-os plan {_shell_quote(self.name)} \"<intent>\""
             )
         return self.spec
+
+
+def reference_path(reference: str, base: Path) -> str:
+    """A reference as stored in a spec: `file://` URLs and relative or `~` paths made absolute
+    against `base`; other URLs are kept (and refused by `check_references`)."""
+    text = reference.strip()
+    if text.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        text = unquote(urlparse(text).path)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def check_references(references: Iterable[str]) -> builtins.list[Path]:
+    """The reference files, each checked to exist and be a readable PNG/JPEG/WebP image (one-line
+    NotFoundError/InvalidInputError naming it). Remote URLs are refused: echo-os works offline."""
+    from PIL import Image, UnidentifiedImageError
+
+    paths = []
+    for reference in references:
+        if "://" in reference and not reference.startswith("file://"):
+            raise InvalidInputError(f"reference {reference!r}: remote images are not downloaded (echo-os works "
+                                    "offline); save it and give the file")
+        path = Path(reference_path(reference, Path.cwd()))
+        if not path.is_file():
+            raise NotFoundError(f"reference {reference!r} does not exist (give a PNG, JPEG or WebP file)")
+        try:
+            with Image.open(path) as opened:
+                if opened.format not in REFERENCE_FORMATS:
+                    raise InvalidInputError(f"reference {reference!r} is {opened.format}, not PNG, JPEG or WebP")
+                opened.verify()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            raise InvalidInputError(f"reference {reference!r} is not a readable image ({exc.__class__.__name__})") from exc
+        paths.append(path)
+    return paths
 
 
 def local_model_path(model: str, base: Path) -> str:
@@ -364,6 +434,11 @@ class ProjectRegistry:
             # A hand-written './models/x.safetensors' means the same file from wherever echo-os runs
             # (a daemon, a schedule): relative to the folder that holds configs/.
             data["model"] = local_model_path(data["model"], self.projects_dir.parent.parent)
+        if isinstance(data.get("references"), str):
+            data["references"] = [data["references"]]
+        if isinstance(data.get("references"), list):  # hand-written relative paths: as for the model
+            data["references"] = [reference_path(r, self.projects_dir.parent.parent) if isinstance(r, str) else r
+                                  for r in data["references"]]
         try:
             return ProjectSpec.model_validate(data)
         except ValidationError as exc:
@@ -417,6 +492,9 @@ class ProjectRegistry:
             fields["model"] = model or fields.get("model")
         if isinstance(fields.get("model"), str):  # a relative model path typed here is stored absolute
             fields["model"] = local_model_path(fields["model"], Path.cwd())
+        if fields.get("references") is not None:  # checked now (plan time), stored absolute
+            check_references(fields["references"])
+            fields["references"] = [reference_path(r, Path.cwd()) for r in fields["references"]]
         updates = {k: v for k, v in fields.items() if v is not None}
         if intent is not None and str(intent).strip():
             updates["intent"] = intent
