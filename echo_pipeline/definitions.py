@@ -9,8 +9,8 @@ import os
 
 import dagster as dg
 
-from echo_pipeline.defs.assets import PIPELINE_ASSETS, style_presets
-from echo_pipeline.defs.jobs import batch_job, observe_styles_job, plan_job
+from echo_pipeline.defs.assets import PIPELINE_ASSETS, style_presets, work_log
+from echo_pipeline.defs.jobs import batch_job, observe_styles_job, plan_job, work_log_job
 from echo_pipeline.defs.render_job import render_job
 from echo_pipeline.defs.resonance_job import resonance_job
 from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
@@ -29,8 +29,8 @@ def _executor() -> dg.ExecutorDefinition:
 
 
 defs = dg.Definitions(
-    assets=[style_presets, *PIPELINE_ASSETS],
-    jobs=[batch_job, plan_job, observe_styles_job, render_job, resonance_job],
+    assets=[style_presets, *PIPELINE_ASSETS, work_log],
+    jobs=[batch_job, plan_job, observe_styles_job, render_job, resonance_job, work_log_job],
     schedules=[nightly_batch],
     sensors=[project_files_sensor],
     executor=_executor(),

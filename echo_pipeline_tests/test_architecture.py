@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "echo_pipeline"
 CORE = {"errors", "naming", "settings", "textsafe", "atomic", "__init__"}
 # Lowest first; a layer may import any layer at or before its position.
-ORDER = ["core", "render", "artifacts", "resonance", "workflows", "defs", "cli"]
+ORDER = ["core", "render", "media", "artifacts", "resonance", "workflows", "defs", "cli"]
 DAGSTER_ALLOWED = {"defs", "cli"}
 SAME_LAYER = {"definitions": "defs", "api": "cli"}  # the API is the CLI's layer: the two thin clients
 

@@ -1,4 +1,4 @@
-"""The Dagster layer: definitions load, the batch job materializes all seven assets per project,
+"""The Dagster layer: definitions load, the batch job materializes every asset of the graph per project,
 successive batches render new images, and the sensor and schedule fan out per project."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from echo_pipeline.render.backends.base import BackendCapabilities, BackendDescr
 from echo_pipeline.settings import Settings
 from echo_pipeline.workflows.creative_engine import CreativeEngine
 
-PIPELINE = ["intent", "plan", "prompt_set", "generated_images", "quality_scores", "style_memory", "gallery"]
+PIPELINE = ["intent", "plan", "prompt_set", "generated_images", "textures", "models_3d", "videos", "interactive_pieces",
+            "quality_scores", "style_memory", "gallery"]
 
 
 @pytest.fixture

@@ -424,7 +424,7 @@ def _add_routes(app: FastAPI, api: _Api) -> None:
             api.settings, body.prompt, project=body.project, parent=parent, size=body.size, backend=body.backend,
             model=body.model, steps=body.steps, cfg_scale=body.cfg_scale, sampler=body.sampler, strength=body.strength,
             style=body.style, count=body.count, seed=body.seed, negative_prompt=body.negative_prompt,
-            media_type=body.media_type, tiling=body.tiling or body.media_type == "texture")
+            media_type=body.media_type, tiling=body.tiling or body.media_type == "texture", media=body.media_options)
         checked = launch.check_render(api.settings, spec, backend=backend, model=model)
         api.limits.check(len(checked.requests), (spec.width, spec.height))
 

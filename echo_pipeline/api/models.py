@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.naming import MAX_PROJECT_NAME
 from echo_pipeline.render.prompt_engine import MAX_COUNT
 from echo_pipeline.render.requests import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE
@@ -79,8 +80,26 @@ class RenderBody(_Body):
     steps: int | None = Field(default=None, ge=1, le=500)
     cfg_scale: float | None = Field(default=None, ge=0.0, le=50.0)
     sampler: Text | None = Field(default=None, max_length=MAX_NAME_CHARS)
-    media_type: Literal["image", "texture"] = "image"
+    media_type: Literal["image", "texture", "video", "3d_model", "interactive"] = "image"
     tiling: bool = False
+    frames: int | None = Field(default=None, ge=2, le=600, description="video: frames (default 48).")
+    fps: int | None = Field(default=None, ge=1, le=60, description="video: frames per second (default 12).")
+    loop: bool | None = Field(default=None, description="video: the last frame flows into the first.")
+    motion: Literal["auto", "walk", "zoom", "cycle"] | None = Field(default=None, description="video: camera/parameter motion.")
+    keyframes: int | None = Field(default=None, ge=1, le=8, description="video: keyframe images (default 3).")
+    method: Literal["auto", "extrude", "heightfield", "shap-e"] | None = Field(
+        default=None, description="3d_model: how the mesh is made from the concept image.")
+
+    @property
+    def media_options(self) -> dict[str, Any] | None:
+        """The media options given, for `media_type` video or 3d_model (others take none)."""
+        video = {k: v for k, v in (("frames", self.frames), ("fps", self.fps), ("loop", self.loop),
+                                   ("motion", self.motion), ("keyframes", self.keyframes)) if v is not None}
+        mesh = {"method": self.method} if self.method is not None else {}
+        for kind, given in (("video", video), ("3d_model", mesh)):
+            if given and self.media_type != kind:
+                raise InvalidInputError(f"{next(iter(given))} is for media_type {kind}, not {self.media_type}")
+        return (video if self.media_type == "video" else mesh if self.media_type == "3d_model" else {}) or None
 
     @property
     def size(self) -> tuple[int, int] | None:

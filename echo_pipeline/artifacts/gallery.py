@@ -404,12 +404,41 @@ def gallery_entries(
             "parameters": _text(_parameters(row), newlines=True),
             "problem": (broken or {}).get(artifact_id),
         }
+        media = entry["media"]
+        if media and media != "image":
+            entry.update(_media_entry(row, artifact_id, base))
         if base is not None:
             qid = quote(artifact_id, safe="")
             entry["thumb"] = f"{base}/thumbs/{qid}.jpg"
             entry["image"] = f"{base}/images/{qid}.png"
         entries.append(entry)
     return entries
+
+
+def _media_entry(row: dict[str, Any], artifact_id: str, base: str | None) -> dict[str, Any]:
+    """A media artifact's files (links the page plays or offers: MP4/GIF, GLB/OBJ, maps, HTML), what
+    it was made from and its few numbers; read from the record only for media rows (few of them)."""
+    try:
+        info = json.loads(str(row.get("record_json") or "{}")).get("info") or {}
+    except ValueError:
+        return {}
+    names = sorted(info.get("media_files") or {})
+    qid = quote(artifact_id, safe="")
+    files = {name: f"{base}/media/{qid}/{quote(name)}" for name in names} if base is not None else {}
+    facts: dict[str, Any] = {}
+    if info.get("seam"):
+        facts["seam ratio"] = info["seam"].get("seam_ratio")
+    if info.get("mesh"):
+        facts.update({"triangles": info["mesh"].get("triangles"), "watertight": info["mesh"].get("watertight"),
+                      "mesh method": info["mesh"].get("method")})
+    if info.get("video"):
+        video = info["video"]
+        facts.update({"frames": video.get("frames"), "fps": video.get("fps"), "loop": video.get("loop"),
+                      "audio": (video.get("audio") or {}).get("name") if isinstance(video.get("audio"), dict) else None})
+    inputs = {role: [str(i) for i in ids] for role, ids in (info.get("inputs") or {}).items()}
+    return {"files": files, "inputs": inputs,
+            "facts": {k: (v if isinstance(v, (int, float, bool)) or v is None else _text(str(v)))
+                      for k, v in facts.items() if v is not None}}
 
 
 def _total(entry: dict[str, Any]) -> float | None:

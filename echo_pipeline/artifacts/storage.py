@@ -6,6 +6,8 @@ Layout under the root (any fsspec URL or a local path)::
     projects/<slug>/thumbs/<artifact_id>.jpg      JPEG, longest side 256
     projects/<slug>/catalog/part-<UTC stamp>-<uuid8>.parquet   one part per append (no locks needed)
     projects/<slug>/project.json                  project metadata
+    projects/<slug>/media/<artifact_id>/<file>    a media artifact's files (texture maps, MP4/GIF, GLB/OBJ,
+                                                  HTML); its PNG is the albedo, poster, preview or snapshot
 
 Every file is written to `<path>.tmp-<uuid>` and then moved into place (`echo_pipeline.atomic`), so
 a crash leaves at most `*.tmp-*` files behind, never a half-written image or catalog part.
@@ -69,6 +71,7 @@ THUMB_QUALITY = 85
 MIN_PREFIX = 4
 MAX_CANDIDATES = 5
 QUARANTINE_DIR = "quarantine"
+MEDIA_DIR = "media"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PART = re.compile(r"^part-.+\.parquet$")
 
@@ -376,6 +379,24 @@ class ArtifactStore:
         self._write_atomic(png_key, data)
         self._write_atomic(thumb_key, make_thumbnail(image))
         return record
+
+    def write_media_files(self, project: str, artifact_id: str, files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+        """Atomically write a media artifact's files (before its PNG: a stored PNG means its files
+        are there); returns {name: {"sha256", "bytes"}} for the record's `info["media_files"]`."""
+        written: dict[str, dict[str, Any]] = {}
+        for name, data in files.items():
+            self.write_project_file(project, f"{MEDIA_DIR}/{artifact_id}/{name}", data)
+            written[name] = {"sha256": sha256_hex(data), "bytes": len(data)}
+        return written
+
+    def media_file_path(self, project: str, artifact_id: str, name: str) -> str:
+        return self.project_file_path(project, f"{MEDIA_DIR}/{artifact_id}/{name}")
+
+    def read_media_file(self, project: str, artifact_id: str, name: str) -> bytes:
+        data = self.read_project_file(project, f"{MEDIA_DIR}/{artifact_id}/{name}")
+        if data is None:
+            raise NotFoundError(f"{artifact_id} has no media file {name!r}")
+        return data
 
     def write_thumbnail(self, project: str, artifact_id: str, image: Image.Image | None = None) -> str:
         """(Re)write the thumbnail from `image` or from the stored PNG; returns its path."""

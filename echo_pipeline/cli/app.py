@@ -16,7 +16,7 @@ import typer
 from typer._click import exceptions as click_errors  # typer vendors click: its own exception classes
 
 from echo_pipeline import __version__
-from echo_pipeline.cli import artifacts, export, gallery, memory, models, pipeline, render, serve, style
+from echo_pipeline.cli import artifacts, export, gallery, memory, models, pipeline, render, serve, style, worklog
 from echo_pipeline.errors import EchoError, Interrupted, InvalidInputError
 
 app = typer.Typer(
@@ -39,6 +39,8 @@ app.command("resonance")(pipeline.resonance)
 app.command("models")(models.models)
 app.command("compare")(models.compare)
 app.command("serve")(serve.serve)
+app.command("commit")(worklog.commit)
+app.command("log")(worklog.log)
 app.add_typer(style.app, name="style")
 app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(export.app, name="export")

@@ -1,6 +1,8 @@
 """The per-project asset graph. Each asset is a thin wrapper over one ProjectPipeline step.
 
 intent -> plan -> prompt_set -> generated_images -> quality_scores -> style_memory -> gallery
+with the media made from the images between generated_images and quality_scores:
+generated_images -> textures -> models_3d; generated_images -> videos; generated_images -> interactive_pieces
 
 Metadata makes the UI useful (counts, a thumbnail grid, tables of new images and scores);
 `data_version` is a content hash of what the step produced, so staleness downstream is real;
@@ -53,6 +55,8 @@ def _result(step: StepResult, *, table: str | None = None, check_results=None) -
         from echo_pipeline.artifacts.gallery import thumbnail_grid_markdown
 
         metadata["preview"] = dg.MetadataValue.md(thumbnail_grid_markdown(step.images))
+    for key, text in step.markdown.items():
+        metadata[key] = dg.MetadataValue.md(text)
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(step.data_version),
                                 check_results=check_results)
 
@@ -80,7 +84,7 @@ def intent(context: dg.AssetExecutionContext, echo: EchoResource,
     return _result(_observed(observer, "intent", _pipeline(context, echo).intent()))
 
 
-@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[intent])
+@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="2", deps=[intent])
 def plan(context: dg.AssetExecutionContext, echo: EchoResource,
          observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
     """Typed tasks (image, texture, video, 3d_model) with dependencies."""
@@ -121,8 +125,40 @@ def generated_images(context: dg.AssetExecutionContext, echo: EchoResource, imag
     return _result(step, table="images", check_results=[check])
 
 
+def _media_asset(name: str, media_type: str, deps: list, description: str, kinds: set[str]):
+    """One asset per media type: the prompt set's requests of that type, made from the images (and
+    textures) of the assets it depends on; lineage to those source artifacts is in each record."""
+
+    @dg.asset(name=name, partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=deps,
+              pool="gpu", kinds=kinds, description=description)
+    def media_asset(context: dg.AssetExecutionContext, echo: EchoResource, image_backend: ImageBackendResource,
+                    observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
+        pipeline = _pipeline(context, echo)
+        step = _observed(observer, name, pipeline.make_media(
+            media_type, image_backend.get(pipeline.spec.backend, pipeline.spec.model), run_id=context.run.run_id,
+            progress=observer.progress))
+        return _result(step, table=name)
+
+    return media_asset
+
+
+textures = _media_asset("textures", "texture", [generated_images], "Seamless material textures with their height, "
+                        "normal (OpenGL, +Y up) and roughness maps and a seam measure.", {"python", "image"})
+models_3d = _media_asset("models_3d", "3d_model", [generated_images, textures], "3D models (GLB with the texture "
+                         "embedded, OBJ+MTL) from the concept images and textures, with rendered previews.",
+                         {"python", "3d"})
+videos = _media_asset("videos", "video", [generated_images], "Videos (MP4 H.264 and GIF) from the keyframe images: "
+                      "parameter interpolation, fractal zooms, palette cycles, img2img chains; audio-driven "
+                      "when a track is given.", {"python", "video"})
+interactive_pieces = _media_asset("interactive_pieces", "interactive", [generated_images], "Self-contained HTML pages "
+                                  "that draw the images' procedural pieces live (pan, zoom, animate, keep a view).",
+                                  {"python", "html"})
+MEDIA_ASSETS = [textures, models_3d, videos, interactive_pieces]
+
+
 @dg.asset(
-    partitions_def=projects_partitions, group_name=GROUP, code_version="2", deps=[generated_images],
+    partitions_def=projects_partitions, group_name=GROUP, code_version="2",
+    deps=[generated_images, *MEDIA_ASSETS],
     check_specs=[dg.AssetCheckSpec("style_consistency", asset="quality_scores", partitions_def=projects_partitions,
                                    description="At least the project's style_target % of the newly scored images "
                                                "reach its per-image style_threshold.")],
@@ -163,4 +199,55 @@ def gallery(context: dg.AssetExecutionContext, echo: EchoResource,
     return _result(_observed(observer, "gallery", _pipeline(context, echo).gallery()))
 
 
-PIPELINE_ASSETS = [intent, plan, prompt_set, generated_images, quality_scores, style_memory, gallery]
+PIPELINE_ASSETS = [intent, plan, prompt_set, generated_images, *MEDIA_ASSETS, quality_scores, style_memory, gallery]
+
+
+class WorkLogConfig(dg.Config):
+    """What `echo-os commit` records: the message and the minutes spent (0-10000)."""
+
+    message: str
+    minutes: int = 0
+
+
+def _work_log_metadata(entry) -> dict:
+    """The entry as materialization metadata: numbers as numbers (plotted on the asset's timeline)."""
+    runs = dg.MetadataValue.table(
+        records=[dg.TableRecord({"run_id": r.run_id, "job": r.job, "status": r.status,
+                                 "started": r.started.isoformat(timespec="seconds") if r.started else "-"})
+                 for r in entry.runs],
+        schema=dg.TableSchema(columns=[dg.TableColumn("run_id", "string"), dg.TableColumn("job", "string"),
+                                       dg.TableColumn("status", "string"), dg.TableColumn("started", "string")]))
+    metadata: dict = {
+        "entry": entry.id, "message": entry.message, "minutes": dg.MetadataValue.int(entry.minutes),
+        "new_artifacts": dg.MetadataValue.int(entry.artifact_count),
+        **{f"new_{kind}": dg.MetadataValue.int(n) for kind, n in entry.new_artifacts.items()},
+        "run_count": dg.MetadataValue.int(len(entry.runs)), "runs": runs,
+        "run_seconds": dg.MetadataValue.float(entry.run_seconds),
+        "summary": dg.MetadataValue.md(entry.summary_markdown()),
+    }
+    if entry.style_memory_version is not None:
+        metadata["style_memory_version"] = dg.MetadataValue.int(entry.style_memory_version)
+    for key in ("mean_score_before", "mean_score_after", "score_delta"):
+        value = getattr(entry, key)
+        if value is not None:
+            metadata[key] = dg.MetadataValue.float(float(value))
+    return metadata
+
+
+# Downstream of the steps whose results it counts, for lineage (the UI shows it stale after new work);
+# its job selects it alone, so a commit never re-runs the graph, and the `default` project (renders,
+# no spec) can commit too.
+@dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="1", kinds={"python"},
+          deps=[generated_images, quality_scores, style_memory])
+def work_log(context: dg.AssetExecutionContext, config: WorkLogConfig, echo: EchoResource,
+             observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
+    """One work log entry (`echo-os commit`): runs, new artifacts per media type, style memory version,
+    mean scores before and after, and the time spent since the project's last entry."""
+    from echo_pipeline.defs.launch import project_runs
+    from echo_pipeline.workflows.work_log import WorkLog
+
+    entry = WorkLog(echo.engine().store).commit(context.partition_key, config.message, config.minutes,
+                                                runs=project_runs(context.instance, context.partition_key))
+    observer.step_finished("work_log", entry)
+    context.log.info(f"work log entry {entry.id}: {entry.artifact_count} new artifact(s), {len(entry.runs)} run(s)")
+    return dg.MaterializeResult(metadata=_work_log_metadata(entry), data_version=dg.DataVersion(entry.id))

@@ -28,6 +28,7 @@ up the run, which then uses that same backend through `ImageBackendResource` (`p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -61,6 +62,7 @@ if TYPE_CHECKING:  # Dagster is imported when a run starts, after `render` has s
 
     from echo_pipeline.workflows.feedback_loop import LoopReport
     from echo_pipeline.workflows.model_comparison import Comparison
+    from echo_pipeline.workflows.work_log import Pending, RunRef, WorkLogEntry
 
 WORKSPACE_FILE = PACKAGE_DIR.parent / "workspace.yaml"
 PROJECT_JOBS = ("batch", "plan_project")
@@ -247,7 +249,9 @@ def render(settings: Settings, spec: PromptSpec, *, backend: str | None = None, 
 
         def start_rendering() -> dict[str, Any]:
             # Inside the project guard: nothing starts for a busy project.
-            image_backend.prefetch(BatchProcessor(engine.store, image_backend).pending(requests))
+            # Plain images only: media requests are made after them, from their sources.
+            image_backend.prefetch([r for r in BatchProcessor(engine.store, image_backend).pending(requests)
+                                    if r.media is None])
             from echo_pipeline.defs.resources import ImageBackendResource, PreparedBackends
 
             return {"image_backend": ImageBackendResource(**ImageBackendResource.config_for(settings),
@@ -316,8 +320,16 @@ def batch(settings: Settings, project: str, *, count: int | None = None, style: 
                       run_config={"ops": {"prompt_set": {"config": overrides}}} if overrides else None,
                       run_id=run_id)
     generated: GenerateOutcome = collector.results["generated_images"]
+    combined = generated.result
+    for name in ("textures", "models_3d", "videos", "interactive_pieces"):
+        made: GenerateOutcome | None = collector.results.get(name)
+        if made is not None and made.result.requests:  # the media of the batch count as its artifacts
+            combined = dataclasses.replace(
+                combined, requests=combined.requests + made.result.requests, new=combined.new + made.result.new,
+                existing=combined.existing + made.result.existing, recovered=combined.recovered + made.result.recovered,
+                seconds=combined.seconds + made.result.seconds)
     memory = collector.results.get("style_memory")
-    return BatchOutcome(spec=spec, run_id=result.run_id, batch=generated.batch, result=generated.result,
+    return BatchOutcome(spec=spec, run_id=result.run_id, batch=generated.batch, result=combined,
                         scores=collector.results.get("quality_scores"),
                         style_memory_images=memory.count if memory is not None else None,
                         gallery=collector.results.get("gallery"), run_seconds=time.perf_counter() - started,
@@ -801,6 +813,61 @@ def _run_info(record: Any) -> RunInfo:
                    backfill=run.tags.get("dagster/backfill"))
 
 
+
+# -- the work log -----------------------------------------------------------------------------------
+WORK_LOG_JOB = "work_log_job"
+
+
+@dataclass
+class CommitOutcome:
+    """What `commit` did: the new entry (None when there was nothing to commit), what it found, the run."""
+
+    project: str
+    entry: WorkLogEntry | None
+    pending: Pending
+    run_id: str | None
+
+
+def project_runs(instance: dg.DagsterInstance, slug: str, *, limit: int = 500) -> list[RunRef]:
+    """The project's runs on the instance for its work log, oldest first: partitioned runs and
+    `render` runs (PROJECT_TAG); work log runs themselves are not work to log."""
+    import dagster as dg
+
+    from echo_pipeline.defs.instance import PARTITION_TAG, PROJECT_TAG
+    from echo_pipeline.workflows.work_log import RunRef
+
+    records = {r.dagster_run.run_id: r for tag in (PARTITION_TAG, PROJECT_TAG)
+               for r in instance.get_run_records(filters=dg.RunsFilter(tags={tag: slug}), limit=limit)}
+    ordered = sorted(records.values(), key=lambda r: r.create_timestamp)
+    return [RunRef(run_id=info.run_id, job=info.job, status=info.status, seconds=info.seconds,
+                   started=info.started.astimezone() if info.started else None)  # local time, with its zone
+            for info in map(_run_info, ordered) if info.job != WORK_LOG_JOB]
+
+
+def commit(settings: Settings, message: str, minutes: int = 0, project: str | None = None, *, wait: bool = False,
+           notify: NotifyFn | None = None, run_id: str | None = None) -> CommitOutcome:
+    """Record what happened in the project (None = `default`) since its last work log entry as one
+    `work_log_job` run (the `work_log` materialization carries the entry as metadata). With no new
+    run or artifact nothing runs: the outcome's entry is None and `pending.nothing_message()` says why."""
+    from echo_pipeline.defs.instance import get_instance, reap_dead_runs
+    from echo_pipeline.workflows.work_log import WorkLog, check_message, check_minutes
+
+    message, minutes = check_message(message), check_minutes(minutes)
+    engine = CreativeEngine(settings)
+    slug = engine.resolve_project(project).slug
+    engine.store.check_writable()
+    instance = get_instance()
+    reap_dead_runs(instance)
+    pending = WorkLog(engine.store).pending(slug, project_runs(instance, slug))
+    if pending.empty:
+        return CommitOutcome(project=slug, entry=None, pending=pending, run_id=None)
+    collector = _Collector(None)
+    result = _execute(settings, WORK_LOG_JOB, partition_key=slug, observer=collector, wait=wait, notify=notify,
+                      run_config={"ops": {"work_log": {"config": {"message": message, "minutes": minutes}}}},
+                      run_id=run_id)
+    return CommitOutcome(project=slug, entry=collector.results["work_log"], pending=pending, run_id=result.run_id)
+
 __all__ = ["BackfillOutcome", "BatchCheck", "BatchOutcome", "Interrupted", "PlanOutcome", "RenderCheck",
            "RenderOutcome", "RunFailedError", "RunInfo", "backfill", "batch", "check_batch", "check_render",
            "daemon_running", "plan", "prompt_spec", "refine", "refine_spec", "render", "resource_config", "runs"]
+__all__ += ["CommitOutcome", "commit", "project_runs"]

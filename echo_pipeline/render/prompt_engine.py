@@ -18,6 +18,7 @@ import re
 import warnings
 import zlib
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -62,6 +63,8 @@ class PromptSpec(BaseModel):
     media_type: MediaType = "image"
     parent_id: str | None = Field(default=None, description="img2img: the artifact every image starts from")
     strength: float | None = Field(default=None, description="img2img: how far from the parent (0-1)")
+    media: dict[str, Any] | None = Field(default=None, description="options of a media kind made from sources "
+                                         "(video: frames, fps, loop...; 3d_model: method); see workflows/multi_modal.py")
 
 
 def check_seed_range(seed: int, images: int, *, what: str = "seed") -> int:

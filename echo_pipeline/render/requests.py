@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,7 +18,7 @@ MIN_SIDE = 64
 MAX_SIDE = 2048
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 2000
-MediaType = Literal["image", "texture", "video", "3d_model"]
+MediaType = Literal["image", "texture", "video", "3d_model", "interactive"]
 
 # Fields that decide the pixels; everything else in the request is bookkeeping.
 PIXEL_FIELDS = (
@@ -44,6 +44,9 @@ class RenderRequest(BaseModel):
     tiling: bool = False
     parent_id: str | None = Field(default=None, description="artifact refined by this request (img2img)")
     strength: float | None = Field(default=None, ge=0.0, le=1.0, description="img2img denoising strength")
+    media: dict[str, Any] | None = Field(
+        default=None, description="what a media artifact is made of and how (workflows/media_production.py): "
+                                  "its kind, options (frames, fps, loop, method...) and source requests; hashed when set")
     # Bookkeeping (not hashed)
     source_prompt: str = Field(default="", description="the user's prompt before the style was applied")
     style: str | None = None
@@ -68,7 +71,10 @@ class RenderRequest(BaseModel):
         return self
 
     def pixel_key(self) -> dict:
-        return {name: getattr(self, name) for name in PIXEL_FIELDS}
+        key = {name: getattr(self, name) for name in PIXEL_FIELDS}
+        if self.media is not None:  # only then: ids of plain images stay what they always were
+            key["media"] = self.media
+        return key
 
     @property
     def request_id(self) -> str:

@@ -6,6 +6,12 @@ One request -> one artifact whose id is the request id, so a request that is alr
 skipped (and reported as such). Images are written one at a time as the backend streams them and
 the catalog is appended every few images, so a crash loses at most the images in flight; the
 store's `reconcile` adopts PNGs that were written but not yet catalogued before the next batch.
+
+Media requests (`RenderRequest.media`: videos, 3D models, interactive pieces) come after the plain
+ones: their source requests are found in the store or rendered first (stored as artifacts of their
+own), then `workflows/media_production.py` makes the media's files, written before its PNG (the
+poster, preview or snapshot), so a stored PNG always means its files are complete. Textures get
+their derived maps the same way.
 """
 
 from __future__ import annotations
@@ -15,11 +21,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+from PIL import Image
+
 from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.artifacts.storage import ArtifactStore
 from echo_pipeline.errors import NotFoundError
 from echo_pipeline.render.backends.base import ImageBackend, ParentImage, RenderedImage
 from echo_pipeline.render.requests import RenderRequest
+from echo_pipeline.workflows.media_production import MediaProducer
+from echo_pipeline.workflows.multi_modal import sources_of
 
 CATALOG_FLUSH_EVERY = 16  # images per catalog part: fewer small files, little loss on a crash
 
@@ -90,18 +100,41 @@ class BatchProcessor:
                 reported[0] = value
                 progress(value, total, None)
 
+        plain = [r for r in todo if r.media is None]
+        made = [r for r in todo if r.media is not None]
+        producer = MediaProducer(self.store, self.backend)
+
+        def store(rendered: RenderedImage) -> ArtifactRecord:
+            request = rendered.request
+            info, files = rendered.info, {}
+            if request.media_type == "texture":
+                info, files = producer.texture(rendered)
+            record = ArtifactRecord(
+                artifact_id=request.request_id, project=request.project, request=request,
+                backend=description, info=info, parent_id=request.parent_id, run_id=run_id,
+            )
+            return self._save(record, rendered.image, rendered.png_text, files, result, pending)
+
         try:
-            for rendered in self._rendered(todo, step_progress):
-                request = rendered.request
+            for rendered in self._rendered(plain, lambda f: step_progress(f * len(plain) / total)):
+                stored = store(rendered)
+                done += 1
+                reported[0] = float(done)
+                if progress is not None:
+                    progress(done, total, stored)
+            for request in made:
+                base = done
+
+                def media_progress(d: float, t: int, base: int = base) -> None:
+                    step_progress((base + (d / t if t else 0.0)) / total)
+
+                sources = self._sources(request, store, result)
+                output = producer.produce(request, sources, media_progress)
                 record = ArtifactRecord(
-                    artifact_id=request.request_id, project=request.project, request=request,
-                    backend=description, info=rendered.info, parent_id=request.parent_id, run_id=run_id,
+                    artifact_id=request.request_id, project=request.project, request=request, backend=description,
+                    info=output.info, parent_id=None, run_id=run_id,
                 )
-                stored = self.store.save(record, rendered.image, extra_text=rendered.png_text)
-                result.new.append(stored)
-                pending.append(stored)
-                if len(pending) >= CATALOG_FLUSH_EVERY:
-                    self._flush(pending)
+                stored = self._save(record, output.image, {}, output.files, result, pending)
                 done += 1
                 reported[0] = float(done)
                 if progress is not None:
@@ -111,6 +144,33 @@ class BatchProcessor:
             self._flush(pending)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _save(self, record: ArtifactRecord, image: Image.Image, png_text: dict[str, str], files: dict[str, bytes],
+              result: BatchResult, pending: list[ArtifactRecord]) -> ArtifactRecord:
+        if files:
+            written = self.store.write_media_files(record.project, record.artifact_id, files)
+            record = record.model_copy(update={"info": {**record.info, "media_files": written}})
+        stored = self.store.save(record, image, extra_text=png_text)
+        result.new.append(stored)
+        pending.append(stored)
+        if len(pending) >= CATALOG_FLUSH_EVERY:
+            self._flush(pending)
+        return stored
+
+    def _sources(self, request: RenderRequest, store: Callable[[RenderedImage], ArtifactRecord],
+                 result: BatchResult) -> dict[str, list[ArtifactRecord]]:
+        """The stored artifacts a media request is made from, rendering (and storing) those that
+        are not stored yet; the batch's own earlier requests are found, not rendered twice."""
+        wanted = {role: self.prepare(reqs) for role, reqs in sources_of(request).items()}
+        flat = [r for reqs in wanted.values() for r in reqs]
+        existing, todo = self._split(flat)
+        found = {r.artifact_id: r for r in existing}
+        found.update({r.artifact_id: r for r in result.new})
+        fresh = [r for r in todo if r.request_id not in found]
+        for rendered in self._rendered(fresh, lambda _f: None):
+            stored = store(rendered)
+            found[stored.artifact_id] = stored
+        return {role: [found[r.request_id] for r in reqs] for role, reqs in wanted.items()}
 
     def _rendered(self, todo: list[RenderRequest], step_progress: Callable[[float], None]) -> Iterator[RenderedImage]:
         """txt2img requests through `render` (streamed, batched by the backend), then img2img ones

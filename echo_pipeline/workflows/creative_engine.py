@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import re
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from echo_pipeline.artifacts.metadata import sha256_hex
 from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.artifacts.storage import ArtifactStore
 from echo_pipeline.errors import InvalidInputError, NotFoundError
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 # `refine <id> "add rain effects"`); anything else is a new prompt for the same picture.
 _REFINE_ADD = re.compile(r"^(?:add|adding|with|plus|and|more)\s+(?P<what>.+)$", re.IGNORECASE)
 REFINE_STRENGTH = 0.5
+AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
 
 
 class CreativeEngine:
@@ -97,8 +99,20 @@ class CreativeEngine:
 
     def plan_requests(self, spec: PromptSpec) -> list[RenderRequest]:
         """Validate the spec (project name, style, size, count) and expand it into requests."""
+        from echo_pipeline.workflows.multi_modal import MADE_FROM_SOURCES, with_sources
+
         project = project_slug(spec.project or DEFAULT_PROJECT)
-        return self.prompts.build_requests(spec.model_copy(update={"project": project}))
+        requests = self.prompts.build_requests(spec.model_copy(update={"project": project}))
+        if spec.media_type in MADE_FROM_SOURCES:
+            # A video, 3D model or interactive piece names the requests it is made from.
+            requests = [with_sources(r, spec.media) for r in requests]
+        elif spec.media and set(spec.media) == {"view"} and spec.media_type == "image":
+            # A view kept in an interactive page, drawn by the live renderer as a PNG.
+            requests = [r.model_copy(update={"media": {"kind": "view", "options": {"view": spec.media["view"]},
+                                                       "sources": {}}}) for r in requests]
+        elif spec.media:
+            raise InvalidInputError(f"{spec.media_type} takes no media options ({', '.join(spec.media)})")
+        return requests
 
     def render(
         self,
@@ -130,13 +144,35 @@ class CreativeEngine:
         except NotFoundError:
             return self.store.find(init)  # a parent from another project
 
+    def store_audio(self, path: str | os.PathLike[str], project: str) -> dict[str, Any]:
+        """Copy an audio track (WAV, MP3, FLAC, OGG, M4A) into the project's store, named by its
+        content hash, so a video made from it can be re-made from the record; returns the `audio`
+        video option ({"name", "path", "sha256"}). The track is decoded once here, so a file that is
+        not audio fails now with one line, not in the middle of a run."""
+        from pathlib import Path
+
+        from echo_pipeline.media.audio import load_audio
+
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise NotFoundError(f"audio track {str(path)!r} does not exist")
+        suffix = file.suffix.lower()
+        if suffix not in AUDIO_SUFFIXES:
+            raise InvalidInputError(f"audio track {file.name!r}: use one of {', '.join(AUDIO_SUFFIXES)}")
+        load_audio(str(file))
+        data = file.read_bytes()
+        digest = sha256_hex(data)
+        relpath = f"audio/{digest[:16]}{suffix}"
+        if self.store.read_project_file(project, relpath) is None:
+            self.store.write_project_file(project, relpath, data)
+        return {"name": file.name, "path": relpath, "sha256": digest}
+
     def import_image(self, path: str | os.PathLike[str], project: str) -> ArtifactRecord:
         """Store an image file (PNG, JPEG, WebP...) as an artifact of `project` (backend 'import'),
         its id derived from the file's pixels, so importing twice stores it once. Sides above the
         render limit are scaled down to fit."""
         from PIL import Image, UnidentifiedImageError
 
-        from echo_pipeline.artifacts.metadata import sha256_hex
         from echo_pipeline.artifacts.records import ArtifactRecord
         from echo_pipeline.render.backends.base import BackendDescription
         from echo_pipeline.render.requests import MAX_SIDE, MIN_SIDE

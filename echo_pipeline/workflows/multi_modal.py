@@ -1,32 +1,38 @@
 """Multi-modal tasks: which media types exist, how each one is produced, and what it needs as input.
 
-A plan mixes four media types (`render.requests.MediaType`):
+| media type  | produced by                                                  | sources (planned dependencies)   |
+|-------------|--------------------------------------------------------------|----------------------------------|
+| image       | an image backend (txt2img / img2img)                         | -                                |
+| texture     | an image backend (square, tiling=True), then its height,     | a concept/reference image when   |
+|             | normal and roughness maps and a seam measure                 | planned                          |
+| video       | keyframes from the backend, frames by parameter interpolation | keyframe images                  |
+|             | (procedural) or img2img chains (model backends); MP4 + GIF   |                                  |
+| 3d_model    | a mesh from the concept image, UV-mapped with the texture    | a concept image and a texture    |
+| interactive | a self-contained HTML page drawing the piece live            | an image (its procedural params) |
 
-| media type | produced by                                   | inputs (planned dependencies)          |
-|------------|-----------------------------------------------|-----------------------------------------|
-| image      | an image backend, now (txt2img)               | -                                       |
-| texture    | an image backend, now (square, tiling=True)   | a concept/reference image when planned  |
-| 3d_model   | planned, not implemented yet                  | a concept image and a texture           |
-| video      | planned, not implemented yet                  | keyframe images                         |
-
-Only `RENDERABLE` types are rendered. 3d_model and video tasks stay in the plan with their
-dependencies, `renderable=False` and the reason, so the plan is honest about what the pipeline will
-make; nothing ever fakes their output.
+Media made from sources (`MADE_FROM_SOURCES`) carry what they are made of in `RenderRequest.media`
+(`with_sources`): the kind, the options (frames, fps, loop, method...) and the source requests
+themselves, so the request id covers everything that decides the output, the sources are rendered
+(or found stored) by the same batch, and the artifact's lineage names them. The work itself is
+`workflows/media_production.py`.
 """
 
 from __future__ import annotations
 
 import re
-from typing import get_args
+from typing import Any, get_args
 
 from echo_pipeline.errors import InvalidInputError
-from echo_pipeline.render.requests import MAX_SIDE, MIN_SIDE, MediaType
+from echo_pipeline.render.requests import MAX_SIDE, MIN_SIDE, MediaType, RenderRequest
 
-#: Media types rendered now by the image backends.
-RENDERABLE: frozenset[str] = frozenset({"image", "texture"})
+#: Media types the pipeline makes (all of them: nothing is planned that cannot be produced).
+RENDERABLE: frozenset[str] = frozenset({"image", "texture", "3d_model", "video", "interactive"})
+
+#: Media types made from other artifacts (their requests carry `media`), not by a backend alone.
+MADE_FROM_SOURCES: frozenset[str] = frozenset({"3d_model", "video", "interactive"})
 
 #: Canonical order of media types (plans and intents list them in this order).
-MEDIA_ORDER: tuple[str, ...] = ("image", "texture", "3d_model", "video")
+MEDIA_ORDER: tuple[str, ...] = ("image", "texture", "3d_model", "video", "interactive")
 assert set(MEDIA_ORDER) == set(get_args(MediaType))
 
 #: What each media type is made from (media types of the tasks it depends on when those are planned).
@@ -35,15 +41,11 @@ MEDIA_INPUTS: dict[str, tuple[str, ...]] = {
     "texture": ("image",),
     "3d_model": ("image", "texture"),
     "video": ("image",),
+    "interactive": ("image",),
 }
 
 #: Why a media type is not rendered (only for types outside RENDERABLE).
-NOT_RENDERABLE_REASONS: dict[str, str] = {
-    "3d_model": "3d_model generation is planned but not implemented yet: its concept images and textures "
-                "are rendered, the mesh itself is not",
-    "video": "video generation is planned but not implemented yet: its keyframe images are rendered, "
-             "the clip itself is not",
-}
+NOT_RENDERABLE_REASONS: dict[str, str] = {}
 
 #: Words that name a texture (the one home of this rule: intent and the planner import it).
 TEXTURE_WORDS = re.compile(r"\b(?:textures?|materials?|patterns?|seamless|tileable|tiling)\b", re.IGNORECASE)
@@ -75,6 +77,7 @@ _PROMPTS: dict[str, str] = {
     "texture": "seamless texture of {subject}, tileable, even lighting, top-down view, high detail",
     "3d_model": "3d model of {subject}, game-ready asset, pbr materials",
     "video": "{subject}, seamless looping animation",
+    "interactive": "{subject}",
 }
 
 
@@ -150,3 +153,121 @@ def media_prompt(role: str, subject: str) -> str:
     if material:
         template = template.replace("{subject}", f"{{subject}}, {material}", 1)
     return template.format(subject=subject)
+
+
+# -- media made from sources ----------------------------------------------------------------------
+#: Options of each kind with their defaults and (low, high) limits; `media_options` checks them.
+VIDEO_OPTIONS: dict[str, Any] = {"frames": 48, "fps": 12, "loop": False, "motion": "auto", "keyframes": 3,
+                                 "audio": None}
+VIDEO_LIMITS = {"frames": (2, 600), "fps": (1, 60), "keyframes": (1, 8)}
+VIDEO_MOTIONS = ("auto", "walk", "zoom", "cycle")
+MESH_OPTIONS: dict[str, Any] = {"method": "auto", "resolution": 96}
+MESH_METHODS = ("auto", "extrude", "heightfield", "shap-e")
+MESH_LIMITS = {"resolution": (16, 256)}
+
+
+def _checked_int(kind: str, name: str, value: Any, limits: tuple[int, int]) -> int:
+    low, high = limits
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidInputError(f"{kind} {name} must be a whole number from {low} to {high} (got {value!r})")
+    return value
+
+
+def media_options(media_type: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The options of a media kind with defaults filled in; unknown or out-of-range ones raise
+    InvalidInputError (one line naming the option)."""
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    defaults: dict[str, Any] = {"video": VIDEO_OPTIONS, "3d_model": MESH_OPTIONS}.get(media_type, {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        known = ", ".join(defaults) or "none"
+        raise InvalidInputError(f"{media_type} has no option {unknown[0]!r} (options: {known})")
+    merged = {**defaults, **given}
+    if media_type == "video":
+        for name, limits in VIDEO_LIMITS.items():
+            merged[name] = _checked_int("video", name, merged[name], limits)
+        if merged["motion"] not in VIDEO_MOTIONS:
+            raise InvalidInputError(f"video motion {merged['motion']!r} is unknown (choose {', '.join(VIDEO_MOTIONS)})")
+        merged["loop"] = bool(merged["loop"])
+    elif media_type == "3d_model":
+        if merged["method"] not in MESH_METHODS:
+            raise InvalidInputError(f"3d_model method {merged['method']!r} is unknown (choose {', '.join(MESH_METHODS)})")
+        merged["resolution"] = _checked_int("3d_model", "resolution", merged["resolution"], MESH_LIMITS["resolution"])
+    return merged
+
+
+def _source(request: RenderRequest, k: int = 0, **update: Any) -> RenderRequest:
+    """A source request derived from a media request: same settings, no media of its own."""
+    fields: dict[str, Any] = {"media": None, "media_type": "image", "index": k, "parent_id": None, "strength": None}
+    fields.update(update)
+    return request.model_copy(update=fields)
+
+
+def default_sources(request: RenderRequest, options: dict[str, Any]) -> dict[str, list[RenderRequest]]:
+    """What an ad-hoc media request (`echo-os render ... --type video|3d_model|interactive`) is made
+    from: keyframes of the same prompt on spread seeds (video); a concept image and a seamless texture
+    of the subject, material included (3d_model); the image itself (interactive)."""
+    subject = request.source_prompt or request.prompt
+    if request.media_type == "video":
+        # Keyframes that draw the same family (motif and kind) as the first, so a walk between them
+        # interpolates like with like (found by the procedural parameters; any seeds suit a model).
+        from echo_pipeline.workflows.video_maker import procedural_keyframes
+
+        seeds, _ = procedural_keyframes(request, options["keyframes"])
+        return {"keyframes": [_source(request, k, seed=seed) for k, seed in enumerate(seeds)]}
+    if request.media_type == "3d_model":
+        side = texture_side(request.width, request.height)
+        concept = _source(request, prompt=media_prompt("concept", subject), source_prompt=subject)
+        texture = _source(request, prompt=media_prompt("texture", subject), source_prompt=subject,
+                          media_type="texture", tiling=True, width=side, height=side)
+        return {"concept": [concept], "texture": [texture]}
+    if request.media_type == "interactive":
+        return {"image": [_source(request)]}
+    raise InvalidInputError(f"{request.media_type} is not made from sources")
+
+
+def with_sources(request: RenderRequest, options: dict[str, Any] | None = None,
+                 sources: dict[str, list[RenderRequest]] | None = None) -> RenderRequest:
+    """`request` with its `media`: kind, checked options and source requests (`default_sources` when
+    none are given). The sources' ids are part of the media request's id."""
+    opts = media_options(request.media_type, options)
+    chosen = sources if sources is not None else default_sources(request, opts)
+    media = {"kind": request.media_type, "options": opts,
+             "sources": {role: [r.model_dump(mode="json") for r in reqs] for role, reqs in chosen.items()}}
+    return request.model_copy(update={"media": media})
+
+
+def sources_of(request: RenderRequest) -> dict[str, list[RenderRequest]]:
+    """The source requests a media request names (empty for plain requests)."""
+    media = request.media or {}
+    return {role: [RenderRequest.model_validate(r) for r in reqs] for role, reqs in media.get("sources", {}).items()}
+
+
+def link_plan_sources(requests_by_task: dict[str, list[RenderRequest]], depends_on: dict[str, list[str]],
+                      media_types: dict[str, str]) -> dict[str, list[RenderRequest]]:
+    """Media requests of a planned batch made from the batch's own requests of the tasks they depend
+    on (request k of a 3D task from concept k and texture k, wrapping; a video from `keyframes`
+    consecutive keyframe requests), so a project renders each source once."""
+    linked: dict[str, list[RenderRequest]] = {}
+    for task_id, requests in requests_by_task.items():
+        kind = media_types[task_id]
+        if kind not in MADE_FROM_SOURCES:
+            linked[task_id] = requests
+            continue
+        inputs = {media_types[d]: requests_by_task.get(d, []) for d in depends_on.get(task_id, [])}
+        out = []
+        for k, request in enumerate(requests):
+            opts = media_options(kind, (request.media or {}).get("options"))
+            if kind == "3d_model" and inputs.get("image") and inputs.get("texture"):
+                sources = {"concept": [inputs["image"][k % len(inputs["image"])]],
+                           "texture": [inputs["texture"][k % len(inputs["texture"])]]}
+            elif kind == "video" and inputs.get("image"):
+                frames = inputs["image"]
+                sources = {"keyframes": [frames[(k + j) % len(frames)] for j in range(min(opts["keyframes"], len(frames)))]}
+            elif kind == "interactive" and inputs.get("image"):
+                sources = {"image": [inputs["image"][k % len(inputs["image"])]]}
+            else:
+                sources = None
+            out.append(with_sources(request, opts, sources))
+        linked[task_id] = out
+    return linked

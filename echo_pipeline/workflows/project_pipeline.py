@@ -49,6 +49,7 @@ class StepResult:
     images: list[Any] = field(default_factory=list)  # PIL thumbnails for a preview grid
     check: dict[str, Any] | None = None
     data: Any = None  # the step's typed result (ProjectSpec, Plan, requests, GenerateOutcome, ScoreSummary, ...)
+    markdown: dict[str, str] = field(default_factory=dict)  # more markdown metadata (e.g. a Mermaid graph)
 
 
 @dataclass
@@ -125,32 +126,43 @@ class ProjectPipeline:
         )
 
     def plan(self) -> StepResult:
-        from echo_pipeline.workflows.visual_planner import plan_project
+        """Typed tasks with dependencies; the spec's references are stored, imported and learned from
+        first (`visual_planner.prepare_references`), and the image tasks start from them."""
+        from echo_pipeline.workflows.visual_planner import plan_project, prepare_references
 
-        plan = plan_project(self.spec)
+        references, reference_style = prepare_references(self.engine, self.spec)
+        plan = plan_project(self.spec, references, reference_style)
         version = self._write_json(PLAN_FILE, plan.model_dump(mode="json"))
         return StepResult(
-            summary={"tasks": len(plan.tasks), "renderable_tasks": len(plan.renderable_tasks())},
+            summary={"tasks": len(plan.tasks), "renderable_tasks": len(plan.renderable_tasks()),
+                     "references": len(references),
+                     "reference_style": (f"{reference_style}" + (f" (the project's style {self.spec.style!r} is used)"
+                                                                  if self.spec.style else "")) if references else None},
             data_version=version,
             data=plan,
             rows=[{"id": t.id, "type": t.media_type, "title": t.title, "count": t.count,
-                   "depends_on": ", ".join(t.depends_on) or "-", "renderable": t.renderable} for t in plan.ordered()],
+                   "depends_on": ", ".join(t.depends_on) or "-", "renderable": t.renderable,
+                   "init": ", ".join(t.init) or "-"} for t in plan.ordered()],
+            markdown={"dependency_graph": f"```mermaid\n{plan.mermaid()}\n```"},
+            images=[self.store.load_thumbnail(self.slug, r.artifact_id) for r in references[:8]],
         )
 
     def prompt_set(self, backend: ImageBackend, *, count: int | None = None, style: str | None = None) -> StepResult:
         from echo_pipeline.resonance.style_learning import prompt_names_palette
+        from echo_pipeline.workflows.multi_modal import link_plan_sources
         from echo_pipeline.workflows.visual_planner import Plan, plan_project, task_prompt_specs
 
         plan = Plan.model_validate(self._read_json(PLAN_FILE, "plan"))
         spec = self.spec
         if count is not None or style is not None:
             spec = spec.model_copy(update={k: v for k, v in (("count", count), ("style", style)) if v is not None})
-            plan = plan_project(spec)
+            plan = plan_project(spec, plan.references, plan.reference_style)
         batch = self.batches_completed
         modifiers, palette = self._memory_guidance() if spec.use_memory else ([], None)
-        requests: list[RenderRequest] = []
+        by_task: dict[str, list[RenderRequest]] = {}
         palette_prompts = 0
-        for prompt_spec in task_prompt_specs(plan, spec, batch=batch):
+        tasks = plan.renderable_tasks()
+        for task, prompt_spec in zip(tasks, task_prompt_specs(plan, spec, batch=batch), strict=True):
             # What the memory learned goes with accepted images: fed back into the prompts. Its
             # palette only where the prompt (and the style) asks for none: the user's choice wins.
             words = set(prompt_spec.prompt.lower().replace(",", " ").split())
@@ -164,8 +176,13 @@ class ProjectPipeline:
                 prompt_spec = prompt_spec.model_copy(update={"prompt": ", ".join([prompt_spec.prompt, *extra])})
             planned = self.engine.plan_requests(prompt_spec)
             palette_prompts += len(planned) if with_palette else 0
-            requests.extend(planned)
-        requests = [backend.prepare(r).model_copy(update={"index": i}) for i, r in enumerate(requests)]
+            by_task[task.id] = [backend.prepare(r) for r in planned]
+        # Videos, 3D models and interactive pieces are made from this batch's own requests of the
+        # tasks they depend on (concept -> texture -> 3d_model, keyframes -> video), not new ones.
+        by_task = link_plan_sources(by_task, {t.id: list(t.depends_on) for t in tasks},
+                                    {t.id: t.media_type for t in tasks})
+        requests = [r.model_copy(update={"index": i})
+                    for i, r in enumerate(r for t in tasks for r in by_task[t.id])]
         backend.check_requests(requests)
         payload = {"batch": batch, "backend": backend.describe().model_dump(), "memory_modifiers": modifiers,
                    "memory_palette": palette if palette_prompts else None,
@@ -203,12 +220,11 @@ class ProjectPipeline:
             project_near_duplicates,
         )
 
-        batch, requests = self.load_prompt_set()
+        batch, planned = self.load_prompt_set()
+        requests = [r for r in planned if r.media_type == "image"]
         result = BatchProcessor(self.store, backend).run(requests, run_id=run_id, progress=progress)
-        meta = self.store.read_project_meta(self.slug)
-        if int(meta.get(BATCH_KEY, 0)) <= batch:
-            self.store.write_project_meta(self.slug, meta | {BATCH_KEY: batch + 1})
-        records = result.new + result.existing
+        self._advance_if_complete(batch, planned)
+        records = [r for r in result.new + result.existing if r.request.media_type == "image"]
         new_ids = {r.artifact_id for r in result.new}
         thumbs = [self.store.load_thumbnail(r.project, r.artifact_id) for r in records]
         # Uniqueness across the project, not just this batch: each image of the batch against every
@@ -229,6 +245,44 @@ class ProjectPipeline:
             images=thumbs[:16],
             data=GenerateOutcome(batch=batch, result=result),
             check=check,
+        )
+
+    def _advance_if_complete(self, batch: int, planned: list[RenderRequest]) -> None:
+        """Batch k is done once every request of its prompt set is stored (images, textures and the
+        media made from them, whichever step stores the last one): only then does the next
+        prompt set get new seeds, so a batch killed in any step resumes with the same requests."""
+        meta = self.store.read_project_meta(self.slug)
+        if int(meta.get(BATCH_KEY, 0)) > batch:
+            return
+        stored = set(self.store.catalog(self.slug)["artifact_id"].astype(str)) if planned else set()
+        if all(r.request_id in stored for r in planned):
+            self.store.write_project_meta(self.slug, meta | {BATCH_KEY: batch + 1})
+
+    def make_media(self, media_type: str, backend: ImageBackend, *, run_id: str | None = None,
+                   progress: ProgressCallback | None = None) -> StepResult:
+        """The prompt set's requests of one media type (texture, 3d_model, video, interactive) not
+        already stored, with the files each one has (maps, GLB/OBJ, MP4/GIF, HTML) and its sources'
+        lineage; a step with none planned says so."""
+        batch, planned = self.load_prompt_set()
+        requests = [r for r in planned if r.media_type == media_type]
+        if not requests:
+            self._advance_if_complete(batch, planned)
+            return StepResult(summary={"batch": batch, "planned": 0, "note": f"no {media_type} task in the plan"},
+                              data_version=content_hash([]), data=GenerateOutcome(batch=batch, result=BatchResult([])))
+        result = BatchProcessor(self.store, backend).run(requests, run_id=run_id, progress=progress)
+        self._advance_if_complete(batch, planned)
+        records = [r for r in result.new + result.existing if r.request.media_type == media_type]
+        new_ids = {r.artifact_id for r in result.new}
+        rows = [{"artifact_id": r.artifact_id, "status": "new" if r.artifact_id in new_ids else "stored",
+                 **media_summary(r)} for r in records[:50]]
+        return StepResult(
+            summary={"batch": batch, "planned": len(requests), f"new_{media_type}": len(new_ids & {r.artifact_id for r in records}),
+                     "already_stored": len(result.existing), "sources_rendered": len(new_ids - {r.artifact_id for r in records}),
+                     "seconds": round(result.seconds, 2)},
+            data_version=content_hash(sorted(r.artifact_id for r in records)),
+            rows=rows,
+            images=[self.store.load_thumbnail(r.project, r.artifact_id) for r in records[:16]],
+            data=GenerateOutcome(batch=batch, result=result),
         )
 
     def score(self) -> StepResult:
@@ -379,6 +433,25 @@ class ProjectPipeline:
             data_version=result.content_hash,
             data=result,
         )
+
+
+def media_summary(record: ArtifactRecord) -> dict[str, Any]:
+    """The few numbers that say what a media artifact is (a table row per artifact in the UI)."""
+    info = record.info
+    sources = ", ".join(f"{role}: {' '.join(ids)}" for role, ids in (info.get("inputs") or {}).items())
+    row: dict[str, Any] = {"prompt": record.request.source_prompt or record.request.prompt}
+    if record.request.media_type == "texture":
+        seam = info.get("seam") or {}
+        row.update(seam_ratio=seam.get("seam_ratio"), maps=", ".join((info.get("maps") or {}).get("files", [])))
+    elif record.request.media_type == "3d_model":
+        mesh = info.get("mesh") or {}
+        row.update(method=mesh.get("method"), triangles=mesh.get("triangles"), watertight=mesh.get("watertight"))
+    elif record.request.media_type == "video":
+        video = info.get("video") or {}
+        row.update(frames=video.get("frames"), fps=video.get("fps"), loop=video.get("loop"), audio=bool(video.get("audio")))
+    if sources:
+        row["made_from"] = sources
+    return row
 
 
 def _declared_palette(record: ArtifactRecord) -> str | None:

@@ -104,6 +104,8 @@
     return list;
   }
 
+  const MEDIA_BADGES = { texture: "texture", video: "▶ video", "3d_model": "3D", interactive: "live" };
+
   // ---- grid ----
   const grid = $("grid");
   let shown = [];
@@ -115,7 +117,14 @@
       if (!img.dataset.full && e.image) { img.dataset.full = "1"; img.src = e.image; } // no thumbnail: the PNG
       else img.parentNode.classList.add("noimg");
     });
+    const files = e.files || {};
+    if (files["video.gif"]) { // a video's tile plays its GIF while the pointer is on it
+      img.addEventListener("mouseenter", () => { img.src = files["video.gif"]; });
+      img.addEventListener("mouseleave", () => { img.src = e.thumb; });
+    }
+    const badge = MEDIA_BADGES[e.media];
     const thumb = el("a", { class: "thumb", href: e.image, title: "details" }, img,
+      badge ? el("span", { class: "badge", title: e.media, text: badge }) : null,
       t !== null ? el("span", { class: "score " + scoreClass(t), title: "total score", text: t.toFixed(0) }) : null,
       e.accepted ? el("span", { class: "ok", title: "accepted by the style memory", text: "accepted" }) : null);
     const meta = el("div", { class: "meta" });
@@ -193,7 +202,8 @@
     const rows = [["prompt", e.prompt], ["negative", e.negative], ["seed", e.seed], ["size", e.width && e.height ? e.width + "×" + e.height : null],
       ["steps", e.steps], ["cfg scale", e.cfg], ["sampler", e.sampler], ["style", e.style], ["backend", e.backend],
       ["model", e.model], ["model hash", e.model_hash], ["media", e.media], ["tiling", e.tiling === null ? null : String(e.tiling)],
-      ["strength", e.strength], ["project", e.project], ["created", e.created], ["run", e.run_id], ["sha256", e.sha256], ["id", e.id]];
+      ["strength", e.strength], ["project", e.project], ["created", e.created], ["run", e.run_id], ["sha256", e.sha256], ["id", e.id],
+      ...Object.entries(e.facts || {}).map(([k, v]) => [k, String(v)])];
     const table = el("table", { class: "params" });
     for (const [k, v] of rows) if (v !== null && v !== undefined && v !== "") table.append(el("tr", {}, el("th", { text: k }), el("td", { text: v })));
     return table;
@@ -270,7 +280,20 @@
       }
       side.append(comps);
     }
-    side.append(el("h3", { text: "lineage" }), lineage(e), el("h3", { text: "parameters" }), paramRows(e));
+    side.append(el("h3", { text: "lineage" }), lineage(e));
+    const inputs = Object.entries(e.inputs || {});
+    if (inputs.length) {
+      const made = el("ul", { class: "tree", id: "made-from" });
+      for (const [role, ids] of inputs) for (const id of ids) made.append(el("li", {}, role + ": ", node(id, false)));
+      side.append(el("h3", { text: "made from" }), made);
+    }
+    const fileNames = Object.keys(e.files || {});
+    if (fileNames.length) {
+      const list = el("p", { class: "files", id: "d-files" });
+      fileNames.forEach((name) => list.append(el("a", { href: e.files[name], target: "_blank", rel: "noopener", download: name.endsWith(".html") ? null : name, text: name }), " "));
+      side.append(el("h3", { text: "files" }), list);
+    }
+    side.append(el("h3", { text: "parameters" }), paramRows(e));
     if (e.parameters) {
       const button = el("button", { type: "button", class: "copy", id: "copy", text: "Copy A1111 parameters" });
       button.addEventListener("click", () => copy(e.parameters, button));
@@ -278,9 +301,34 @@
     }
     // Small renders (64 px test sets) are scaled up without blurring.
     const small = e.width && e.width < 256 ? "small" : null;
-    const full = el("div", { class: "full" }, el("img", { id: "d-image", class: small, src: e.image, alt: e.prompt }));
+    const full = el("div", { class: "full" }, mediaView(e, small));
     dialog.replaceChildren(head, el("div", { class: "dbody" }, full, side));
     if (!dialog.open) dialog.showModal();
+  }
+  // What the detail view shows: the video playing, the 3D preview, the texture tiled 2×2 with its
+  // maps, the live piece in a frame; the PNG for everything else.
+  function mediaView(e, small) {
+    const files = e.files || {};
+    const png = el("img", { id: "d-image", class: small, src: e.image, alt: e.prompt });
+    if (e.media === "video" && files["video.mp4"]) {
+      const video = el("video", { id: "d-video", src: files["video.mp4"], poster: e.image, controls: "", loop: "",
+        playsinline: "", class: small });
+      video.muted = true; // muted autoplay is what browsers allow; the controls unmute
+      video.autoplay = true;
+      return video;
+    }
+    if (e.media === "texture") {
+      const tiled = el("div", { class: "tiled", id: "d-tiled", title: "tiled 2×2: no seams", style: "background-image:url(\"" + e.image + "\")" });
+      const maps = el("div", { class: "maps" });
+      for (const name of ["height.png", "normal.png", "roughness.png"]) {
+        if (files[name]) maps.append(el("figure", {}, el("img", { src: files[name], alt: name }), el("figcaption", { text: name.replace(".png", "") })));
+      }
+      return el("div", { class: "texture" }, tiled, maps);
+    }
+    if (e.media === "interactive" && files["index.html"]) {
+      return el("iframe", { id: "d-live", src: files["index.html"], title: "live piece", loading: "lazy" });
+    }
+    return png;
   }
   function close() {
     if (dialog.open) dialog.close();
