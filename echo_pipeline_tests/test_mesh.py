@@ -193,9 +193,24 @@ def test_preview_z_buffer_keeps_the_nearest_surface():
 
 
 def test_no_texture_projects_the_concept():
-    concept = sword(64)
-    r = M.build_mesh(concept, None, resolution=16)
-    assert np.array_equal(np.asarray(r.texture), np.asarray(concept))
+    """The concept becomes the texture, the UVs its pixel places; its backdrop is padded with edge colours."""
+    concept = sword(128)
+    r = M.build_mesh(concept, None, resolution=32)
+    tex, src = np.asarray(r.texture).astype(int), np.asarray(concept).astype(int)
+    assert tex.shape == src.shape
+    assert np.array_equal(tex[100, 64], src[100, 64])  # the grip, inside the silhouette, is kept
+    assert np.abs(tex[4, 4] - [196, 200, 206]).max() > 20  # the backdrop is not
+    uv = np.asarray(r.mesh.visual.uv)
+    grip = (np.abs(r.mesh.vertices[:, 0]) < 0.03) & (np.abs(r.mesh.vertices[:, 1] + 0.33) < 0.05)
+    assert grip.sum() >= 4
+    u, v = uv[grip].mean(0)
+    assert abs(u * 128 - 64) < 3 and abs((1 - v) * 128 - 103) < 8  # where the grip is in the concept
+    wide = Image.new("RGB", (128, 64), (40, 40, 40))
+    plaque = M.build_mesh(wide, None, method="heightfield", resolution=16)
+    assert np.array_equal(np.asarray(plaque.texture), np.asarray(wide))
+    face = plaque.mesh.vertices[:, 2] > plaque.mesh.vertices[:, 2].min() + 1e-6
+    face_uv = np.asarray(plaque.mesh.visual.uv)[face]
+    assert np.allclose(face_uv.min(0), 0) and np.allclose(face_uv.max(0), 1)  # the whole concept on the face
 
 
 @pytest.mark.parametrize(
@@ -345,7 +360,7 @@ def build_tiny_shap_e(folder: Path) -> Path:
 
 
 @pytest.mark.torch
-@pytest.mark.slow(seconds=8)
+@pytest.mark.slow(seconds=10)
 def test_shap_e_tiny_pipeline_makes_a_coloured_mesh(tmp_path: Path, monkeypatch):
     from echo_pipeline.media.shap_e import shap_e_mesh
 

@@ -415,7 +415,7 @@ def gallery_entries(
     return entries
 
 
-def _media_entry(row: dict[str, Any], artifact_id: str, base: str | None) -> dict[str, Any]:
+def _media_entry(row: dict[Any, Any], artifact_id: str, base: str | None) -> dict[str, Any]:
     """A media artifact's files (links the page plays or offers: MP4/GIF, GLB/OBJ, maps, HTML), what
     it was made from and its few numbers; read from the record only for media rows (few of them)."""
     try:

@@ -49,6 +49,9 @@ def plan(
     ref: Annotated[Optional[list[str]], typer.Option(
         "--ref", help="A reference image (PNG/JPEG/WebP; repeat for more): the plan learns a style from the "
         "references and starts its image tasks from them (img2img). Replaces the project's references.")] = None,
+    media: Annotated[Optional[list[str]], typer.Option(
+        "--media", help="Media types to make besides those the intent implies: image, texture, 3d_model, video, "
+        "interactive (repeat, or comma-separated).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")] = False,
 ) -> None:
     """Create or update a project, register its partition, and materialize intent and plan."""
@@ -58,7 +61,9 @@ def plan(
     width, height = parse_size(size) if size else (None, None)
     outcome = launch.plan(settings(ctx), name, intent, style=style, count=count, width=width, height=height,
                           backend=backend, model=model, steps=steps, cfg_scale=cfg_scale, sampler=sampler,
-                          schedule=schedule, references=ref)
+                          schedule=schedule, references=ref,
+                          media_types=[m.strip() for item in media for m in item.split(",") if m.strip()] if media
+                          else None)
     spec, rows = outcome.spec, outcome.plan.to_table_rows()
     references = [r.model_dump() for r in outcome.plan.references]
     if as_json:
@@ -86,6 +91,14 @@ def plan(
     say(f'next: echo-os batch --project "{safe_text(spec.name)}" --count {spec.count}')
 
 
+def _by_type(records) -> dict[str, int]:
+    """How many of `records` are of each media type, in the plan's order."""
+    from echo_pipeline.workflows.multi_modal import MEDIA_ORDER
+
+    counts = {kind: sum(1 for r in records if r.request.media_type == kind) for kind in MEDIA_ORDER}
+    return {kind: n for kind, n in counts.items() if n}
+
+
 def batch(
     ctx: typer.Context,
     project_arg: Annotated[Optional[str], typer.Argument(metavar="[PROJECT]", help="Project name, slug or prefix.")] = None,
@@ -110,6 +123,7 @@ def batch(
     summary = {
         "project": outcome.spec.name, "slug": outcome.spec.slug, "run_id": outcome.run_id, "batch": outcome.batch,
         "new_images": len(result.new), "already_stored": len(result.existing), "recovered": result.recovered,
+        "new_by_type": _by_type(result.new),
         "render_seconds": round(result.seconds, 2), "run_seconds": round(outcome.run_seconds, 2),
         "images_per_minute": outcome.images_per_minute,
         "mean_quality": scores.mean_total if scores else None,
@@ -127,7 +141,9 @@ def batch(
     if as_json:
         print_json(summary)
         return
-    say(f"{safe_text(outcome.spec.name)} batch {outcome.batch}: {len(result.new)} new image(s)"
+    kinds = _by_type(result.new)
+    made = "" if set(kinds) <= {"image"} else " (" + ", ".join(f"{n} {kind}" for kind, n in kinds.items()) + ")"
+    say(f"{safe_text(outcome.spec.name)} batch {outcome.batch}: {len(result.new)} new artifact(s){made}"
         + (f", {len(result.existing)} already stored" if result.existing else "")
         + f" in {outcome.run_seconds:.1f}s ({outcome.images_per_minute} images/min)")
     if scores:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -79,7 +79,7 @@ def render(
         raise InvalidInputError(f"--type {media_type!r} is not available; choose one of: {', '.join(MEDIA_TYPES)}")
     if strength is not None and init is None:
         raise InvalidInputError("--strength needs --init (the image to start from)")
-    video_options = {"frames": frames, "fps": fps, "loop": loop or None, "motion": motion, "keyframes": keyframes,
+    video_options: dict[str, Any] = {"frames": frames, "fps": fps, "loop": loop or None, "motion": motion, "keyframes": keyframes,
                      "audio": audio}
     mesh_options = {"method": method}
     for kind, options in (("video", video_options), ("3d_model", mesh_options)):
@@ -161,7 +161,8 @@ def render(
             say(f"{r.request.media_type} {r.artifact_id}: {folder}/ ({', '.join(files)})"
                 + _media_note(r))
     if result.new:
-        say(f"{len(result.new)} new image(s) in {result.seconds:.2f}s"
+        say(f"{len(result.new)} new {'image' if all(r.request.media_type == 'image' for r in result.new) else 'artifact'}(s)"
+            f" in {result.seconds:.2f}s"
             + (f", {len(result.existing)} already stored" if result.existing else "") + f"   run: {outcome.run_id}")
     else:
         say(f"Nothing new: all {len(result.existing)} image(s) were already stored.   run: {outcome.run_id}")

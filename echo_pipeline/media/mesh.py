@@ -4,8 +4,8 @@ Concept images here are often generative art (fractals, flow fields), not clean 
 is made from whatever the image holds:
 
 - ``"extrude"``: the foreground silhouette (Otsu on the colour distance from the border colour, morphological
-  cleanup, largest component, holes filled) extruded to a closed solid with a rounded bevel; the concept's
-  brightness adds a faint relief on the faces. Top and bottom share the rim, so the solid is watertight.
+  cleanup, largest component, holes filled) extruded to a closed solid with rounded edges whose thickness
+  follows the local width (a blade stays thin); the concept's brightness adds a faint relief on the faces.
 - ``"heightfield"``: a relief plaque: the top surface from the concept's luminance, fading to a flat frame,
   a flat back and four side walls; a closed solid.
 - ``"auto"``: extrude when the silhouette is clean (a well separated, compact foreground on a plain border),
@@ -171,7 +171,8 @@ def segment(rgb: np.ndarray) -> Silhouette:
     border = np.zeros((h, w), dtype=bool)
     border[:b], border[-b:], border[:, :b], border[:, -b:] = True, True, True, True
     ref = np.median(feats[border], axis=0)
-    dist = ndimage.gaussian_filter(np.sqrt(((feats - ref) ** 2).sum(-1)), 1.2)
+    # A 3x3 median quiets noise and JPEG ringing without the halo a blur would add around the object.
+    dist = ndimage.median_filter(np.sqrt(((feats - ref) ** 2).sum(-1)), size=3, mode="nearest")
     threshold, separability = _otsu(dist)
     border_noise = float(np.percentile(dist[border], 90) / threshold) if threshold > 1e-6 else 1.0
     # On a plain backdrop everything clearly off the border colour is object, even parts close to it in
@@ -266,13 +267,14 @@ def _cell_grid(mask: np.ndarray, cols: int, rows: int) -> np.ndarray:
 
 
 def _extrude(rgb: np.ndarray, sil: Silhouette, resolution: int, depth: float, concept_uv: bool) -> dict[str, Any]:
-    """Vertices, faces and UVs of the silhouette extruded with a rounded (quarter-circle) bevel.
+    """Vertices, faces and UVs of the silhouette extruded to a closed solid with rounded edges.
 
-    The cells of a grid over the silhouette's box form the two faces; the rim vertices move onto the smooth
-    contour of the pixel mask, a short wall joins the faces and shares their rim vertices (closed surface,
-    no UV seams). `concept_uv`: UVs are the vertices' places in the concept image (the concept is the
-    texture), else the silhouette's box holds one copy of the texture. The face height rises from the rim with a quarter circle, so narrow parts (a blade) come
-    out thinner than broad ones, like a forged or carved object.
+    The cells of a grid over the silhouette's box form the front and back faces; the rim vertices move onto
+    the smooth contour of the pixel mask, and a short wall joins the faces and shares their rim vertices
+    (a closed surface without UV seams). The faces bulge with an elliptic cross-section that follows the
+    local half-width, capped at `depth`, so narrow parts (a blade) come out thinner than broad ones.
+    `concept_uv`: UVs are the vertices' places in the concept image (the concept is the texture), else the
+    silhouette's box holds one copy of the texture (square texels).
     """
     from scipy import ndimage
 
@@ -361,14 +363,8 @@ def _extrude(rgb: np.ndarray, sil: Silhouette, resolution: int, depth: float, co
     xyz_bot = xyz_top * np.array([1.0, 1.0, -1.0])
     vertices = np.concatenate([xyz_top, xyz_bot])
     if concept_uv:
-        # Rim texels sit on the silhouette's edge: read them 1.5 px inside, so no backdrop colour rings it.
         h_px, w_px = sil.mask.shape
-        ty, tx = pos_y.copy(), pos_x.copy()
-        gy_r, gx_r = _sample(gy, ty[ri, rj], tx[ri, rj]), _sample(gx, ty[ri, rj], tx[ri, rj])
-        g = np.maximum(np.hypot(gy_r, gx_r), 1e-9)
-        ty[ri, rj] += 1.5 * gy_r / g
-        tx[ri, rj] += 1.5 * gx_r / g
-        uv_top = np.stack([(tx[used] + 0.5) / w_px, 1.0 - (ty[used] + 0.5) / h_px], axis=-1)
+        uv_top = np.stack([(pos_x[used] + 0.5) / w_px, 1.0 - (pos_y[used] + 0.5) / h_px], axis=-1)
         uv_top = np.clip(uv_top, 0.0, 1.0)
     else:  # planar projection, long side = one texture copy
         uv_top = np.stack([x_m[used], y_m[used]], axis=-1)
@@ -402,11 +398,12 @@ def _extrude(rgb: np.ndarray, sil: Silhouette, resolution: int, depth: float, co
             "resolution": int(res), "outline_edges": int(len(outline))}
 
 
-def _heightfield(rgb: np.ndarray, resolution: int, depth: float) -> dict[str, Any]:
+def _heightfield(rgb: np.ndarray, resolution: int, depth: float, concept_uv: bool) -> dict[str, Any]:
     """Vertices, faces and UVs of a relief plaque: luminance relief on top, a flat back, four side walls.
 
     The relief fades into a flat frame at the edges (a smooth bevel, no cliff at the walls); the back is a
     fan from its centre over the perimeter vertices, so the solid closes without T-junctions.
+    `concept_uv`: the face maps the whole concept image, else one texture copy spans the long side.
     """
     h_px, w_px = rgb.shape[:2]
     res = resolution
@@ -433,7 +430,8 @@ def _heightfield(rgb: np.ndarray, resolution: int, depth: float) -> dict[str, An
     fade = s * s * (3 - 2 * s)
     z_top = _PLINTH + depth * hgt * fade
     top_xyz = np.stack([gx, gy, z_top], -1).reshape(-1, 3)
-    top_uv = np.stack([gx, gy], -1).reshape(-1, 2)  # planar, long side = one texture copy
+    uv_scale = np.array([1 / width, 1 / height]) if concept_uv else np.ones(2)
+    top_uv = np.stack([gx, gy], -1).reshape(-1, 2) * uv_scale  # planar projection
     vid = np.arange((ny + 1) * (nx + 1)).reshape(ny + 1, nx + 1)
     a, b = vid[1:, :-1].ravel(), vid[1:, 1:].ravel()  # bottom-left, bottom-right of each cell (y down a row)
     c, e = vid[:-1, 1:].ravel(), vid[:-1, :-1].ravel()  # top-right, top-left
@@ -465,7 +463,7 @@ def _heightfield(rgb: np.ndarray, resolution: int, depth: float) -> dict[str, An
     loop = np.concatenate(rims)
     centre = np.array([[width / 2, height / 2, 0.0]])
     back_xyz = np.concatenate([centre, loop])
-    back_uv = np.stack([width - back_xyz[:, 0], back_xyz[:, 1]], -1)  # mirrored: reads right way from behind
+    back_uv = np.stack([width - back_xyz[:, 0], back_xyz[:, 1]], -1) * uv_scale  # mirrored, as seen from behind
     m = len(loop)
     k = np.arange(m)
     back_faces = np.stack([np.zeros(m, dtype=np.int64), 1 + (k + 1) % m, 1 + k], -1) + base
@@ -473,6 +471,23 @@ def _heightfield(rgb: np.ndarray, resolution: int, depth: float) -> dict[str, An
     uv = np.concatenate([top_uv, *parts_uv, back_uv])
     faces = np.concatenate([top_faces, *wall_faces, back_faces])
     return {"vertices": vertices, "faces": faces, "uv": uv, "grid": [int(nx), int(ny)], "resolution": int(res)}
+
+
+def _bleed(image: Image.Image, mask: np.ndarray) -> Image.Image:
+    """`image` with every pixel outside `mask` (shrunk by 2 px) set to the nearest inside pixel's colour.
+
+    The usual edge padding of a texture atlas: texels at and past the silhouette's rim, and the mipmaps a
+    viewer makes, then show the object's colours, not a fringe of backdrop.
+    """
+    from scipy import ndimage
+
+    w, h = image.size
+    full = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.Resampling.BILINEAR)) >= 128
+    inside = ndimage.binary_erosion(full, iterations=2 * max(1, round(max(w, h) / _WORK_SIDE)))
+    if not inside.any():
+        return image
+    rows, cols = ndimage.distance_transform_edt(~inside, return_distances=False, return_indices=True)
+    return Image.fromarray(np.asarray(image)[rows, cols], "RGB")
 
 
 def _welded_watertight(vertices: np.ndarray, faces: np.ndarray) -> bool:
@@ -515,7 +530,8 @@ def build_mesh(concept: Image.Image, texture: Image.Image | None, *, method: str
 
     `resolution`: grid cells along the object's long side (coarsened if the mesh would pass
     `TRIANGLE_BUDGET`); `depth`: the thickness (extrude) or relief height (heightfield) as a fraction of the
-    long side. `texture` (tileable, e.g. forged steel) is embedded as it is; None uses the concept.
+    long side. `texture` (tileable, e.g. forged steel) is embedded as it is; None projects the concept
+    itself (for an extrusion with its backdrop replaced by the silhouette's edge colours, see `_bleed`).
     """
     _check_image(concept, "concept image", MIN_CONCEPT_SIDE)
     if texture is not None:
@@ -536,7 +552,10 @@ def build_mesh(concept: Image.Image, texture: Image.Image | None, *, method: str
                                     "use method='heightfield' or 'auto'")
         built = _extrude(rgb, sil, int(resolution), float(depth), concept_uv=texture is None)
     else:
-        built = _heightfield(rgb, int(resolution), float(depth))
+        built = _heightfield(rgb, int(resolution), float(depth), concept_uv=texture is None)
+    if chosen == "extrude" and texture is None:
+        assert sil is not None
+        tex = _bleed(concept_rgb, sil.mask)
     vertices = built.pop("vertices")
     faces = built.pop("faces")
     uv = built.pop("uv")

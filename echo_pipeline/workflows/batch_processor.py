@@ -106,7 +106,7 @@ class BatchProcessor:
 
         def store(rendered: RenderedImage) -> ArtifactRecord:
             request = rendered.request
-            info, files = rendered.info, {}
+            info, files = rendered.info, dict[str, bytes]()
             if request.media_type == "texture":
                 info, files = producer.texture(rendered)
             record = ArtifactRecord(

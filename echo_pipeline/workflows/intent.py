@@ -14,6 +14,7 @@ constraint such as "no video" never asks for video):
   3d_model <- 3d, 3d model(s), model(s), mesh(es), prop(s), weapon(s), "asset(s)" with "game"/"gaming";
               a 3d_model also needs textures, so "texture" comes with it;
   video    <- video (not "video game"), animation, animated, loop(s), looping;
+  interactive <- interactive, explorable, live piece(s), live art;
 - collection <- nft(s), collection(s), series.
 """
 
@@ -36,6 +37,7 @@ _3D = re.compile(
 _GAME = re.compile(r"\b(?:games?|gaming|gamedev)\b")
 _ASSETS = re.compile(r"\bassets?\b")
 _VIDEO = re.compile(r"\bvideos?\b(?!\s*games?\b)|\banimations?\b|\banimated\b|\bloops?\b|\blooping\b")
+_INTERACTIVE = re.compile(r"\binteractive\b|\bexplorable\b|\blive (?:pieces?|art)\b")
 _COLLECTION = re.compile(r"\b(?:nfts?|collections?|series)\b")
 _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _STOPWORDS = frozenset(
@@ -96,6 +98,8 @@ def infer_media_types(text: str) -> list[str]:
         types.update({"3d_model", "texture"})
     if _VIDEO.search(low):
         types.add("video")
+    if _INTERACTIVE.search(low):
+        types.add("interactive")
     return order_media_types(types)
 
 

@@ -62,8 +62,10 @@ class MediaProducer:
         measure: (info with `seam` and `maps`, files)."""
         from echo_pipeline.media.texture_maps import NORMAL_CONVENTION, derive_maps, seam_measure
 
-        kind = (rendered.info.get("params") or {}).get("motif_params", {}).get("kind") \
-            if isinstance(rendered.info.get("params"), dict) else None
+        params = rendered.info.get("params")
+        # The material a procedural surface was drawn as tunes its maps (steel: smooth, stone: rough).
+        kind = (params.get("motif_params", {}).get("kind")
+                if isinstance(params, dict) and params.get("motif") == "material" else None)
         maps = derive_maps(rendered.image, kind=kind if isinstance(kind, str) else None)
         files = {f"{name}.png": png_bytes(maps[name]) for name in TEXTURE_MAPS}
         seam = seam_measure(rendered.image)
@@ -125,7 +127,9 @@ class MediaProducer:
                 data = self.store.read_project_file(request.project, audio["path"])
                 if data is None:
                     raise InvalidInputError(f"the audio track {audio['name']!r} is no longer in the project store")
-                audio_path = os.path.join(tmp, os.path.basename(audio["path"]))
+                # Under the user's own file name: the record says "track.wav", not its content hash.
+                name = os.path.basename(str(audio.get("name") or "")) or os.path.basename(audio["path"])
+                audio_path = os.path.join(tmp, name)
                 with open(audio_path, "wb") as handle:
                     handle.write(data)
             video = make_video(

@@ -14,7 +14,8 @@ How a project's `count` (n images per batch) is split across renderable tasks, b
 - a collection (NFT, collection, series): t1-collection (image, n), one coherent series;
 - anything else: t1-images (image, n);
 - with video, the image task is t1-keyframes (unless it is a concept/collection task) and a last
-  task tN-video (video, 1 clip, <- t1) is added.
+  task tN-video (video, 1 clip, <- t1) is added;
+- with interactive, a last task tN-interactive (1 live HTML piece, <- t1) is added.
 
 3d_model and video tasks are made from the batch's own images of the tasks they depend on (see
 `multi_modal.link_plan_sources`): concept -> texture -> 3d_model, keyframes -> video. Texture, concept and 3d_model prompts carry the material the subject implies when it
@@ -315,6 +316,9 @@ def plan_project(spec: ProjectSpec, references: Sequence[PlanReference] = (),
 
     if has_video:
         add("video", "video", f"Video: {subject}", 1, [first.id], f"one clip per batch from the images of {first.id}")
+    if "interactive" in media:
+        add("interactive", "interactive", f"Interactive: {subject}", 1, [first.id],
+            f"one live piece per batch, drawn from the parameters of an image of {first.id}")
 
     return Plan(project=spec.slug, intent=intent, tasks=tasks, created_from=plan_fingerprint(spec),
                 references=list(references), reference_style=reference_style if references else None)
