@@ -156,6 +156,24 @@ def test_render_then_refine_over_http_images_are_the_catalogued_ones(server):
     assert children[0]["prompt"].startswith("warm fractal, rain effects") and children[0]["strength"] == 0.5
 
 
+@pytest.mark.slow(seconds=6)
+def test_a_3d_model_over_http_with_its_files(server):
+    client = server.client
+    run_id = _accepted(client.post("/api/render", headers=AUTH, json={
+        "prompt": "sword design", "media_type": "3d_model", "method": "heightfield", "width": 64, "height": 64}))
+    run = _finished(client, run_id)
+    assert run["status"] == "SUCCESS", run
+    records = [client.get(f"/api/artifacts/{i}").json() for i in run["result"]["new"]]
+    (model,) = [r for r in records if r["request"]["media_type"] == "3d_model"]
+    assert set(model["info"]["inputs"]) == {"concept", "texture"}
+    glb = client.get(model["links"]["file:model.glb"])
+    assert glb.status_code == 200 and glb.headers["content-type"] == "model/gltf-binary"
+    assert glb.content[:4] == b"glTF" and hashlib.sha256(glb.content).hexdigest() == model["info"]["media_files"][
+        "model.glb"]["sha256"]
+    _error(client.get(f"/api/artifacts/{model['artifact_id']}/files/video.mp4"), 404, "not_found")
+    _error(client.post("/api/render", headers=AUTH, json={"prompt": "x", "frames": 12}), 422)
+
+
 @pytest.mark.slow(seconds=9)
 def test_two_concurrent_batches_of_one_project_both_finish_without_duplicates(server):
     _project(server, "API Batch")

@@ -200,7 +200,7 @@ def test_render_says_which_prompt_words_it_ignored(cli):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["render", "x", "--count", "ten"], "'--count'"),
-    (["render"], "Missing argument"),
+    (["render"], "say what to render"),
     (["render", "x", "--no-such-flag"], "--no-such-flag"),
     (["artifacts", "nope"], "No such command"),
 ])

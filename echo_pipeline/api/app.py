@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -341,6 +342,9 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = ERRORS | {
 bearer = HTTPBearer(auto_error=False, description="The server's API token (ECHO_API_TOKEN)")
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN,
                                               description="Retrying with the same key returns the first run.")]
+MEDIA_FILE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+MEDIA_FILE_TYPES = {"png": "image/png", "mp4": "video/mp4", "gif": "image/gif", "glb": "model/gltf-binary",
+                    "obj": "text/plain", "mtl": "text/plain", "html": "text/html; charset=utf-8"}
 ArtifactId = Annotated[str, Path(min_length=MIN_ID_CHARS, max_length=MAX_ID_CHARS, pattern=ARTIFACT_ID_PATTERN,
                                  description="Artifact id or a unique prefix (4+ characters).")]
 
@@ -520,7 +524,10 @@ def _add_routes(app: FastAPI, api: _Api) -> None:
         record = _find(api, artifact_id, query.project)
         return record.model_dump(mode="json") | {
             "score": api.catalog.score(record.project, record.artifact_id),
-            "links": artifact_links(record.project, record.artifact_id)}
+            "links": artifact_links(record.project, record.artifact_id) | {
+                f"file:{name}": f"/api/artifacts/{quote(record.artifact_id)}/files/{quote(name)}"
+                                f"?project={quote(record.project)}"
+                for name in sorted(record.info.get("media_files") or {})}}
 
     @app.get("/api/artifacts/{artifact_id}/image", responses=ERRORS | {200: {"content": {"image/png": {}}}},
              response_class=Response, tags=["artifacts"])
@@ -540,6 +547,30 @@ def _add_routes(app: FastAPI, api: _Api) -> None:
                                "one (its sha256 differs); `echo-os artifacts verify` says more")
         headers["Content-Disposition"] = f'inline; filename="{record.artifact_id}.png"'
         return Response(data, media_type="image/png", headers=headers)
+
+    @app.get("/api/artifacts/{artifact_id}/files/{name}", responses=ERRORS | {200: {"content": {"*/*": {}}}},
+             response_class=Response, tags=["artifacts"])
+    def artifact_file(artifact_id: ArtifactId,
+                      name: Annotated[str, Path(max_length=64, pattern=MEDIA_FILE_PATTERN,
+                                                description="A file the record names: model.glb, video.mp4, "
+                                                            "normal.png, index.html ...")],
+                      query: Annotated[ProjectQuery, Query()]) -> Response:
+        """A media artifact's file (texture maps, MP4/GIF, GLB/OBJ/MTL, the live HTML page), checked
+        against the sha256 its record holds; ETag = that hash."""
+        from echo_pipeline.artifacts.metadata import sha256_hex
+
+        record = _find(api, artifact_id, query.project)
+        files = record.info.get("media_files") or {}
+        if name not in files:
+            raise NotFoundError(f"{record.artifact_id} has no file {name!r}"
+                                + (f" (it has: {', '.join(sorted(files))})" if files else " (it is a plain image)"))
+        data = api.store.read_media_file(record.project, record.artifact_id, name)
+        if sha256_hex(data) != files[name].get("sha256"):
+            raise StorageError(f"the stored {name} of {record.project}/{record.artifact_id} is not the one its "
+                               "record names (its sha256 differs)")
+        kind = MEDIA_FILE_TYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+        return Response(data, media_type=kind, headers={"ETag": f'"{files[name]["sha256"]}"',
+                                                        "Content-Disposition": f'inline; filename="{name}"'})
 
 
     @app.get("/api/gallery", response_model=GalleryPage, responses=ERRORS, tags=["artifacts"])

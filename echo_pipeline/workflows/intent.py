@@ -13,7 +13,8 @@ constraint such as "no video" never asks for video):
   texture  <- texture(s), material(s), pattern(s), seamless, tileable;
   3d_model <- 3d, 3d model(s), model(s), mesh(es), prop(s), weapon(s), "asset(s)" with "game"/"gaming";
               a 3d_model also needs textures, so "texture" comes with it;
-  video    <- video (not "video game"), animation, animated, loop(s), looping;
+  video    <- video (not "video game"), animation, animated, loop(s), looping (in a project's name:
+              only video, animation, animated);
   interactive <- interactive, explorable, live piece(s), live art;
 - collection <- nft(s), collection(s), series.
 """
@@ -37,6 +38,7 @@ _3D = re.compile(
 _GAME = re.compile(r"\b(?:games?|gaming|gamedev)\b")
 _ASSETS = re.compile(r"\bassets?\b")
 _VIDEO = re.compile(r"\bvideos?\b(?!\s*games?\b)|\banimations?\b|\banimated\b|\bloops?\b|\blooping\b")
+_VIDEO_IN_NAME = re.compile(r"\bvideos?\b(?!\s*games?\b)|\banimations?\b|\banimated\b")
 _INTERACTIVE = re.compile(r"\binteractive\b|\bexplorable\b|\blive (?:pieces?|art)\b")
 _COLLECTION = re.compile(r"\b(?:nfts?|collections?|series)\b")
 _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -103,6 +105,15 @@ def infer_media_types(text: str) -> list[str]:
     return order_media_types(types)
 
 
+def _media_types(project: str, subject: str) -> list[str]:
+    """The media the subject and the project name imply; from a name, "loop" is no video ("Loop
+    Test" names a test, "Ruzgar Loops" may name anything): only "video"/"animation" there."""
+    from_name = set(infer_media_types(project))
+    if "video" in from_name and not _VIDEO_IN_NAME.search(project.lower()):
+        from_name.discard("video")
+    return order_media_types(set(infer_media_types(subject)) | from_name)
+
+
 def is_collection(text: str) -> bool:
     return bool(_COLLECTION.search(text.lower()))
 
@@ -138,6 +149,6 @@ def parse_intent(project_name: str, text: str, extra_constraints: Sequence[str] 
         constraints=constraints,
         negative_terms=constraint_terms(constraints),
         keywords=keywords_of(subject),
-        media_types=infer_media_types(inferred_from),
+        media_types=_media_types(project, subject),
         collection=is_collection(inferred_from),
     )
