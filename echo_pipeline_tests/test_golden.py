@@ -83,6 +83,8 @@ TXT2IMG: dict[str, tuple[str, int, dict[str, Any]]] = {
     "material-leather-texture-6": ("leather texture", 6, {"tiling": True}),
     "material-cloth-texture-7": ("linen fabric texture", 7, {"tiling": True}),
     "material-oak-texture-8": ("oak wood texture", 8, {"tiling": True}),
+    "object-sword-design-1": ("sword design", 1, {}),
+    "object-battle-axe-2": ("battle axe concept art", 2, {}),
 }
 # case id -> (parent prompt, parent seed, refine prompt, refine seed, strength)
 REFINE: dict[str, tuple[str, int, str, int, float]] = {

@@ -370,7 +370,7 @@ def test_fractal_framings_follow_the_framing_point(backend):
 
 # ------------------------------------------------------------------------ words used / ignored
 @pytest.mark.parametrize("prompt,palette,motif", [
-    ("sword texture", "steel", "material"), ("medieval fantasy weapons", "steel", "flow"), ("steel", "steel", "flow"),
+    ("sword texture", "steel", "material"), ("steel", "steel", "flow"),
     ("metal", "steel", "flow"), ("wood", "wood", "flow"), ("stone", "stone", "landscape"),
     ("leather", "leather", "material"), ("oak wood grain", "wood", "material"),
 ])
@@ -418,14 +418,16 @@ def test_vocabulary_lists_what_the_renderer_knows():
     from echo_pipeline.render.backends.procedural import vocabulary
 
     vocab = vocabulary()
-    assert vocab["motifs"] == ["fractal", "flow", "waves", "landscape", "geometric", "city", "nebula", "material"]
+    assert vocab["motifs"] == ["fractal", "flow", "waves", "landscape", "geometric", "city", "nebula", "material",
+                               "object"]
+    assert {"sword", "axe", "shield", "staff"} <= set(vocab["objects"]) and "weapon" in vocab["object_words"]
     assert {"metal", "wood", "stone", "leather", "cloth"} == set(vocab["materials"])
     assert {"steel", "wood", "stone", "warm", "neon noir"} <= set(vocab["palettes"])
     assert {"sword", "steel", "oak", "granite"} <= set(vocab["material_words"])
     assert {"julia", "mandelbrot", "ship", "truchet"} <= set(vocab["kinds"])
     assert all(isinstance(v, list) and all(isinstance(w, str) for w in v) for v in vocab.values())
     # every word listed is understood: nothing it lists ends up ignored
-    for key in ("motif_words", "palette_words", "material_words", "effect_words", "modifiers"):
+    for key in ("motif_words", "palette_words", "material_words", "object_words", "effect_words", "modifiers"):
         for word in vocab[key]:
             assert words.report(word)[1] == [], (key, word)
 
@@ -446,3 +448,94 @@ def test_prefetch_renders_ahead_with_the_same_pixels_and_falls_back_for_other_re
     backend.prefetch(requests)
     backend.close()
     assert [r.image.tobytes() for r in backend.render(requests[:1])] == plain[:1]
+
+
+# ------------------------------------------------------------------------ objects (game-asset concepts)
+@pytest.mark.parametrize("prompt,kind", [
+    ("sword design", "sword"), ("concept art of a steel sword", "sword"), ("katana", "sword"),
+    ("battle axe concept art", "axe"), ("war hammer", "hammer"), ("mace", "hammer"), ("knife", "dagger"),
+    ("lance", "spear"), ("round wooden shield", "shield"), ("wizard staff", "staff"), ("cyberpunk sword", "sword"),
+    ("a fractal sword design", "sword"),  # in a concept/design prompt the object beats a family noun
+])
+def test_object_nouns_draw_the_object(backend, prompt, kind):
+    info = render_one(backend, req(prompt, size=64)).info
+    assert (info["motif"], info["kind"], info["motif_source"]) == ("object", kind, "prompt")
+    assert info["effects"] == ["grain"]  # a plain backdrop: no vignette or glow unless asked for
+
+
+def test_weapons_let_the_seed_pick_a_weapon_and_materials_colour_the_object(backend):
+    from echo_pipeline.render.backends.procedural.motifs import object as obj
+
+    kinds = {render_one(backend, req("medieval fantasy weapons", seed=s, size=64)).info["kind"] for s in range(8)}
+    assert kinds <= set(obj.WEAPONS) and len(kinds) >= 2
+    info = render_one(backend, req("medieval fantasy weapons", size=64)).info
+    assert (info["motif"], info["palette"], info["material"]) == ("object", "steel", "metal")
+    assert "the seed chose" in info["notes"][0]
+    assert render_one(backend, req("golden shield", size=64)).info["palette"] == "gold"
+    assert render_one(backend, req("shield", size=64)).info["palette"] == "steel"  # an object's default metal
+    assert set(obj.KINDS) == set(words.OBJECTS)
+
+
+@pytest.mark.parametrize("prompt,tiling,motif", [
+    ("sword texture", False, "material"), ("sword", True, "material"), ("sword design", True, "material"),
+    ("shield", True, None), ("steel fractal", False, "fractal"), ("nebula with a sword", False, "nebula"),
+])
+def test_surfaces_and_family_nouns_typed_first_never_draw_an_object(backend, prompt, tiling, motif):
+    info = render_one(backend, req(prompt, size=64, tiling=tiling)).info
+    assert info["motif"] != "object"
+    if motif:
+        assert info["motif"] == motif
+    assert words.parse("sword", negative="weapons").motif != "object"  # a negative "weapons" rules objects out
+
+
+def _silhouette(image) -> tuple[np.ndarray, np.ndarray]:
+    """(the 2-px border ring as an (n, 3) array in sRGB 0..1, foreground mask) of an object concept: the
+    foreground is whatever is far from the backdrop's soft vertical gradient (each row's border median)."""
+    px = np.asarray(image, dtype=np.float64) / 255.0
+    ring = np.concatenate([px[:2].reshape(-1, 3), px[-2:].reshape(-1, 3), px[:, :2].reshape(-1, 3),
+                           px[:, -2:].reshape(-1, 3)])
+    rows = np.median(np.concatenate([px[:, :2], px[:, -2:]], axis=1), axis=1)  # (h, 3): the backdrop per row
+    dist = np.sqrt(((px - rows[:, None, :]) ** 2).sum(-1))
+    return ring, dist > 0.12
+
+
+@pytest.mark.parametrize("kind", ["sword", "dagger", "axe", "hammer", "spear", "shield", "staff"])
+def test_object_silhouettes_are_clean_and_fill_the_frame(backend, kind):
+    """A plain border, one connected item spanning ~80 % of the frame (its box 8-60 %: thin weapons cover less)."""
+    from scipy import ndimage
+
+    for seed in (1, 2):
+        out = render_one(backend, req(f"{kind} design", seed=seed, size=128))
+        assert out.info["kind"] == kind
+        border, fg = _silhouette(out.image)
+        assert border.min() > 0.7 and np.ptp(border, axis=1).max() < 0.05  # light neutral grey all round
+        assert np.ptp(border.mean(axis=1)) < 0.12  # only the backdrop's soft gradient: nothing of the item
+        labels, n = ndimage.label(fg)
+        sizes = np.bincount(labels.ravel())[1:]
+        assert sizes.max() >= 0.97 * sizes.sum()  # one item, no specks
+        item = labels == int(np.argmax(sizes)) + 1
+        ys, xs = np.nonzero(item)
+        box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1) / item.size
+        assert 0.08 <= box <= 0.6 or kind == "shield" and 0.3 <= box <= 0.75, (seed, box)  # upright blades: ~0.1
+        assert 0.03 <= item.mean() <= 0.6
+        assert 0.7 <= max(ys.max() - ys.min(), xs.max() - xs.min()) / 128 <= 0.9  # ~80 % of the frame
+
+
+def test_object_seeds_give_different_designs_and_a_seed_the_same_pixels(backend):
+    outs = [render_one(backend, req("sword design", seed=s, size=96)) for s in range(1, 5)]
+    shapes = [json.dumps(o.info["params"]["motif_params"], sort_keys=True) for o in outs]
+    assert len(set(shapes)) == 4
+    masks = [_silhouette(o.image)[1] for o in outs]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert (masks[i] != masks[j]).mean() > 0.01  # different silhouettes, not only recoloured
+    again = render_one(backend, req("sword design", seed=1, size=96))
+    assert again.image.tobytes() == outs[0].image.tobytes()
+
+
+def test_refining_an_object_can_change_its_kind(backend):
+    parent, _ = _parent(backend, "sword design")
+    refined = backend.refine(parent, _refine_req("sword design, shield", 0.5))
+    assert (refined.info["motif"], refined.info["kind"]) == ("object", "shield")
+    same = backend.refine(parent, _refine_req("sword design", 0.0))
+    assert same.info["params"]["motif_params"] == parent.info["params"]["motif_params"]

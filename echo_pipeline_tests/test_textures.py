@@ -63,8 +63,9 @@ def test_surface_words_pick_the_material_motif_without_tiling_and_pictures_keep_
     grain = render(backend, "walnut wood grain", side=64, tiling=False).info  # a surface phrase
     assert (grain["motif"], grain["kind"]) == ("material", "wood")
     concept = render(backend, "concept art of a steel sword", side=64, tiling=False).info
-    assert (concept["motif"], concept["palette"], concept["motif_source"]) == ("flow", "steel", "material")
-    assert "texture" in concept["notes"][0]  # says how to get the surface itself
+    # an object noun in a concept prompt draws the object (motif `object`), in the material's palette
+    assert (concept["motif"], concept["palette"], concept["motif_source"]) == ("object", "steel", "prompt")
+    assert render(backend, "steel sword texture", side=64, tiling=False).info["motif"] == "material"
     fractal = render(backend, "steel fractal", side=64).info  # a family noun the user typed wins
     assert (fractal["motif"], fractal["palette"], fractal["motif_source"]) == ("fractal", "steel", "prompt")
     seeded = render(backend, "material", side=64).info  # the family word alone: the seed picks a kind

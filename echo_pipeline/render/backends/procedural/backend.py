@@ -36,7 +36,12 @@ def _info(params: dict[str, Any], prompt: str, **extra: Any) -> dict[str, Any]:
     notes = []
     if params.get("motif_source") == "seed":
         notes.append(f"no word named a motif the procedural renderer knows; the seed chose {motif}")
-    if material and motif == "material" and kind != material:
+    if motif == "object" and "weapon" in params.get("kinds", []) and not any(
+            k in params["kinds"] for k in words.OBJECTS):
+        notes.append(f"no word named which weapon; the seed chose: {kind}")
+    if motif == "object":
+        pass  # the material colours the item's parts: nothing approximated
+    elif material and motif == "material" and kind != material:
         notes.append(f"{material} was asked for; the surface drawn is {kind}")
     elif material and params.get("motif_source") == "material" and motif != "material":
         notes.append(f"{material} in a picture is approximated by the closest motif, {motif} ({kind}), in the "
@@ -61,8 +66,8 @@ def _info(params: dict[str, Any], prompt: str, **extra: Any) -> dict[str, Any]:
 
 
 class ProceduralBackend(ImageBackend):
-    """Fractals, flow fields, waves, landscapes, patterns, skylines, nebulae and material surfaces from
-    prompt words."""
+    """Fractals, flow fields, waves, landscapes, patterns, skylines, nebulae, material surfaces and
+    game-asset objects (swords, axes, shields...) from prompt words."""
 
     name = "procedural"
     capabilities = BackendCapabilities(

@@ -23,7 +23,7 @@ from PIL import Image
 from echo_pipeline.render.backends.procedural import finish, framing, motifs, words
 from echo_pipeline.render.backends.procedural.palettes import DEFAULT_PALETTES, Palette, blend_specs, palette_spec
 
-PROCEDURAL_VERSION = "7"  # bump whenever the same params/request would give different pixels (see test_golden)
+PROCEDURAL_VERSION = "8"  # bump whenever the same params/request would give different pixels (see test_golden)
 
 # With no motif word, the seed picks among the families that look best on their own.
 DEFAULT_MOTIFS = (("fractal", 0.3), ("flow", 0.22), ("nebula", 0.18), ("landscape", 0.18), ("waves", 0.12))
@@ -35,6 +35,7 @@ MOTIF_PALETTES: dict[str, tuple[str, ...]] = {
     "city": ("neon noir", "neon", "sunset", "cool", "purple", "vaporwave"),
     "nebula": ("neon", "cool", "purple", "fire", "ocean", "vaporwave", "sunset", "ice", "neon noir"),
     "landscape": ("sunset", "warm", "cool", "pastel", "forest", "autumn", "ice", "vaporwave", "purple", "gold"),
+    "object": ("steel",),  # an item's metal parts: forged steel unless a word names other colours
 }
 # Strength an effect gets when a word asks for it, and the quiet defaults every image has.
 EFFECT_ON = {"rain": 1.0, "snow": 1.0, "fog": 0.55, "glow": 0.6, "vignette": 0.45, "grain": 0.6, "soft": 0.6,
@@ -44,6 +45,9 @@ EFFECT_BASE = {"rain": 0.0, "snow": 0.0, "fog": 0.0, "glow": 0.0, "vignette": 0.
 MOTIF_GLOW = {"city": 0.45, "nebula": 0.4, "fractal": 0.15, "waves": 0.12, "flow": 0.1, "material": 0.0}
 # Quieter effect defaults for surfaces: a texture is albedo for a game engine, not a photograph.
 SURFACE_EFFECTS = {"grain": 0.04}
+# Objects sit on a plain studio backdrop a segmenter cuts them from: no vignette, glow or heavy grain
+# unless the words ask for them.
+OBJECT_EFFECTS = {"grain": 0.04, "vignette": 0.0, "glow": 0.0}
 GLOWY_PALETTES = {"neon", "neon noir", "vaporwave", "fire"}
 
 
@@ -52,7 +56,8 @@ def _rng(seed: int, text_hash: int, purpose: str) -> np.random.Generator:
 
 
 def _weighted(rng: np.random.Generator, options: tuple[tuple[str, float], ...], allowed) -> str:
-    names = [n for n, _ in options if n in allowed] or [m for m in motifs.MOTIF_MODULES if m in allowed]
+    names = [n for n, _ in options if n in allowed] or [m for m in motifs.MOTIF_MODULES
+                                                         if m in allowed and m != "object"]
     if not names:
         names = [n for n, _ in options]
     weights = np.array([dict(options).get(n, 0.1) for n in names], dtype=float)
@@ -62,6 +67,11 @@ def _weighted(rng: np.random.Generator, options: tuple[tuple[str, float], ...], 
 def choose_motif(parsed: words.Parsed, rng: np.random.Generator, tiling: bool) -> str:
     """The motif family; a material's surface (tiling, or a surface word) is the `material` family in
     the material's kind (put first in `parsed.kinds`, replacing the picture family's sub-kinds)."""
+    if parsed.motif == "object" and tiling:
+        # a tiling request never draws an object: back to what the other words chose ("sword" -> steel)
+        if parsed.without_object is not None:
+            parsed.motif, parsed.motif_source, parsed.motif_contextual = parsed.without_object
+        parsed.kinds[:] = [k for k in parsed.kinds if k not in words.OBJECTS and k != "weapon"]
     material = parsed.material
     if (parsed.motif and parsed.motif_source == "material" and material and "material" not in parsed.excluded_motifs
             and (tiling or parsed.surface or parsed.motif == "material")):
@@ -91,6 +101,8 @@ def effects_for(parsed: words.Parsed, motif: str, palette: str, tiling: bool) ->
     fx["glow"] = max(MOTIF_GLOW.get(motif, 0.0), 0.25 if palette in GLOWY_PALETTES else 0.0)
     for name, state in parsed.effects.items():
         fx[name] = 0.0 if state < 0 else max(fx.get(name, 0.0), EFFECT_ON[name])
+    if motif == "object":
+        fx.update({k: v for k, v in OBJECT_EFFECTS.items() if k not in parsed.effects})
     if motif == "material":
         fx.update({k: v for k, v in SURFACE_EFFECTS.items() if k not in parsed.effects})
         if "glow" not in parsed.effects:

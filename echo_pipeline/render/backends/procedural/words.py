@@ -19,6 +19,10 @@ Rules (all case- and accent-insensitive, plurals folded):
   `material` family in the material's kind ("sword texture" is worked steel); other images of metal,
   wood and stone keep the closest picture family (`MATERIALS`: "steel sword" concept art is brushed
   steel strokes, "stone" a rock landscape). Leather and cloth have no closer family than `material`.
+- Objects ("sword", "axe", "shield", "weapons"...): an object noun draws the item itself (the `object`
+  family: a game-asset concept on a plain backdrop), beating material and contextual words, and family
+  nouns that come later; in a concept/design/asset prompt it beats every family noun. Surfaces (tiling,
+  or a surface word) never draw an object: "sword texture" is worked steel.
 - Every image reports the words it used and those it ignored (`report`); stop-words and numbers are
   neither.
 """
@@ -30,7 +34,30 @@ import unicodedata
 import zlib
 from dataclasses import dataclass, field
 
-MOTIFS = ("fractal", "flow", "waves", "landscape", "geometric", "city", "nebula", "material")
+MOTIFS = ("fractal", "flow", "waves", "landscape", "geometric", "city", "nebula", "material", "object")
+
+# Objects: noun -> kind of the `object` family ("weapon": the seed picks among the weapons). An object
+# noun draws the item itself (a game-asset concept on a plain backdrop) unless the request is a surface
+# (tiling, or a surface word: "sword texture" stays worked steel) or a family noun comes first ("steel
+# fractal", "nebula with a sword"); in a concept/design/asset prompt (`CONCEPT_WORDS`) the object wins.
+OBJECTS = ("sword", "dagger", "axe", "hammer", "spear", "shield", "staff")
+OBJECT_WORDS: dict[str, str] = {
+    "sword": "sword", "longsword": "sword", "broadsword": "sword", "greatsword": "sword", "blade": "sword",
+    "sabre": "sword", "saber": "sword", "scimitar": "sword", "katana": "sword", "rapier": "sword", "kilic": "sword",
+    "dagger": "dagger", "knife": "dagger", "knives": "dagger", "dirk": "dagger", "stiletto": "dagger",
+    "bicak": "dagger",
+    "axe": "axe", "battleaxe": "axe", "battle axe": "axe", "war axe": "axe", "hatchet": "axe", "tomahawk": "axe",
+    "halberd": "axe", "balta": "axe",
+    "hammer": "hammer", "warhammer": "hammer", "war hammer": "hammer", "mace": "hammer", "maul": "hammer",
+    "cekic": "hammer",
+    "spear": "spear", "lance": "spear", "javelin": "spear", "polearm": "spear", "mizrak": "spear",
+    "shield": "shield", "buckler": "shield", "kalkan": "shield",
+    "staff": "staff", "staves": "staff", "wand": "staff", "scepter": "staff", "sceptre": "staff", "asa": "staff",
+    "weapon": "weapon", "arsenal": "weapon", "silah": "weapon",
+}
+# Words of a concept/design/asset request: there an object noun beats every family noun.
+CONCEPT_WORDS = frozenset({"concept", "design", "designs", "asset", "assets", "prop", "props", "item", "items",
+                           "icon", "icons", "sprite", "sprites", "loot", "inventory", "equipment", "gear"})
 
 # family -> (strong words, weak words)
 MOTIF_WORDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -203,7 +230,7 @@ def tokenize(text: str) -> list[str]:
 
 def _all_keys() -> set[str]:
     keys: set[str] = set(PALETTE_WORDS) | set(EFFECT_WORDS) | set(MODIFIER_WORDS) | set(KIND_WORDS)
-    keys |= set(MATERIAL_WORDS)
+    keys |= set(MATERIAL_WORDS) | set(OBJECT_WORDS)
     for strong, weak in MOTIF_WORDS.values():
         keys |= set(strong) | set(weak)
     return keys
@@ -258,6 +285,9 @@ class Parsed:
     motif_source: str = "seed"  # what chose the motif: "prompt" (a family word), "material" or "seed"
     motif_contextual: bool = False  # chosen by a contextual word only ("stars", "night"), not a family noun
     surface: bool = False  # a surface word ("texture", "seamless", "wood grain"): materials draw as surfaces
+    # An object noun chose the `object` family: what the words chose without it (motif, motif_source,
+    # motif_contextual), for tiling requests, which never draw an object.
+    without_object: tuple[str | None, str, bool] | None = None
 
 
 def _motif_of(key: str) -> tuple[str, int] | None:
@@ -290,6 +320,10 @@ def parse(prompt: str, negative: str = "") -> Parsed:
             result.excluded_effects.add(EFFECT_WORDS[key])
         if key in KIND_WORDS:
             result.excluded_kinds.add(KIND_WORDS[key])
+        if key in OBJECT_WORDS:  # a negative "weapon" rules out objects, a negative "shield" that object
+            if OBJECT_WORDS[key] == "weapon":
+                result.excluded_motifs.add("object")
+            result.excluded_kinds.add(OBJECT_WORDS[key])
     # "neon" excluded also rules out "neon noir"; "noir" alone does not (it is a different look).
     if "neon" in result.excluded_palettes:
         result.excluded_palettes.add("neon noir")
@@ -301,8 +335,12 @@ def parse(prompt: str, negative: str = "") -> Parsed:
             setattr(result, axis, float(max(-1.0, min(1.0, getattr(result, axis) - 0.5 * value))))
 
     motif_best: tuple[int, int] | None = None  # (tier, position)
+    named_object: tuple[int, str] | None = None  # (position, kind) of the first object noun
     for pos, _length, key in phrases(words):
         negated = pos > 0 and words[pos - 1] in NEGATORS
+        if (key in OBJECT_WORDS and not negated and named_object is None
+                and OBJECT_WORDS[key] not in result.excluded_kinds):
+            named_object = (pos, OBJECT_WORDS[key])
         hit = _motif_of(key)
         if (hit and hit[0] not in result.excluded_motifs and not negated
                 and (motif_best is None or (hit[1], pos) < motif_best)):
@@ -335,6 +373,13 @@ def parse(prompt: str, negative: str = "") -> Parsed:
     if result.material and result.motif_source == "material":
         # the material's look within its family ("silk" strokes read as brushed metal)
         result.kinds += [k for k in MATERIALS[result.material]["kinds"] if k not in result.kinds]
+    if named_object is not None and "object" not in result.excluded_motifs and not result.surface:
+        concept = any(w in CONCEPT_WORDS for w in words)
+        family_first = motif_best is not None and motif_best[0] == 0 and motif_best[1] < named_object[0]
+        if concept or not family_first:
+            result.without_object = (result.motif, result.motif_source, result.motif_contextual)
+            result.motif, result.motif_source, result.motif_contextual = "object", "prompt", False
+            result.kinds.insert(0, named_object[1])
     return result
 
 
@@ -360,7 +405,7 @@ def vocabulary() -> dict[str, list[str]]:
 
     motifs: the families; motif_words: the words that name one; kinds: sub-kinds ("julia",
     "truchet"...); palettes: palette names (material palettes included); palette_words; materials
-    and material_words; effects and effect_words; modifiers (detail, light, saturation words).
+    and material_words; objects (kinds of the `object` family) and object_words; effects and effect_words; modifiers (detail, light, saturation words).
     """
     from echo_pipeline.render.backends.procedural.palettes import PALETTES
 
@@ -372,6 +417,8 @@ def vocabulary() -> dict[str, list[str]]:
         "palettes": sorted(PALETTES),
         "palette_words": sorted(PALETTE_WORDS),
         "materials": sorted(MATERIALS),
+        "objects": list(OBJECTS),
+        "object_words": sorted(OBJECT_WORDS),
         "material_words": sorted(MATERIAL_WORDS),
         "effects": sorted(set(EFFECT_WORDS.values())),
         "effect_words": sorted(EFFECT_WORDS),

@@ -64,7 +64,7 @@ def blend(old: Any, fresh: Any, amount: float, rng: np.random.Generator) -> Any:
     return fresh if rng.random() < amount else old
 
 
-MOTIF_MODULES = ("fractal", "flow", "waves", "landscape", "geometric", "city", "nebula", "material")
+MOTIF_MODULES = ("fractal", "flow", "waves", "landscape", "geometric", "city", "nebula", "material", "object")
 
 
 def get(name: str):
