@@ -163,3 +163,65 @@ def test_gallery_filters_search_lineage_and_copy_in_chromium(site, browser, tmp_
     assert page.text_content(".dhead .id") == chain[1].artifact_id
     assert errors == []
     context.close()
+
+
+@pytest.fixture(scope="module")
+def media_site(tmp_path_factory):
+    """A project with one of each media type, made through the real batch processor (64 px)."""
+    from echo_pipeline.render.backends.procedural import ProceduralBackend
+    from echo_pipeline.render.prompt_engine import PromptSpec
+    from echo_pipeline.settings import Settings
+    from echo_pipeline.workflows.creative_engine import CreativeEngine
+
+    root = tmp_path_factory.mktemp("media-gallery")
+    engine = CreativeEngine(Settings.load(artifact_root=str(root / "artifacts"), config_dir=root / "configs"))
+    backend = ProceduralBackend(workers=1)
+    made = {}
+    for kind, prompt, media in (("video", "warm fractal", {"frames": 8, "fps": 8, "keyframes": 2}),
+                                ("3d_model", "sword design", {"method": "auto"}),
+                                ("texture", "oak wood texture", None), ("interactive", "cool flow field", None)):
+        spec = PromptSpec(prompt=prompt, width=64, height=64, media_type=kind, media=media, tiling=kind == "texture")
+        result = engine.render(spec, backend)
+        made[kind] = next(r for r in result.new if r.request.media_type == kind).artifact_id
+    result = G.build_gallery(engine.store, "default", title="Media test")
+    return {"result": result, "made": made}
+
+
+@pytest.mark.slow(seconds=8)
+def test_the_gallery_plays_videos_and_shows_3d_previews_and_texture_maps(media_site, browser, tmp_path):
+    made = media_site["made"]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(Path(media_site["result"].html_path).as_uri())
+    page.wait_for_selector(".tile")
+    badges = {b.text_content() for b in page.query_selector_all(".thumb .badge")}
+    assert {"▶ video", "3D", "texture", "live"} <= badges
+
+    page.evaluate(f"window.echoGallery.open('{made['video']}')")
+    page.wait_for_function("() => { const v = document.getElementById('d-video'); "
+                           "return v && v.readyState >= 2 && v.currentTime > 0 && !v.paused }", timeout=10000)
+    assert page.eval_on_selector("#d-video", "v => v.videoWidth") == 64
+    assert page.eval_on_selector_all("#made-from .node", "nodes => nodes.length") == 2  # its keyframes
+    screenshot(page, tmp_path, "media-video")
+
+    page.evaluate(f"window.echoGallery.open('{made['3d_model']}')")
+    page.wait_for_function("() => { const i = document.getElementById('d-image'); return i && i.complete "
+                           "&& i.naturalWidth > 0 }")
+    files = page.eval_on_selector_all("#d-files a", "links => links.map(a => a.textContent)")
+    assert {"model.glb", "model.obj", "model.mtl", "texture.png"} <= set(files)
+    roles = page.text_content("#made-from") or ""
+    assert "concept" in roles and "texture" in roles
+    screenshot(page, tmp_path, "media-3d")
+
+    page.evaluate(f"window.echoGallery.open('{made['texture']}')")
+    page.wait_for_function("() => [...document.querySelectorAll('.maps img')].filter(i => i.complete "
+                           "&& i.naturalWidth > 0).length === 3")
+    assert "background-image" in (page.get_attribute("#d-tiled", "style") or "")
+
+    page.evaluate(f"window.echoGallery.open('{made['interactive']}')")
+    page.wait_for_selector("#d-live")
+    assert page.get_attribute("#d-live", "src").endswith("/index.html")
+    assert not errors, errors
+    page.close()
