@@ -49,8 +49,7 @@ def main() -> int:
     from echo_pipeline.media import video as video_mod
     from echo_pipeline.media.interactive import interactive_page
     from echo_pipeline.media.texture_maps import derive_maps, seam_measure
-    from echo_pipeline.render.backends.procedural import ProceduralBackend
-    from echo_pipeline.render.backends.procedural import animate
+    from echo_pipeline.render.backends.procedural import ProceduralBackend, animate
     from echo_pipeline.render.backends.procedural.live import render_view, view_from_params
     from echo_pipeline.render.requests import RenderRequest
     from echo_pipeline.workflows.video_maker import procedural_keyframes
