@@ -395,3 +395,13 @@ def test_the_run_queue_serialises_a_project_bounds_its_size_and_reports_failures
     finally:
         gate.set()
         queue.close()
+
+
+def test_times_outside_nanosecond_range_select_nothing_or_everything():
+    """`since=2263-01-01` (past pandas' nanosecond range) is a date like any other: no overflow (a 500)."""
+    from datetime import datetime, timezone
+
+    from echo_pipeline.api.catalog import _utc_ns
+
+    assert _utc_ns(datetime(2263, 1, 1, tzinfo=timezone.utc)) > _utc_ns(datetime(2262, 1, 1, tzinfo=timezone.utc))
+    assert _utc_ns(datetime(1, 1, 1)) < _utc_ns(datetime(1700, 1, 1)) < _utc_ns(datetime(2026, 1, 1))

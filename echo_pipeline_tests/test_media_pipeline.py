@@ -266,3 +266,19 @@ def test_a_bad_view_record_is_one_line(cli, tmp_path):
     bad.write_bytes(png.getvalue())
     code, _, err = cli("render", "--view", str(bad))
     assert code == 2 and "not JSON" in err
+
+
+def test_verify_finds_a_missing_or_changed_media_file_and_a_render_remakes_it(artifact_root, config_dir):
+    engine = CreativeEngine(Settings.load(artifact_root=str(artifact_root), config_dir=config_dir))
+    spec = PromptSpec(prompt="oak wood texture", width=64, height=64, media_type="texture", tiling=True)
+    backend = ProceduralBackend(workers=1)
+    (texture,) = engine.render(spec, backend).new
+    store = engine.store
+    folder = Path(store.media_file_path("default", texture.artifact_id, "normal.png")).parent
+    (folder / "normal.png").unlink()
+    (folder / "height.png").write_bytes(b"not the height map")
+    kinds = sorted(p.kind for p in store.verify("default").problems)
+    assert kinds == ["media_mismatch", "media_missing"]
+    again = engine.render(spec, backend)
+    assert [r.artifact_id for r in again.new] == [texture.artifact_id]  # made again, same id
+    assert not store.verify("default").problems

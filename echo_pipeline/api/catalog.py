@@ -231,8 +231,18 @@ class CatalogIndex:
 
 
 def _utc_ns(moment: datetime) -> int:
-    stamp = pd.Timestamp(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
-    return int(stamp.tz_convert("UTC").value)
+    """Nanoseconds since the epoch (what the index compares), clamped to int64 nanoseconds' range
+    (years 1677-2262): a `since` of 9999-01-01 selects nothing instead of overflowing."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    if aware >= NS_LATEST:
+        return int(np.iinfo(np.int64).max)
+    if aware <= NS_EARLIEST:
+        return int(np.iinfo(np.int64).min)
+    return int(pd.Timestamp(aware).tz_convert("UTC").value)
+
+
+NS_LATEST = datetime(2262, 4, 11, tzinfo=timezone.utc)  # inside pandas' nanosecond range, by a day
+NS_EARLIEST = datetime(1677, 9, 22, tzinfo=timezone.utc)
 
 
 def _item(row: dict[Any, Any]) -> dict[str, Any]:

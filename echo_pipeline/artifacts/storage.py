@@ -131,6 +131,8 @@ ProblemKind = Literal[
     "thumb_undecodable",
     "not_in_catalog",  # a PNG under images/ that no catalog row names
     "catalog_part",  # a catalog part that cannot be read (skipped, quarantined when writable)
+    "media_missing",  # a file a media artifact's record names (GLB, MP4, a map...) is not there
+    "media_mismatch",  # it is there, but its sha256 is not the one the record names
 ]
 
 PROBLEM_LABELS: dict[str, str] = {
@@ -143,6 +145,8 @@ PROBLEM_LABELS: dict[str, str] = {
     "thumb_undecodable": "thumbnail undecodable",
     "not_in_catalog": "not in catalog",
     "catalog_part": "catalog part damaged",
+    "media_missing": "media file missing",
+    "media_mismatch": "media file mismatch",
 }
 
 
@@ -388,6 +392,12 @@ class ArtifactStore:
             self.write_project_file(project, f"{MEDIA_DIR}/{artifact_id}/{name}", data)
             written[name] = {"sha256": sha256_hex(data), "bytes": len(data)}
         return written
+
+    def has_media_files(self, record: ArtifactRecord) -> bool:
+        """Whether every file a media artifact's record names is stored (True for plain images)."""
+        names = record.info.get("media_files") or {}
+        return all(self.fs.exists(self._project_file_key(record.project, f"{MEDIA_DIR}/{record.artifact_id}/{n}"))
+                   for n in names)
 
     def media_file_path(self, project: str, artifact_id: str, name: str) -> str:
         return self.project_file_path(project, f"{MEDIA_DIR}/{artifact_id}/{name}")
@@ -882,12 +892,39 @@ class ArtifactStore:
                 )
                 if artifact_id in thumbs:
                     report.thumbs_checked += 1
+            if read_pngs and "media_type" in frame:
+                media = frame[frame["media_type"].fillna("image") != "image"]
+                for artifact_id, record_json in zip(media["artifact_id"], media["record_json"], strict=True):
+                    report.problems.extend(self._verify_media(project, str(artifact_id), str(record_json)))
             for artifact_id in sorted(set(images) - set(catalogued)):
                 path = self.image_path(project, artifact_id)
                 detail = ("a PNG no catalog row names (a run that died before cataloguing it, or a copied "
                           "file); the next batch adopts it when it carries its own 'echo' record")
                 report.problems.append(Problem(project, "not_in_catalog", path, detail, artifact_id))
         return report
+
+    def _verify_media(self, project: str, artifact_id: str, record_json: str) -> list[Problem]:
+        """A media artifact's files against the sha256 its record names."""
+        try:
+            files = (json.loads(record_json).get("info") or {}).get("media_files") or {}
+        except ValueError:
+            return []  # an unreadable record is the PNG check's finding
+        problems = []
+        for name, facts in sorted(files.items()):
+            key = self._project_file_key(project, f"{MEDIA_DIR}/{artifact_id}/{name}")
+            try:
+                data = self.fs.cat_file(key)
+            except FileNotFoundError:
+                problems.append(Problem(project, "media_missing", self.url_for(key),
+                                        f"{name} is not there (render the artifact again to remake it)", artifact_id))
+                continue
+            except OSError as exc:
+                problems.append(Problem(project, "media_missing", self.url_for(key), _reason(exc), artifact_id))
+                continue
+            if sha256_hex(data) != facts.get("sha256"):
+                problems.append(Problem(project, "media_mismatch", self.url_for(key),
+                                        f"{name} is not the file its record names (sha256 differs)", artifact_id))
+        return problems
 
     def _verify_one(
         self, project: str, artifact_id: str, expected_sha: str, images: dict[str, dict[str, Any]],

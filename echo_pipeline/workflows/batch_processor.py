@@ -55,6 +55,7 @@ class BatchProcessor:
     def __init__(self, store: ArtifactStore, backend: ImageBackend):
         self.store = store
         self.backend = backend
+        self._remade: dict[tuple[str, str], ArtifactRecord] = {}  # catalogued, rendered again (see `_save`)
 
     def prepare(self, requests: Sequence[RenderRequest]) -> list[RenderRequest]:
         """Stamp the backend identity on each request (it is part of the request id) and validate."""
@@ -147,6 +148,11 @@ class BatchProcessor:
 
     def _save(self, record: ArtifactRecord, image: Image.Image, png_text: dict[str, str], files: dict[str, bytes],
               result: BatchResult, pending: list[ArtifactRecord]) -> ArtifactRecord:
+        previous = self._remade.pop((record.project, record.artifact_id), None)
+        if previous is not None:
+            # Made again (a file vanished): with the catalogued row's time and run, the same pixels
+            # and files give the same PNG bytes, so the row the catalog keeps stays true.
+            record = record.model_copy(update={"created": previous.created, "run_id": previous.run_id})
         if files:
             written = self.store.write_media_files(record.project, record.artifact_id, files)
             record = record.model_copy(update={"info": {**record.info, "media_files": written}})
@@ -220,12 +226,15 @@ class BatchProcessor:
                 continue
             seen.add(key)
             record = catalogued[request.project].get(request.request_id)
-            # A catalogued record whose PNG vanished, or a PNG that could not be catalogued
-            # (corrupted), is rendered again; the atomic write replaces the bad file.
-            if record is not None and self.store.has_image(request.project, request.request_id):
+            # A catalogued record whose PNG (or media file) vanished, or a PNG that could not be
+            # catalogued (corrupted), is rendered again; the atomic write replaces the bad file.
+            if (record is not None and self.store.has_image(request.project, request.request_id)
+                    and self.store.has_media_files(record)):
                 existing.append(record)
             else:
                 todo.append(request)
+                if record is not None:
+                    self._remade[key] = record
         return existing, todo
 
     def _catalogued(self, project: str) -> dict[str, ArtifactRecord]:
