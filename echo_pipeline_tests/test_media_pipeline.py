@@ -35,7 +35,7 @@ def _by_type(rendered: dict) -> dict[str, list[dict]]:
     return kinds
 
 
-@pytest.mark.slow(seconds=20)
+@pytest.mark.slow(seconds=10)
 def test_use_case_3_as_written(cli, artifact_root):
     """plan, render a 3D model and a texture, commit the work: a tileable steel texture with its maps,
     a GLB that loads back with its texture, a work-log entry materialized in Dagster."""
@@ -97,7 +97,7 @@ def test_use_case_3_as_written(cli, artifact_root):
         assert metadata["new_texture"].value == 2
 
 
-@pytest.mark.slow(seconds=25)
+@pytest.mark.slow(seconds=14)
 def test_a_project_makes_every_media_type_through_batch(cli, artifact_root, config_dir):
     # A spec file as a user writes it (the done-when's `media:` list), then one batch.
     (config_dir / "projects").mkdir(parents=True, exist_ok=True)
@@ -126,9 +126,6 @@ def test_a_project_makes_every_media_type_through_batch(cli, artifact_root, conf
     assert media["video"]["files"]["video.mp4"].endswith("/video.mp4")
     assert "model.glb" in media["3d_model"]["files"] and media["3d_model"]["facts"]["triangles"] > 0
     assert "normal.png" in media["texture"]["files"]
-    # The next batch is new work; this one, run again, is all stored.
-    code, out, err = cli("batch", "Media Suite", "--json")
-    assert code == 0 and json.loads(out)["batch"] == 1
 
 
 def test_a_kept_view_renders_the_pixels_the_page_showed(cli, artifact_root, tmp_path):

@@ -125,40 +125,49 @@ def generated_images(context: dg.AssetExecutionContext, echo: EchoResource, imag
     return _result(step, table="images", check_results=[check])
 
 
-def _media_asset(name: str, media_type: str, deps: list, description: str, kinds: set[str]):
-    """One asset per media type: the prompt set's requests of that type, made from the images (and
-    textures) of the assets it depends on; lineage to those source artifacts is in each record."""
-
-    @dg.asset(name=name, partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=deps,
-              pool="gpu", kinds=kinds, description=description)
-    def media_asset(context: dg.AssetExecutionContext, echo: EchoResource, image_backend: ImageBackendResource,
-                    observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
-        pipeline = _pipeline(context, echo)
-        step = _observed(observer, name, pipeline.make_media(
-            media_type, image_backend.get(pipeline.spec.backend, pipeline.spec.model), run_id=context.run.run_id,
-            progress=observer.progress))
-        return _result(step, table=name)
-
-    return media_asset
+#: (asset, media type, description) of the media made from a batch's images, in the order they are made.
+MEDIA_KINDS = (
+    ("textures", "texture", "Seamless material textures with their height, normal (OpenGL, +Y up) and roughness "
+                            "maps and a seam measure."),
+    ("models_3d", "3d_model", "3D models (GLB with the texture embedded, OBJ+MTL) from the concept images and "
+                              "textures, with rendered previews."),
+    ("videos", "video", "Videos (MP4 H.264 and GIF) from the keyframe images: parameter interpolation, fractal "
+                        "zooms, palette cycles, img2img chains; audio-driven when a track is given."),
+    ("interactive_pieces", "interactive", "Self-contained HTML pages that draw the images' procedural pieces live "
+                                          "(pan, zoom, animate, keep a view)."),
+)
 
 
-textures = _media_asset("textures", "texture", [generated_images], "Seamless material textures with their height, "
-                        "normal (OpenGL, +Y up) and roughness maps and a seam measure.", {"python", "image"})
-models_3d = _media_asset("models_3d", "3d_model", [generated_images, textures], "3D models (GLB with the texture "
-                         "embedded, OBJ+MTL) from the concept images and textures, with rendered previews.",
-                         {"python", "3d"})
-videos = _media_asset("videos", "video", [generated_images], "Videos (MP4 H.264 and GIF) from the keyframe images: "
-                      "parameter interpolation, fractal zooms, palette cycles, img2img chains; audio-driven "
-                      "when a track is given.", {"python", "video"})
-interactive_pieces = _media_asset("interactive_pieces", "interactive", [generated_images], "Self-contained HTML pages "
-                                  "that draw the images' procedural pieces live (pan, zoom, animate, keep a view).",
-                                  {"python", "html"})
-MEDIA_ASSETS = [textures, models_3d, videos, interactive_pieces]
+@dg.multi_asset(
+    specs=[dg.AssetSpec(name, partitions_def=projects_partitions, group_name=GROUP, code_version="1",
+                        description=description, kinds={"python"},
+                        deps=[generated_images, "textures"] if name == "models_3d" else [generated_images])
+           for name, _, description in MEDIA_KINDS],
+    pool="gpu", can_subset=True,
+)
+def media(context: dg.AssetExecutionContext, echo: EchoResource, image_backend: ImageBackendResource,
+          observer: dg.ResourceParam[RunObserver]):
+    """One asset per media type, made in one step (one `gpu` pool claim per run, not four): the
+    prompt set's requests of each type, from the images (and textures) they depend on; lineage to
+    those source artifacts is in each record."""
+    pipeline = _pipeline(context, echo)
+    backend = image_backend.get(pipeline.spec.backend, pipeline.spec.model)
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    for name, media_type, _ in MEDIA_KINDS:
+        if name not in selected:
+            continue
+        step = _observed(observer, name, pipeline.make_media(media_type, backend, run_id=context.run.run_id,
+                                                             progress=observer.progress))
+        result = _result(step, table=name)
+        yield dg.MaterializeResult(asset_key=name, metadata=result.metadata, data_version=result.data_version)
+
+
+MEDIA_ASSETS = [media]
 
 
 @dg.asset(
     partitions_def=projects_partitions, group_name=GROUP, code_version="2",
-    deps=[generated_images, *MEDIA_ASSETS],
+    deps=[generated_images, *(name for name, _, _ in MEDIA_KINDS)],
     check_specs=[dg.AssetCheckSpec("style_consistency", asset="quality_scores", partitions_def=projects_partitions,
                                    description="At least the project's style_target % of the newly scored images "
                                                "reach its per-image style_threshold.")],

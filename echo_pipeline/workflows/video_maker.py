@@ -13,6 +13,8 @@ Every frame follows from the record in `VideoResult.info` (and the audio file it
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -87,7 +89,17 @@ def _family(params: dict[str, Any]) -> tuple[str, Any]:
 def procedural_keyframes(request: RenderRequest, count: int) -> tuple[list[int], list[dict[str, Any]]]:
     """(seeds, params) of `count` keyframes: the template's seed, then the next seeds whose picture
     is of the same family (motif and kind/style) as the first, so walks interpolate like with like;
-    where none is found within `SEED_SEARCH` seeds, the next seed of the same motif, else the next."""
+    where none is found within `SEED_SEARCH` seeds, the next seed of the same motif, else the next.
+    Remembered per process (a request is checked, then rendered: the search runs once)."""
+    seeds, params = _keyframes(request.prompt, request.negative_prompt, request.seed, request.width, request.height,
+                               int(count))
+    return list(seeds), [copy.deepcopy(p) for p in params]
+
+
+@functools.lru_cache(maxsize=64)
+def _keyframes(prompt: str, negative: str, first_seed: int, width: int, height: int,
+               count: int) -> tuple[tuple[int, ...], tuple[dict[str, Any], ...]]:
+    request = RenderRequest(prompt=prompt, negative_prompt=negative, seed=first_seed, width=width, height=height)
     first = ProceduralBackend.params_for(_still(request, request.seed))
     seeds, params = [request.seed], [first]
     seed = request.seed
@@ -106,7 +118,7 @@ def procedural_keyframes(request: RenderRequest, count: int) -> tuple[list[int],
             seed = max(seed, pick[0])
         seeds.append(int(pick[0]) % (MAX_SEED + 1))
         params.append(pick[1])
-    return seeds, params
+    return tuple(seeds), tuple(params)
 
 
 def make_video(backend: ImageBackend, request_template: RenderRequest, *, frames: int, fps: int, loop: bool,
