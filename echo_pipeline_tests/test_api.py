@@ -120,8 +120,9 @@ def _error(response: httpx.Response, status: int, code: str | None = None) -> di
 
 
 # -- over HTTP ----------------------------------------------------------------------------------------
-@pytest.mark.slow(seconds=6)
+@pytest.mark.slow(seconds=10)
 def test_render_then_refine_over_http_images_are_the_catalogued_ones(server):
+    """Render, list, download, refine; then a 3D model and its files (the media endpoints)."""
     client = server.client
     _project(server, "API Render")
     run_id = _accepted(client.post("/api/render", headers=AUTH, json={"prompt": "warm fractal", "project": "api render",
@@ -154,10 +155,10 @@ def test_render_then_refine_over_http_images_are_the_catalogued_ones(server):
     children = client.get("/api/artifacts", params={"parent": item["artifact_id"]}).json()["items"]
     assert [c["artifact_id"] for c in children] == [child]
     assert children[0]["prompt"].startswith("warm fractal, rain effects") and children[0]["strength"] == 0.5
+    _a_3d_model_over_http_with_its_files(server)  # on the same server: one start-up for both
 
 
-@pytest.mark.slow(seconds=6)
-def test_a_3d_model_over_http_with_its_files(server):
+def _a_3d_model_over_http_with_its_files(server):
     client = server.client
     run_id = _accepted(client.post("/api/render", headers=AUTH, json={
         "prompt": "sword design", "media_type": "3d_model", "method": "heightfield", "width": 64, "height": 64}))

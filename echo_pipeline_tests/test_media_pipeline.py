@@ -212,12 +212,12 @@ def test_a_media_request_killed_mid_way_resumes_without_rendering_its_sources_ag
 
 
 def test_media_ids_cover_options_and_sources_and_plain_ids_stay_put():
-    base = RenderRequest(prompt="warm fractal", seed=7, width=64, height=64, media_type="video")
+    base = RenderRequest(prompt="cool waves", seed=7, width=64, height=64, media_type="video")
     short = with_sources(base, {"frames": 12})
     long = with_sources(base, {"frames": 24})
     assert short.request_id != long.request_id
     assert with_sources(base, {"frames": 12}).request_id == short.request_id
-    plain = RenderRequest(prompt="warm fractal", seed=7, width=64, height=64)
+    plain = RenderRequest(prompt="cool waves", seed=7, width=64, height=64)
     assert "media" not in plain.pixel_key()  # ids of every image stored before media existed are unchanged
     model = with_sources(base.model_copy(update={"media_type": "3d_model"}), {})
     assert short.request_id != model.request_id
