@@ -47,6 +47,7 @@ def test_use_case_3_as_written(cli, artifact_root):
     assert code == 0, err
     code, out, err = cli("render", "sword design", '--type=3d_model', "--json")
     assert code == 0, err
+    assert json.loads(out)["words_ignored"] == []  # "design" asks for the concept-sheet item it gets
     model_run = _by_type(json.loads(out))
     model = model_run["3d_model"][0]
     assert set(model["made_from"]) == {"concept", "texture"}

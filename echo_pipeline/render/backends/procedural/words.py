@@ -395,9 +395,21 @@ def report(prompt: str) -> tuple[list[str], list[str]]:
     for pos, length, _key in phrases(words):
         used.append(" ".join(words[pos:pos + length]))
         covered.update(range(pos, pos + length))
+    if any(w in OBJECT_WORDS for w in words):
+        # An object is drawn as a concept-sheet item (a clean silhouette on a neutral backdrop): the
+        # words asking for that presentation are honoured, not ignored.
+        for i, w in enumerate(words):
+            if i not in covered and (w in CONCEPT_WORDS or w in PRESENTATION_WORDS):
+                used.append(w)
+                covered.add(i)
     ignored = [w for i, w in enumerate(words)
                if i not in covered and w not in STOP_WORDS and w not in NEGATORS and not w.isdigit()]
     return list(dict.fromkeys(used)), list(dict.fromkeys(ignored))
+
+
+#: How an object concept is presented (see `report`): what the `object` motif draws anyway.
+PRESENTATION_WORDS = frozenset({"concept", "art", "game", "silhouette", "clean", "neutral", "background",
+                                "backdrop", "studio", "sheet", "isolated", "centered", "centred"})
 
 
 def vocabulary() -> dict[str, list[str]]:
