@@ -40,7 +40,7 @@ def test_pending_counts_new_artifacts_per_type_runs_and_scores(store):
     runs = [RunRef(run_id="r1", job="batch", status="SUCCESS")]
     pending = WorkLog(store).pending("p", runs)
     assert not pending.empty and pending.last is None
-    assert pending.new_artifacts == {"image": 1, "texture": 1, "3d_model": 0, "video": 0}
+    assert pending.new_artifacts == {"image": 1, "texture": 1, "3d_model": 0, "video": 0, "interactive": 0}
     assert sorted(pending.artifact_ids) == sorted([a, b])
     assert pending.watermark == T0 + timedelta(seconds=1)
     assert [r.run_id for r in pending.runs] == ["r1"]

@@ -87,7 +87,7 @@ def intent(context: dg.AssetExecutionContext, echo: EchoResource,
 @dg.asset(partitions_def=projects_partitions, group_name=GROUP, code_version="2", deps=[intent])
 def plan(context: dg.AssetExecutionContext, echo: EchoResource,
          observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
-    """Typed tasks (image, texture, video, 3d_model) with dependencies."""
+    """Typed tasks (image, texture, 3d_model, video, interactive) with dependencies, as a table and a graph."""
     return _result(_observed(observer, "plan", _pipeline(context, echo).plan()), table="tasks")
 
 

@@ -28,12 +28,12 @@ from pydantic import BaseModel, Field, ValidationError
 
 from echo_pipeline.artifacts.storage import ArtifactStore
 from echo_pipeline.errors import EchoError, InvalidInputError, StorageError
+from echo_pipeline.workflows.multi_modal import MEDIA_ORDER
 
 WORKLOG_DIR = "worklog"
 MAX_MINUTES = 10_000
 MAX_MESSAGE_CHARS = 500
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_MEDIA_ORDER = ("image", "texture", "3d_model", "video")
 
 
 class NothingToCommitError(EchoError):
@@ -195,7 +195,7 @@ class WorkLog:
         if last is not None and len(new):  # the same artifact never counts twice
             new = new[~new["artifact_id"].isin(set(last.artifact_ids))]
         counts = new["media_type"].fillna("image").value_counts().to_dict() if len(new) else {}
-        per_type = {kind: int(counts.get(kind, 0)) for kind in _MEDIA_ORDER}
+        per_type = {kind: int(counts.get(kind, 0)) for kind in MEDIA_ORDER}
         per_type |= {str(kind): int(n) for kind, n in counts.items() if kind not in per_type}
         if len(new):
             newest = pd.to_datetime(new["created"], utc=True).max().to_pydatetime()
