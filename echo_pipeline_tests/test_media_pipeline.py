@@ -151,6 +151,9 @@ def test_a_kept_view_renders_the_pixels_the_page_showed(cli, artifact_root, tmp_
     assert np.array_equal(np.asarray(Image.open(again["path"]).convert("RGB")), np.asarray(render_view(zoomed)))
     code, out, err = cli("render", "--view", str(kept), "--json")
     assert code == 0 and json.loads(out)["artifacts"][0]["status"] == "stored"
+    # A piece made from its sources is not refined by img2img: one line saying what to do instead.
+    code, _, err = cli("refine", piece["artifact_id"], "add rain effects")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "made from its sources" in err
 
 
 def _click_track(path: Path, clicks_s: list[float], seconds: float, rate: int = 22050) -> None:

@@ -212,6 +212,10 @@ class CreativeEngine:
         instruction) the same prompt for a variation; the parent's style, negative prompt, size,
         sampler settings and seed, `strength` (default 0.5) of change."""
         request = parent.request
+        if request.media is not None:
+            what = {"view": "a kept view"}.get(str(request.media.get("kind")), f"a {request.media_type}")
+            raise InvalidInputError(f"{parent.artifact_id} is {what}, made from its sources, not refined by "
+                                    "img2img: refine the image it was made from, or render it again")
         text = " ".join((instruction or "").split())
         style = None
         if request.style:

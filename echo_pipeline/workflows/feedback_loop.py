@@ -125,6 +125,7 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
                       run_id: str | None = None, notify: NotifyFn | None = None) -> LoopReport:
     from echo_pipeline.resonance.memory_system import load_memory, load_scores, save_scores
     from echo_pipeline.resonance.quality_assessor import PROJECT_DUPLICATE_DISTANCE
+    from echo_pipeline.workflows.multi_modal import MADE_FROM_SOURCES
 
     check_loop_limits(rounds, target, fraction)
     started = time.perf_counter()
@@ -132,6 +133,11 @@ def run_feedback_loop(engine: CreativeEngine, slug: str, backend: ImageBackend, 
     spec = engine.projects.load(slug)
     scores = load_scores(store, slug)
     scores = scores[np.isfinite(scores["total"].astype(float))]
+    # Videos, 3D models and live pieces are made from their sources, not refined by img2img: only
+    # images and textures take part (a better concept image makes a better model next batch).
+    catalog = store.catalog(slug)
+    made = set(catalog.loc[catalog["media_type"].isin(sorted(MADE_FROM_SOURCES)), "artifact_id"].astype(str))
+    scores = scores[~scores["artifact_id"].astype(str).isin(made)]
     if len(scores) < 2:
         raise InvalidInputError(f"project {slug!r} has {len(scores)} scored image(s); render and score a batch "
                                 f"first: echo-os batch --project {slug}")
