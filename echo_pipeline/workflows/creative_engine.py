@@ -97,15 +97,17 @@ class CreativeEngine:
             text, stored=lambda: ArtifactStore.open(self.settings.artifact_root, read_only=True).projects(),
             create=create)
 
-    def plan_requests(self, spec: PromptSpec) -> list[RenderRequest]:
-        """Validate the spec (project name, style, size, count) and expand it into requests."""
+    def plan_requests(self, spec: PromptSpec, *, media_sources: bool = True) -> list[RenderRequest]:
+        """Validate the spec (project name, style, size, count) and expand it into requests.
+        `media_sources=False`: media requests are left without their sources (a planned batch links
+        them to its own requests, `multi_modal.link_plan_sources`)."""
         from echo_pipeline.workflows.multi_modal import MADE_FROM_SOURCES, with_sources
 
         project = project_slug(spec.project or DEFAULT_PROJECT)
         requests = self.prompts.build_requests(spec.model_copy(update={"project": project}))
         if spec.media_type in MADE_FROM_SOURCES:
             # A video, 3D model or interactive piece names the requests it is made from.
-            requests = [with_sources(r, spec.media) for r in requests]
+            requests = [with_sources(r, spec.media) for r in requests] if media_sources else requests
         elif spec.media and set(spec.media) == {"view"} and spec.media_type == "image":
             # A view kept in an interactive page, drawn by the live renderer as a PNG.
             requests = [r.model_copy(update={"media": {"kind": "view", "options": {"view": spec.media["view"]},

@@ -174,7 +174,7 @@ class ProjectPipeline:
                 extra.append(f"{palette} palette")
             if extra:
                 prompt_spec = prompt_spec.model_copy(update={"prompt": ", ".join([prompt_spec.prompt, *extra])})
-            planned = self.engine.plan_requests(prompt_spec)
+            planned = self.engine.plan_requests(prompt_spec, media_sources=False)
             palette_prompts += len(planned) if with_palette else 0
             by_task[task.id] = [backend.prepare(r) for r in planned]
         # Videos, 3D models and interactive pieces are made from this batch's own requests of the
