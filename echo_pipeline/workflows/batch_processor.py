@@ -56,6 +56,7 @@ class BatchProcessor:
         self.store = store
         self.backend = backend
         self._remade: dict[tuple[str, str], ArtifactRecord] = {}  # catalogued, rendered again (see `_save`)
+        self._seen_catalog: dict[str, dict[str, ArtifactRecord]] = {}  # the records the last `_split` read
 
     def prepare(self, requests: Sequence[RenderRequest]) -> list[RenderRequest]:
         """Stamp the backend identity on each request (it is part of the request id) and validate."""
@@ -169,7 +170,8 @@ class BatchProcessor:
         are not stored yet; the batch's own earlier requests are found, not rendered twice."""
         wanted = {role: self.prepare(reqs) for role, reqs in sources_of(request).items()}
         flat = [r for reqs in wanted.values() for r in reqs]
-        existing, todo = self._split(flat)
+        # The catalog as the batch read it (what this batch stored since is in `result.new`).
+        existing, todo = self._split(flat, self._seen_catalog)
         found = {r.artifact_id: r for r in existing}
         found.update({r.artifact_id: r for r in result.new})
         fresh = [r for r in todo if r.request_id not in found]
@@ -214,9 +216,14 @@ class BatchProcessor:
         """The requests a `run` would render now (not stored yet), in order; reads only."""
         return self._split(self.prepare(requests))[1]
 
-    def _split(self, prepared: list[RenderRequest]) -> tuple[list[ArtifactRecord], list[RenderRequest]]:
-        """(records already stored, requests to render), duplicates dropped."""
-        catalogued = {project: self._catalogued(project) for project in sorted({r.project for r in prepared})}
+    def _split(self, prepared: list[RenderRequest], catalogued: dict[str, dict[str, ArtifactRecord]] | None = None,
+               ) -> tuple[list[ArtifactRecord], list[RenderRequest]]:
+        """(records already stored, requests to render), duplicates dropped; `catalogued`: the
+        projects' records when the caller has read them already."""
+        catalogued = dict(catalogued or {})
+        for project in sorted({r.project for r in prepared} - set(catalogued)):
+            catalogued[project] = self._catalogued(project)
+        self._seen_catalog = catalogued
         existing: list[ArtifactRecord] = []
         todo: list[RenderRequest] = []
         seen: set[tuple[str, str]] = set()
