@@ -119,6 +119,12 @@ def test_a_project_makes_every_media_type_through_batch(cli, artifact_root, conf
         # every keyframe it names is a stored image of the same batch
         assert set(record.info["inputs"]["keyframes"]) <= set(catalog["artifact_id"])
     assert not store.verify("media-suite").problems
+    # The style is learned from pictures, not from renders of meshes on a studio backdrop.
+    from echo_pipeline.resonance.memory_system import load_memory
+
+    memory = load_memory(store, "media-suite")
+    models = set(catalog.loc[catalog["media_type"] == "3d_model", "artifact_id"])
+    assert memory is not None and memory.count > 0 and not models & set(memory.learned_ids)
 
     # The gallery plays the videos and shows the 3D previews and texture maps.
     data = Path(summary["gallery"]).with_name("data.js").read_text()

@@ -394,6 +394,11 @@ class ProjectPipeline:
         todo = scores[~scores.artifact_id.isin(learned)] if len(scores) else scores
         if len(todo):
             catalog = self.store.catalog(self.slug).set_index("artifact_id")
+            # A 3D model's PNG is a render of a mesh on a studio backdrop, not a picture in the
+            # project's style: the style is learned from its concept and texture instead.
+            previews = set(catalog.index[catalog["media_type"] == "3d_model"].astype(str))
+            todo = todo[~todo.artifact_id.astype(str).isin(previews)]
+        if len(todo):
             embedder = get_embedder()
             images = [self.store.load_thumbnail(self.slug, aid) for aid in todo.artifact_id]
             # An image's palette: the one its backend says it drew with, else the nearest named one.
