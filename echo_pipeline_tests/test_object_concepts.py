@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from echo_pipeline.media.mesh import build_mesh, render_preview
 from echo_pipeline.render.backends.procedural import ProceduralBackend
@@ -25,3 +26,21 @@ def test_a_rendered_sword_concept_is_extruded_into_a_watertight_upright_blade():
     assert max(size[0], size[1]) > 4 * size[2]  # a blade: thin next to its length
     preview = np.asarray(render_preview(result, size=(96, 96)), dtype=np.float64)
     assert preview.std() > 5  # the object shows against the preview's backdrop
+
+
+def test_a_collection_of_object_concepts_passes_the_projects_uniqueness_check():
+    """Items of one kind on a plain backdrop look alike to a perceptual hash unless their poses,
+    placement and light spread over the seeds (the framing point): 40 weapons, no near-duplicate."""
+    import io
+    import itertools
+
+    from echo_pipeline.artifacts.storage import make_thumbnail
+    from echo_pipeline.resonance.quality_assessor import PROJECT_DUPLICATE_DISTANCE, hamming, phash_hex
+
+    prompt = "concept art of medieval fantasy weapons, forged steel, game asset design, clean silhouette"
+    requests = [RenderRequest(prompt=prompt, seed=1000 + k, width=96, height=96) for k in range(40)]
+    hashes = [phash_hex(Image.open(io.BytesIO(make_thumbnail(r.image))))
+              for r in ProceduralBackend(workers=2).render(requests)]
+    close = [(i, j) for (i, a), (j, b) in itertools.combinations(enumerate(hashes), 2)
+             if hamming(a, b) <= PROJECT_DUPLICATE_DISTANCE]
+    assert not close, close

@@ -501,7 +501,8 @@ def _silhouette(image) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("kind", ["sword", "dagger", "axe", "hammer", "spear", "shield", "staff"])
 def test_object_silhouettes_are_clean_and_fill_the_frame(backend, kind):
-    """A plain border, one connected item spanning ~80 % of the frame (its box 8-60 %: thin weapons cover less)."""
+    """A plain border, one connected item spanning 56-84 % of the frame's side at a pose of its seed
+    (its box 8-60 %: thin weapons cover less), never touching the frame."""
     from scipy import ndimage
 
     for seed in (1, 2):
@@ -517,8 +518,9 @@ def test_object_silhouettes_are_clean_and_fill_the_frame(backend, kind):
         ys, xs = np.nonzero(item)
         box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1) / item.size
         assert 0.08 <= box <= 0.6 or kind == "shield" and 0.3 <= box <= 0.75, (seed, box)  # upright blades: ~0.1
-        assert 0.03 <= item.mean() <= 0.6
-        assert 0.7 <= max(ys.max() - ys.min(), xs.max() - xs.min()) / 128 <= 0.9  # ~80 % of the frame
+        assert 0.02 <= item.mean() <= 0.6  # a thin staff at the smallest scale: ~3 %
+        assert 0.5 <= max(ys.max() - ys.min(), xs.max() - xs.min()) / 128 <= 0.9
+        assert ys.min() > 0 and xs.min() > 0 and ys.max() < 127 and xs.max() < 127  # inside the frame
 
 
 def test_object_seeds_give_different_designs_and_a_seed_the_same_pixels(backend):

@@ -23,7 +23,7 @@ from PIL import Image
 from echo_pipeline.render.backends.procedural import finish, framing, motifs, words
 from echo_pipeline.render.backends.procedural.palettes import DEFAULT_PALETTES, Palette, blend_specs, palette_spec
 
-PROCEDURAL_VERSION = "8"  # bump whenever the same params/request would give different pixels (see test_golden)
+PROCEDURAL_VERSION = "9"  # bump whenever the same params/request would give different pixels (see test_golden)
 
 # With no motif word, the seed picks among the families that look best on their own.
 DEFAULT_MOTIFS = (("fractal", 0.3), ("flow", 0.22), ("nebula", 0.18), ("landscape", 0.18), ("waves", 0.12))

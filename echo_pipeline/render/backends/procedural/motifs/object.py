@@ -1,7 +1,8 @@
 """Objects: game-asset concepts of weapons and gear (sword, dagger, axe, hammer, spear, shield, staff).
 
-One item per image, the way a concept sheet shows it: centred, upright or at a slight angle, filling
-most of the frame, on a plain light-grey studio backdrop (so a mesh maker can cut the silhouette out
+One item per image, the way a concept sheet shows it: at a pose, size and place of the seed's framing
+point (tilted up to 70 degrees, spanning 56-84 % of the frame, never touching its edge; spread evenly
+over a project's seeds so no two concepts are near-duplicates), on a plain light-grey studio backdrop (so a mesh maker can cut the silhouette out
 by its colour distance from the border, see `media/mesh.py`). Each kind is a parametric design drawn
 from the seed: blade length, width, taper and belly, fuller, crossguard shape, grip wraps, pommel; axe
 head reach, beard and flare, double bit or back spike; hammer head and flanges; spear-head leaf; round
@@ -45,13 +46,21 @@ def make(rng: np.random.Generator, canvas: Canvas, kinds: list[str]) -> dict:
     kind = next((k for k in kinds if k in KINDS), None)
     if kind is None:
         kind = str(rng.choice(WEAPONS if "weapon" in kinds or not kinds else KINDS))
-    u = rng.uniform
-    upright = rng.random() < 0.35 or kind == "shield"
-    tilt = float(u(-6, 6)) if upright else float(rng.choice([-1.0, 1.0]) * u(12, 32))
+    # Pose and backdrop from the seed's framing point (low-discrepancy over a project's seeds): items
+    # of one kind on a plain backdrop look alike to a perceptual hash unless their poses, light and
+    # placement spread evenly, and the project's uniqueness check blocks near-duplicates.
+    f = canvas.framing or tuple(float(v) for v in rng.random(5))
+    tilt = (2 * f[0] - 1) * (12 if kind == "shield" else 70)
+    fill = 0.56 + 0.28 * float(f[1])
+    room = max(0.0, (0.9 - fill) / 2)  # the item stays inside the frame, whatever its offset
     params: dict = {
         "kind": kind,
-        "angle": round(tilt, 3),  # degrees, clockwise from upright
-        "fill": float(u(0.8, 0.86)),  # share of the frame's limiting side the item spans
+        "angle": round(float(tilt), 3),  # degrees, clockwise from upright
+        "fill": round(fill, 4),  # share of the frame's limiting side the item spans
+        "backdrop_angle": round(360.0 * float(f[2]), 3),  # direction the backdrop darkens towards
+        "backdrop_tone": round(float(rng.random()), 4),  # 0 darker .. 1 lighter studio grey
+        "shift": round(room * (2 * float(f[3]) - 1), 4),  # horizontal offset, share of the width
+        "shift_y": round(room * (2 * float(f[4]) - 1), 4),  # vertical offset, share of the height
         "gilded": bool(rng.random() < 0.35),  # brass trim instead of the palette's metal
         "grip": str(rng.choice(["leather", "leather", "wood"])),
         "gem": int(rng.integers(len(GEMS))),
@@ -494,12 +503,19 @@ def _smooth(a: float, b: float, v: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
-def _backdrop(h: int, w: int) -> np.ndarray:
-    """Plain studio grey, a touch lighter at the top and behind the item: still one colour to a segmenter."""
+def _backdrop(h: int, w: int, params: dict | None = None) -> np.ndarray:
+    """Plain studio grey, a touch lighter on one side and behind the item: still one colour to a
+    segmenter. The side (`backdrop_angle`, 0 = darker at the bottom) and the tone vary by seed."""
+    params = params or {}
     y = ((np.arange(h, dtype=np.float32) + 0.5) / h)[:, None]
     x = ((np.arange(w, dtype=np.float32) + 0.5) / w)[None, :]
-    grey = _BACKDROP_TOP + (_BACKDROP_BOTTOM - _BACKDROP_TOP) * y
-    grey = grey + 0.025 * np.exp(-(((x - 0.5) / 0.35) ** 2 + ((y - 0.45) / 0.35) ** 2))
+    a = math.radians(float(params.get("backdrop_angle", 0.0)))
+    reach = abs(math.sin(a)) + abs(math.cos(a))  # so the gradient spans 0..1 corner to corner at any angle
+    along = 0.5 + ((x - 0.5) * np.float32(math.sin(a)) + (y - 0.5) * np.float32(math.cos(a))) / np.float32(reach)
+    tone = 0.05 * (float(params.get("backdrop_tone", 0.5)) - 0.5)
+    grey = _BACKDROP_TOP + tone + (_BACKDROP_BOTTOM - _BACKDROP_TOP) * along
+    sx, sy = 0.5 - 0.05 * math.sin(a), 0.5 - 0.05 * math.cos(a)  # the light spot, away from the dark side
+    grey = grey + 0.025 * np.exp(-(((x - sx) / 0.35) ** 2 + ((y - sy) / 0.35) ** 2))
     tint = np.array([1.0, 0.995, 0.985], np.float32)
     return srgb_to_linear(np.clip(grey[..., None] * tint, 0, 1))
 
@@ -651,12 +667,13 @@ def layout(params: dict, width: int, height: int) -> tuple[list[Part], tuple[flo
     size = np.maximum(hi - lo, 1e-6)
     scale = float(params["fill"]) * min(width / size[0], height / size[1])
     centre = (lo + hi) / 2 * scale
-    return items, rot, scale, (width / 2 - float(centre[0]), height / 2 - float(centre[1]))
+    dx, dy = float(params.get("shift", 0.0)) * width, float(params.get("shift_y", 0.0)) * height
+    return items, rot, scale, (width / 2 + dx - float(centre[0]), height / 2 + dy - float(centre[1]))
 
 
 def draw(params: dict, canvas: Canvas) -> np.ndarray:
     h, w = canvas.height, canvas.width
-    img = _backdrop(h, w)
+    img = _backdrop(h, w, params)
     items, rot, scale, offset = layout(params, w, h)
     pals = _palettes(params, canvas)
     gem = _gem_colour(params, canvas)
