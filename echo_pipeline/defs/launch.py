@@ -320,8 +320,10 @@ def batch(settings: Settings, project: str, *, count: int | None = None, style: 
                       run_config={"ops": {"prompt_set": {"config": overrides}}} if overrides else None,
                       run_id=run_id)
     generated: GenerateOutcome = collector.results["generated_images"]
+    from echo_pipeline.defs.assets import MEDIA_KINDS  # Dagster is loaded by now: the run has happened
+
     combined = generated.result
-    for name in ("textures", "models_3d", "videos", "interactive_pieces"):
+    for name, _, _ in MEDIA_KINDS:
         made: GenerateOutcome | None = collector.results.get(name)
         if made is not None and made.result.requests:  # the media of the batch count as its artifacts
             combined = dataclasses.replace(
