@@ -105,6 +105,27 @@ def memory_root():
         fs.rm(path, recursive=True)
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on loopback (echo_pipeline_tests/s3_server.py), one per test process."""
+    from echo_pipeline_tests.s3_server import moto_s3_server
+
+    with moto_s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_root(s3_endpoint, monkeypatch) -> str:
+    """An `s3://<new bucket>/echo` artifact root on the local endpoint; this process and the
+    processes it starts reach it through the AWS_* environment."""
+    import fsspec
+
+    for key, value in s3_endpoint.env.items():
+        monkeypatch.setenv(key, value)
+    fsspec.filesystem("s3").clear_instance_cache()  # a client made before these variables is stale
+    return f"s3://{s3_endpoint.new_bucket()}/echo"
+
+
 @pytest.fixture
 def cli(monkeypatch, capsys, config_dir, artifact_root):
     """Run `echo-os ARGS...` in-process through the real entry point; returns (exit code, stdout, stderr)."""
