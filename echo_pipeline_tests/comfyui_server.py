@@ -22,7 +22,9 @@ Behaviour switches (keyword arguments of `running_comfyui_server`, fields of `Se
 `drop_ws_after_steps` (close the client's socket after that many progress events),
 `fail_first_requests` (HTTP 500 for the first k HTTP requests), `lose_prompt_answers` (queue a
 prompt but answer 500, k times), `ignore_client_id` (treat every
-prompt as posted without client_id: no events), `preview_frames`.
+prompt as posted without client_id: no events), `preview_frames`, `on_prompt` (called with each
+POST /prompt body before validation; returns the body the server goes on with: a server whose
+nodes or models changed between two prompts, or a switch flipped for one prompt).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class ServerState:
     lose_prompt_answers: int = 0  # queue the prompt, then answer 500 (a response lost on the way back)
     ignore_client_id: bool = False
     preview_frames: bool = True
+    on_prompt: Any = None  # Callable[[dict], Any] | None: see the module docstring
     # records
     url: str = ""
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every HTTP request
@@ -171,7 +174,7 @@ def _validate(prompt: dict[str, Any], state: ServerState) -> tuple[bool, dict[st
     node_errors: dict[str, Any] = {}
     checked: dict[str, bool] = {}
 
-    def check(node_id: str) -> bool:
+    def check_node(node_id: str) -> bool:
         if node_id in checked:
             return checked[node_id]
         checked[node_id] = True  # cycles are not this server's business
@@ -231,6 +234,19 @@ def _validate(prompt: dict[str, Any], state: ServerState) -> tuple[bool, dict[st
             ok = False
         checked[node_id] = ok
         return ok
+
+    def check(node_id: str) -> bool:
+        """ComfyUI reports an exception raised while validating a node as that node's error."""
+        try:
+            return check_node(node_id)
+        except Exception as exc:
+            checked[node_id] = False
+            node = prompt[node_id]
+            node_errors.setdefault(node_id, {"errors": [], "dependent_outputs": [], "class_type": node["class_type"]})
+            node_errors[node_id]["errors"].append({
+                "type": "exception_during_inner_validation", "message": "Exception when validating inner node",
+                "details": f"{type(exc).__name__}: {exc}", "extra_info": {"exception_type": type(exc).__name__}})
+            return False
 
     good = []
     for output in outputs:
@@ -439,6 +455,8 @@ def create_app(state: ServerState) -> Any:
             body = await request.json()
         except ValueError:
             body = {}
+        if state.on_prompt is not None and isinstance(body, dict):
+            body = state.on_prompt(body)
         if not isinstance(body, dict) or "prompt" not in body:
             return JSONResponse({"error": {"type": "no_prompt", "message": "No prompt provided",
                                            "details": "No prompt provided", "extra_info": {}}, "node_errors": {}},
