@@ -10,7 +10,8 @@ Layout under the root (any fsspec URL or a local path)::
                                                   HTML); its PNG is the albedo, poster, preview or snapshot
 
 Every file is written to `<path>.tmp-<uuid>` and then moved into place (`echo_pipeline.atomic`), so
-a crash leaves at most `*.tmp-*` files behind, never a half-written image or catalog part.
+a crash leaves at most `*.tmp-*` files behind, never a half-written image or catalog part; on S3 it
+is one PUT to the final key, which S3 shows only once complete (no temporary keys there).
 `reconcile` repairs what a crash between writing an image and appending its catalog row leaves behind.
 
 The store defends itself against damage it did not cause:
@@ -48,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import split_protocol, url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.registry import known_implementations
 from PIL import Image
 
@@ -334,7 +336,7 @@ class ArtifactStore:
             raise StorageError(f"artifact root {self.url!r} is opened read-only; nothing can be written there")
 
     def _write_atomic(self, path: str, data: bytes) -> None:
-        """Write `data` to `<path>.tmp-<uuid>`, then move it onto `path`; never leaves a partial file."""
+        """Write `data` atomically (`echo_pipeline.atomic.write_atomic`); never leaves a partial file."""
         self._check_writable_mode()
         directory = posixpath.dirname(path)
         try:
@@ -1093,9 +1095,21 @@ class ArtifactStore:
 
 
 def _make_fs(root: str):
+    """(filesystem, path) of `root`; a remote filesystem without its directory-listing cache.
+
+    s3fs (like gcsfs and adlfs) keeps every listing it made for the life of the filesystem instance,
+    and `exists`/`info` answer from it: a long-lived process (the API server, a Dagster daemon)
+    would never see the catalog parts, images or scores another process adds (measured on a real S3
+    endpoint: the API kept listing 4 artifacts after a batch in another process stored 8). Listing
+    again costs one request per listing, which the store does a few times per command.
+    """
     protocol, _ = split_protocol(root)
     try:
-        return url_to_fs(root)
+        fs, path = url_to_fs(root)
+        in_process = isinstance(fs, (LocalFileSystem, MemoryFileSystem))  # these never read the cache
+        if not in_process and getattr(getattr(fs, "dircache", None), "use_listings_cache", False):
+            fs, path = url_to_fs(root, use_listings_cache=False)
+        return fs, path
     except ImportError as exc:
         name = (protocol or "").split("::")[0]
         hint = known_implementations.get(name, {}).get("err") or _one_line(exc)
@@ -1112,6 +1126,35 @@ def _make_fs(root: str):
         raise StorageError(f"artifact root {root!r} cannot be used: {_one_line(exc)}") from exc
     except Exception as exc:
         raise StorageError(f"artifact root {root!r} cannot be used: {_one_line(exc)}") from exc
+
+
+# Errors that mean the store's server could not be reached or dropped the connection, by class name
+# (so nothing here imports botocore or aiohttp): botocore's HTTPClientError family (what s3fs raises
+# once its retries are spent: EndpointConnectionError, ConnectionClosedError, ReadTimeoutError...)
+# and aiohttp's ClientConnectionError family. Dagster's run failures carry only the class name.
+UNREACHABLE_ERRORS = frozenset({
+    "HTTPClientError", "EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError",
+    "ConnectTimeoutError", "ProxyConnectionError", "ClientConnectionError", "ClientConnectorError",
+    "ClientOSError", "ServerDisconnectedError", "ServerTimeoutError",
+})
+
+
+def unreachable_message(detail: str) -> str:
+    """The one line for an artifact store that cannot be reached (`detail`: the client's words)."""
+    return f"the artifact store cannot be reached ({detail.strip().splitlines()[0] if detail.strip() else 'no answer'})"
+
+
+def store_unreachable(exc: BaseException) -> StorageError | None:
+    """A one-line `StorageError` when `exc` (or what caused it) says the store's server could not
+    be reached (an S3 endpoint down, a connection cut mid-request); None for any other error."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if any(cls.__name__ in UNREACHABLE_ERRORS for cls in type(seen).__mro__):
+            return StorageError(unreachable_message(_one_line(seen)))
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _strip_source(message: str, source: str) -> str:
