@@ -287,6 +287,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        from echo_pipeline.artifacts.storage import store_unreachable
+
+        unreachable = store_unreachable(exc)  # the S3 endpoint down: the store's fault, not ours
+        if unreachable is not None:
+            return error_response(503, "storage_error", str(unreachable))
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal error; the server's log has the details")
 

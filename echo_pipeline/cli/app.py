@@ -8,6 +8,7 @@ else is a bug and exits 1 with its traceback.
 from __future__ import annotations
 
 import errno
+import logging
 import signal
 import sys
 from typing import Annotated, Optional
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in args
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM ends a command like Ctrl-C
+    logging.getLogger("asyncio").addFilter(_quiet_dropped_connections)
     try:
         rc = app(args=args, prog_name="echo-os", standalone_mode=False)
         _seeded_home_notice()
@@ -133,9 +135,29 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _error(str(exc), getattr(exc, "exit_code", 2))
     except OSError as exc:
+        if not verbose and _store_unreachable(exc):
+            _error(str(_store_unreachable(exc)), 2)
         if verbose or exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
             raise
         _error(f"{exc.strerror}: {exc.filename or ''}".rstrip(": "), 2)
+    except Exception as exc:  # an S3 endpoint down while a command reads: one line, not a traceback
+        unreachable = None if verbose else _store_unreachable(exc)
+        if unreachable is None:
+            raise
+        _error(str(unreachable), 2)
+
+
+def _quiet_dropped_connections(record: logging.LogRecord) -> bool:
+    """Drop asyncio's "Task exception was never retrieved" tracebacks of s3fs's HTTP client when an
+    S3 endpoint cut its connections: the command already says in one line that the store is down."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return exc is None or _store_unreachable(exc) is None
+
+
+def _store_unreachable(exc: BaseException) -> Exception | None:
+    from echo_pipeline.artifacts.storage import store_unreachable
+
+    return store_unreachable(exc)
 
 
 def _seeded_home_notice() -> None:

@@ -45,6 +45,7 @@ from filelock import FileLock, Timeout
 
 from echo_pipeline.artifacts.gallery import GalleryResult
 from echo_pipeline.artifacts.records import ArtifactRecord
+from echo_pipeline.artifacts.storage import UNREACHABLE_ERRORS, unreachable_message
 from echo_pipeline.errors import EchoError, Interrupted, InvalidInputError, ProjectBusyError, StorageError
 from echo_pipeline.render.backends.registry import backend_class
 from echo_pipeline.render.prompt_engine import MAX_COUNT, PromptSpec
@@ -705,6 +706,11 @@ def _failure(result: dg.ExecuteInProcessResult) -> Exception:
             if cause.cls_name in user_errors:
                 message = cause.message.strip().splitlines()[0]
                 return InvalidInputError(message.split(": ", 1)[-1])
+            if cause.cls_name in UNREACHABLE_ERRORS:
+                first = (cause.message or "").strip().splitlines()
+                detail = first[0].split(": ", 1)[-1] if first else cause.cls_name
+                return StorageError(f"{unreachable_message(detail)}; run {result.run_id} stopped, what it stored "
+                                    "is kept: run it again when the store answers")
             if "No space left on device" in (cause.message or ""):
                 return StorageError(f"the artifact store is full (No space left on device); run {result.run_id} "
                                     "stopped, stored images are kept")
