@@ -34,13 +34,16 @@ def gallery(
     """
     from echo_pipeline.artifacts.gallery import parse_filter
     from echo_pipeline.artifacts.storage import ArtifactStore
-    from echo_pipeline.errors import NotFoundError
+    from echo_pipeline.errors import InvalidInputError, NotFoundError
     from echo_pipeline.workflows.galleries import collection_gallery, project_gallery
 
     flt = parse_filter(filter)
     eng = engine(ctx)
     # Reading needs no write probe; writing into the store does (ArtifactStore.open).
     store = ArtifactStore(eng.settings.artifact_root, read_only=True) if out else eng.store
+    if open_page and out is None and "://" in store.root_path():
+        raise InvalidInputError(f"--open needs a page on this machine, but the gallery is written to "
+                                f"{store.root_path()}; add --out DIR to write a local copy and open that")
     if project is None:
         names = {s.slug: s.name for s in eng.projects.scan()[0]}
         slugs = sorted(set(store.projects()) | set(names))
