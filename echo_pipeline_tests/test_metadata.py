@@ -393,3 +393,17 @@ class TestPng:
 
 def test_sha256_hex():
     assert sha256_hex(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def test_values_that_look_like_a_size_read_back_whole():
+    """Found by the infotext fuzzer (faults/fuzz_targets.py): a style named like `16x9` was read
+    back as "Echo style-1"/"Echo style-2". Values that are not the size are quoted, and a quoted
+    `WxH` stays whole; A1111 still reads the Size as width and height."""
+    record = make_record(style="16x9", model="1024x1024")
+    text = format_infotext(record)
+    assert 'Echo style: "16x9"' in text and "Size: 64x64" in text
+    ours = parse_infotext(text)
+    assert (ours["Echo style"], ours["Model"]) == ("16x9", "1024x1024")
+    assert (ours["Size-1"], ours["Size-2"]) == ("64", "64") and "Size" not in ours
+    a1111 = parse_generation_parameters(text)
+    assert (a1111["Size-1"], a1111["Size-2"]) == ("64", "64")

@@ -63,11 +63,13 @@ def sha256_hex(data: bytes) -> str:
 # Infotext
 
 
-def _quote(value: Any) -> str:
+def _quote(value: Any, *, size: bool = False) -> str:
     """A1111's `quote`: JSON-quote values with a comma, colon or newline.
 
     Also quotes values A1111's reader would otherwise mangle (a leading '"', surrounding whitespace,
-    a carriage return, an empty string); A1111's reader unquotes all of those correctly.
+    a carriage return, an empty string); A1111's reader unquotes all of those correctly. A value
+    that looks like `WxH` is quoted unless it is a size (`size=True`): readers split `WxH` values
+    into `Key-1`/`Key-2`, and `parse_infotext` keeps a quoted one whole (a style named "16x9").
     """
     text = str(value)
     if (
@@ -75,6 +77,7 @@ def _quote(value: Any) -> str:
         or any(ch in text for ch in ",:\n\r")
         or text[0] == '"'
         or text != text.strip()
+        or (not size and RE_IMAGESIZE.match(text))
     ):
         return json.dumps(text, ensure_ascii=False)
     return text
@@ -189,7 +192,7 @@ def format_infotext(record: ArtifactRecord, *, sampler: bool | None = None) -> s
         first, *rest = _prompt_lines(req.negative_prompt, negative=True)
         lines += [f"{NEGATIVE_PREFIX} {first}", *rest]
     params = infotext_params(record, sampler=sampler)
-    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in params.items()))
+    lines.append(", ".join(f"{key}: {_quote(value, size=key == 'Size')}" for key, value in params.items()))
     return "\n".join(lines).strip()
 
 
@@ -210,7 +213,8 @@ def parse_infotext(text: str) -> dict[str, str]:
     least 3 `key: value` pairs, prompt lines are stripped and the first one starting with "Negative
     prompt:" starts the negative prompt, JSON-quoted values are unquoted, `WxH` values split into
     `Key-1` and `Key-2` (e.g. "Size-1"/"Size-2"). Unlike A1111: a prompt line wrapped in U+FEFF (how
-    `format_infotext` protects lines A1111 would change) is unwrapped, empty values are kept (as "")
+    `format_infotext` protects lines A1111 would change) is unwrapped, a JSON-quoted `WxH` value is
+    kept whole (how `format_infotext` writes one that is not a size), empty values are kept (as "")
     and webui-only defaults (Clip skip, Hires ..., RNG ...) are not filled in.
     """
     *lines, lastline = str(text).strip().split("\n")
@@ -234,9 +238,10 @@ def parse_infotext(text: str) -> dict[str, str]:
 
     result: dict[str, str] = {"Prompt": parts["prompt"], "Negative prompt": parts["negative"]}
     for key, value in RE_PARAM.findall(lastline):
-        if value[:1] == '"' and value[-1:] == '"':
+        quoted = value[:1] == '"' and value[-1:] == '"'
+        if quoted:
             value = _unquote(value)
-        match = RE_IMAGESIZE.match(value)
+        match = None if quoted else RE_IMAGESIZE.match(value)
         if match is not None:
             result[f"{key}-1"] = match.group(1)
             result[f"{key}-2"] = match.group(2)
