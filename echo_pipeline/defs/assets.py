@@ -16,6 +16,7 @@ from typing import Optional
 import dagster as dg
 
 from echo_pipeline.defs.partitions import projects_partitions
+from echo_pipeline.defs.pools import GPU_OP_TAGS, GPU_POOL
 from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
 from echo_pipeline.resonance.quality_assessor import PROJECT_DUPLICATE_DISTANCE
 from echo_pipeline.workflows.project_pipeline import ProjectPipeline, RunObserver, StepResult
@@ -102,7 +103,8 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, echo:
 
 
 @dg.asset(
-    partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[prompt_set], pool="gpu",
+    partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[prompt_set], pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     check_specs=[dg.AssetCheckSpec("unique_images", asset="generated_images", blocking=True,
                                    partitions_def=projects_partitions,
                                    description="No image of the batch is a near-duplicate of any image in the project "
@@ -143,7 +145,7 @@ MEDIA_KINDS = (
                         description=description, kinds={"python"},
                         deps=[generated_images, "textures"] if name == "models_3d" else [generated_images])
            for name, _, description in MEDIA_KINDS],
-    pool="gpu", can_subset=True,
+    pool=GPU_POOL, op_tags=GPU_OP_TAGS, can_subset=True,
 )
 def media(context: dg.AssetExecutionContext, echo: EchoResource, image_backend: ImageBackendResource,
           observer: dg.ResourceParam[RunObserver]):

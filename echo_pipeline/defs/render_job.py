@@ -9,6 +9,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import create_model
 
+from echo_pipeline.defs.pools import GPU_OP_TAGS, GPU_POOL
 from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
 from echo_pipeline.render.prompt_engine import PromptSpec
 from echo_pipeline.workflows.project_pipeline import RunObserver
@@ -20,7 +21,7 @@ RenderConfig = create_model(  # type: ignore[call-overload]  # fields from Promp
 )
 
 
-@dg.op(pool="gpu")
+@dg.op(pool=GPU_POOL, tags=GPU_OP_TAGS)
 def render_prompt(context: dg.OpExecutionContext, config: RenderConfig, echo: EchoResource,
                   image_backend: ImageBackendResource, observer: dg.ResourceParam[RunObserver]) -> None:
     fields = config.model_dump()

@@ -5,6 +5,7 @@ from typing import Optional
 
 import dagster as dg
 
+from echo_pipeline.defs.pools import GPU_OP_TAGS, GPU_POOL
 from echo_pipeline.defs.resources import EchoResource, ImageBackendResource
 from echo_pipeline.workflows.feedback_loop import WEAKEST_FRACTION, run_feedback_loop
 from echo_pipeline.workflows.project_pipeline import RunObserver
@@ -17,7 +18,7 @@ class ResonanceConfig(dg.Config):
     fraction: float = WEAKEST_FRACTION
 
 
-@dg.op(pool="gpu")
+@dg.op(pool=GPU_POOL, tags=GPU_OP_TAGS)
 def refine_weakest(context: dg.OpExecutionContext, config: ResonanceConfig, echo: EchoResource,
                    image_backend: ImageBackendResource, observer: dg.ResourceParam[RunObserver]) -> None:
     engine = echo.engine()
