@@ -205,6 +205,17 @@ def test_batch_commands_and_api_on_s3(cli, s3_root, s3_endpoint, monkeypatch, tm
     code, out, err = cli("gallery", "-p", "s3-batch", "--open")
     assert code == 2 and "--open needs a page on this machine" in err and "--out DIR" in err
     assert len(err.strip().splitlines()) == 1
+    # --out DIR: a browser cannot load s3:// links, so the page links to copies of what it shows.
+    local_gallery = tmp_path / "gallery"
+    code, out, err = cli("gallery", "-p", "s3-batch", "--out", str(local_gallery), "--json")
+    assert code == 0, err
+    data = json.loads((local_gallery / "data.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    assert len(data["entries"]) == 8
+    for entry in data["entries"]:
+        image = local_gallery / entry["image"]
+        assert entry["image"].startswith("files/s3-batch/images/") and image.is_file()
+        assert hashlib.sha256(image.read_bytes()).hexdigest() == entry["sha256"]
+        assert (local_gallery / entry["thumb"]).is_file()
 
     # export nft reads the bucket and writes a local folder.
     code, out, err = cli("export", "nft", "-p", "s3-batch", "--out", str(tmp_path / "nft"), "--json")

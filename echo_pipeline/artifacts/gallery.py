@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pandas as pd
 from fsspec.core import url_to_fs
@@ -77,6 +77,7 @@ PRESETS: dict[str, str] = {
 FILTER_SYNTAX = "all, best, recent, accepted, top:N or style:S"
 PAGE_NAMES = {"all": "index.html", "best": "best.html", "recent": "recent.html", "accepted": "accepted.html"}
 DATA_FILE = "data.js"
+MIRROR_DIR = "files"  # copies of a remote store's files in a gallery written elsewhere (`_writer`)
 RECENT_COUNT = 50
 BEST_FRACTION = 0.25
 MAX_TOP = 10_000
@@ -585,7 +586,7 @@ def build_collection_gallery(
     entries: list[dict[str, Any]] = []
     notes: list[str] = []
     projects_meta = []
-    write, base_for = _writer(store, sources[0].project if per_project else None, out_dir)
+    write, base_for, mirror = _writer(store, sources[0].project if per_project else None, out_dir)
     for source in sources:
         catalog = store.catalog(source.project)
         found = list(store.check_files(source.project, hashes=check_hashes).problems)
@@ -597,6 +598,8 @@ def build_collection_gallery(
         project_entries = gallery_entries(store, source, base=base_for(source.project), broken=broken,
                                           catalog=catalog)
         entries += project_entries
+        if mirror is not None:
+            mirror(source.project, project_entries)
         scored = [t for e in project_entries if (t := _total(e)) is not None]
         note = source.scores_note if scored else (NO_SCORES_NOTE if project_entries else None)
         if note:
@@ -669,15 +672,19 @@ def build_collection_gallery(
 
 def _writer(
     store: ArtifactStore, project: str | None, out_dir: str | os.PathLike[str] | None
-) -> tuple[Callable[[str, bytes], str], Callable[[str], str]]:
-    """(write(name, data) -> path, project -> URL of that project's folder relative to the pages).
+) -> tuple[Callable[[str, bytes], str], Callable[[str], str], Callable[[str, list[dict[str, Any]]], None] | None]:
+    """(write(name, data) -> path, project -> URL of that project's folder relative to the pages,
+    mirror(project, entries) or None).
 
-    `project` None: the pages go into the store's top-level `gallery/`."""
+    `project` None: the pages go into the store's top-level `gallery/`. A remote store's files
+    (s3://...) cannot be loaded by a browser, so a gallery of one written to `out_dir` gets copies of
+    the thumbnails, images and media files it shows under `files/<project>/` (`mirror`; a file
+    already there with the same size is not copied again)."""
     if out_dir is None:
         if project is not None:
-            return (lambda name, data: store.write_project_file(project, f"gallery/{name}", data)), lambda p: ".."
+            return (lambda name, data: store.write_project_file(project, f"gallery/{name}", data)), lambda p: "..", None
         return (lambda name, data: store.write_root_file(f"gallery/{name}", data)), (
-            lambda p: f"../projects/{quote(p, safe='')}")
+            lambda p: f"../projects/{quote(p, safe='')}"), None
     out = os.fspath(out_dir)
     fs: Any
     try:
@@ -692,12 +699,12 @@ def _writer(
     store_local = isinstance(store.fs, LocalFileSystem)
 
     def base(p: str) -> str:
+        if not store_local:
+            return f"{MIRROR_DIR}/{quote(p, safe='')}"
         project_dir = store.project_path(p)
-        if local and store_local:  # both on this disk: relative links survive moving both together
+        if local:  # both on this disk: relative links survive moving both together
             return quote(Path(os.path.relpath(project_dir, root)).as_posix(), safe="/")
-        if store_local:
-            return Path(project_dir).as_uri()
-        return project_dir
+        return Path(project_dir).as_uri()
 
     def write(name: str, data: bytes) -> str:
         path = os.path.join(root, name) if local else posixpath.join(root, name)
@@ -707,7 +714,23 @@ def _writer(
             raise StorageError(f"cannot write the gallery into {out!r}: {exc.strerror or exc}") from exc
         return path if local else fs.unstrip_protocol(path)
 
-    return write, base
+    def mirror(p: str, entries: list[dict[str, Any]]) -> None:
+        prefix = f"{base(p)}/"
+        links = [e[k] for e in entries for k in ("thumb", "image") if e.get(k)]
+        links += [link for e in entries for link in (e.get("files") or {}).values()]
+        for link in links:
+            relpath = unquote(link.removeprefix(prefix))
+            target = os.path.join(root, unquote(link)) if local else posixpath.join(root, unquote(link))
+            try:
+                if fs.exists(target) and fs.size(target) == store.fs.size(store.project_file_path(p, relpath)):
+                    continue
+            except FileNotFoundError:
+                pass
+            data = store.read_project_file(p, relpath)
+            if data is not None:  # a missing file is already the entry's `problem`
+                write(unquote(link), data)
+
+    return write, base, (None if store_local else mirror)
 
 
 def _project_title(store, project: str) -> str:
