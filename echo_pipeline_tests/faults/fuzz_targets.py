@@ -38,6 +38,8 @@ with atheris.instrument_imports(include=["echo_pipeline", "PIL"]):
 from PIL import Image
 from pydantic import ValidationError
 
+from echo_pipeline_tests.faults.png_chunks import SIGNATURE, chunk, chunks
+
 # -- prompt parser ----------------------------------------------------------------------------------
 
 _ENGINE = PromptEngine(StyleLibrary(REPO_CONFIG_DIR / "styles"), REPO_CONFIG_DIR / "wildcards")
@@ -96,22 +98,6 @@ def fuzz_infotext(data: bytes) -> None:
 
 # -- PNG chunk reader -------------------------------------------------------------------------------
 
-_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
-    out, at = [], len(_SIGNATURE)
-    while at + 8 <= len(png):
-        length, kind = struct.unpack(">I4s", png[at:at + 8])
-        out.append((kind, png[at + 8:at + 8 + length]))
-        at += 12 + length
-    return out
-
-
 def _seed_png() -> bytes:
     req = RenderRequest(prompt="warm fractal, neon", negative_prompt="blurry", seed=1, width=64, height=64)
     record = ArtifactRecord(artifact_id=req.request_id, project="p", request=req,
@@ -119,7 +105,7 @@ def _seed_png() -> bytes:
     return encode_png(Image.new("RGB", (8, 8), (200, 30, 30)), record, extra_text={"prompt": '{"3": {}}'})
 
 
-_SEED_CHUNKS = _chunks(_seed_png())
+_SEED_CHUNKS = chunks(_seed_png())
 _TEXT_KINDS = [b"tEXt", b"zTXt", b"iTXt", b"IHDR", b"IDAT", b"PLTE", b"tRNS", b"IEND", b"eXIf", b"acTL"]
 
 
@@ -132,21 +118,21 @@ def fuzz_png(data: bytes) -> None:
     if mode == 0:
         png = fdp.ConsumeBytes(fdp.remaining_bytes())
     else:
-        chunks = list(_SEED_CHUNKS)
-        index = fdp.ConsumeIntInRange(0, len(chunks) - 1)
+        parts = list(_SEED_CHUNKS)
+        index = fdp.ConsumeIntInRange(0, len(parts) - 1)
         kind = _TEXT_KINDS[fdp.ConsumeIntInRange(0, len(_TEXT_KINDS) - 1)]
         payload = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 512))
         if mode == 1:  # a chunk's payload replaced
-            chunks[index] = (chunks[index][0], payload)
+            parts[index] = (parts[index][0], payload)
         elif mode == 2:  # a chunk of any kind inserted
-            chunks.insert(index, (kind, payload))
-        body = b"".join(_chunk(k, p) for k, p in chunks)
+            parts.insert(index, (kind, payload))
+        body = b"".join(chunk(k, p) for k, p in parts)
         if mode == 3:  # truncated anywhere
             body = body[:fdp.ConsumeIntInRange(0, len(body))]
         elif mode == 4:  # one length field made huge (CRC left as it was)
-            at = sum(12 + len(p) for _, p in chunks[:index])
+            at = sum(12 + len(p) for _, p in parts[:index])
             body = body[:at] + struct.pack(">I", fdp.ConsumeIntInRange(len(body), 2**31 - 1)) + body[at + 4:]
-        png = _SIGNATURE + body
+        png = SIGNATURE + body
     try:
         parameters, record = read_png_metadata(png, "fuzz.png")
     except StorageError as exc:
