@@ -8,6 +8,7 @@ in the same run.
 Prints p50/p99 latency of each query and its ratio to the baseline (goal: p99 <= 100 ms). The
 catalog is written directly (`ArtifactStore.append_catalog`, `--parts` parts, every image scored):
 listing reads the catalog and the score table, never the PNGs, so no image is rendered.
+`measure` returns the figures as data (bench/run_all.py calls it).
 """
 
 from __future__ import annotations
@@ -158,22 +159,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=10_000)
-    parser.add_argument("--parts", type=int, default=100)
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=1500, help="per query and server")
-    args = parser.parse_args()
-
+def measure(entries: int = 10_000, parts: int = 100, clients: int = 20, requests: int = 1500,
+            say=lambda line: None) -> dict:
+    """p50/p99 (ms) of each query on `echo-os serve` and on the bare endpoint returning the same
+    bytes; `say` gets progress lines."""
     import httpx
     from workspace import isolated_workspace  # bench/workspace.py
 
+    figures: dict = {"entries": entries, "parts": parts, "clients": clients, "requests": requests, "queries": {}}
     with isolated_workspace(ECHO_API_TOKEN=TOKEN) as work:
         started = time.perf_counter()
-        fill_store(os.environ["ECHO_ARTIFACT_ROOT"], args.entries, args.parts)
-        print(f"store: {args.entries} catalog entries in {args.parts}+ parts, 2 projects, scored "
-              f"({time.perf_counter() - started:.1f}s to write)")
+        fill_store(os.environ["ECHO_ARTIFACT_ROOT"], entries, parts)
+        say(f"store: {entries} catalog entries in {parts}+ parts, 2 projects, scored "
+            f"({time.perf_counter() - started:.1f}s to write)")
         log = work / "serve.log"
         server = start([sys.executable, "-m", "echo_pipeline.cli.app", "serve", "--port", "0"], log)
         baseline = None
@@ -185,8 +183,8 @@ def main() -> int:
                 time.sleep(0.05)
             url = found.group(1)
             wait_for(f"{url}/api/health", server, log)
-            print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (client and servers share them)")
-            print(f"{'query':<38} {'server':>10} {'p50 ms':>8} {'p99 ms':>8} {'ratio p50':>10} {'ratio p99':>10}")
+            figures["load_average"] = os.getloadavg()[0]
+            say(f"load average {figures['load_average']:.1f} on {os.cpu_count()} cores (client and servers share them)")
             for label, path in QUERIES.items():
                 body = httpx.get(url + path, timeout=60).content  # also fills the server's catalog cache
                 (work / "body.json").write_bytes(body)
@@ -196,22 +194,39 @@ def main() -> int:
                                  baseline_log)
                 base_url = f"http://127.0.0.1:{port}"
                 wait_for(f"{base_url}/api/artifacts", baseline, baseline_log)
-                figures = {}
+                latencies = {}
                 for name, target in (("baseline", base_url), ("echo-os", url)):
-                    load(target, path, args.clients, args.clients * 5)  # warm-up
-                    figures[name] = percentiles(load(target, path, args.clients, args.requests))
+                    load(target, path, clients, clients * 5)  # warm-up
+                    latencies[name] = percentiles(load(target, path, clients, requests))
                 baseline.terminate()
                 baseline.wait()
                 baseline = None
-                (b50, b99), (e50, e99) = figures["baseline"], figures["echo-os"]
-                print(f"{label:<38} {'baseline':>10} {b50:8.1f} {b99:8.1f}")
-                print(f"{'':<38} {'echo-os':>10} {e50:8.1f} {e99:8.1f} {e50 / b50:9.2f}x {e99 / b99:9.2f}x"
-                      f"   ({len(body) / 1024:.0f} KiB JSON; goal p99 <= 100 ms: {'met' if e99 <= 100 else 'missed'})")
+                (b50, b99), (e50, e99) = latencies["baseline"], latencies["echo-os"]
+                figures["queries"][label] = {"path": path, "kib": len(body) / 1024, "baseline_p50_ms": b50,
+                                             "baseline_p99_ms": b99, "p50_ms": e50, "p99_ms": e99}
         finally:
             for process in (server, baseline):
                 if process is not None:
                     process.terminate()
                     process.wait(timeout=60)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=10_000)
+    parser.add_argument("--parts", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=1500, help="per query and server")
+    args = parser.parse_args()
+
+    m = measure(args.entries, args.parts, args.clients, args.requests, say=print)
+    print(f"{'query':<38} {'server':>10} {'p50 ms':>8} {'p99 ms':>8} {'ratio p50':>10} {'ratio p99':>10}")
+    for label, q in m["queries"].items():
+        b50, b99, e50, e99 = q["baseline_p50_ms"], q["baseline_p99_ms"], q["p50_ms"], q["p99_ms"]
+        print(f"{label:<38} {'baseline':>10} {b50:8.1f} {b99:8.1f}")
+        print(f"{'':<38} {'echo-os':>10} {e50:8.1f} {e99:8.1f} {e50 / b50:9.2f}x {e99 / b99:9.2f}x"
+              f"   ({q['kib']:.0f} KiB JSON; goal p99 <= 100 ms: {'met' if e99 <= 100 else 'missed'})")
     return 0
 
 

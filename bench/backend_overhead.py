@@ -12,7 +12,8 @@
 
     python bench/backend_overhead.py [--count 32] [--size 64] [--steps 8] [--comfyui-images 20]
 
-Everything happens in temporary folders; nothing is downloaded.
+Everything happens in temporary folders; nothing is downloaded. `measure` returns the figures as
+data (bench/run_all.py calls it).
 """
 
 from __future__ import annotations
@@ -127,6 +128,18 @@ def comfyui_latency(images: int, size: int) -> dict:
     return {"images": images, "ours_s": ours, "minimal_s": floor, "added_ms_per_image": 1000 * (ours - floor) / images}
 
 
+def measure(count: int = 32, size: int = 64, steps: int = 8, comfyui_images: int = 20) -> dict[str, dict]:
+    """Both comparisons in a throw-away workspace: {"diffusers": ..., "comfyui": ...} (comfyui
+    left out when `comfyui_images` is 0)."""
+    from workspace import isolated_workspace  # bench/workspace.py
+
+    with isolated_workspace(HF_HUB_OFFLINE="1") as work:
+        figures = {"diffusers": diffusers_overhead(work, count, size, steps)}
+        if comfyui_images:
+            figures["comfyui"] = comfyui_latency(comfyui_images, size)
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=32)
@@ -135,15 +148,13 @@ def main() -> int:
     parser.add_argument("--comfyui-images", type=int, default=20)
     args = parser.parse_args()
 
-    from workspace import isolated_workspace  # bench/workspace.py
-
-    with isolated_workspace(HF_HUB_OFFLINE="1") as work:
-        d = diffusers_overhead(work, args.count, args.size, args.steps)
-        print(f"diffusers, {d['images']} images {d['size']}x{d['size']}, {d['steps']} steps, batch {d['batch_size']}:")
-        print(f"  bare diffusers pipeline   {d['bare_s']:7.2f} s")
-        print(f"  echo-os batch (Dagster)   {d['pipeline_s']:7.2f} s")
-        print(f"  ratio                     {d['ratio']:7.3f}   (goal <= 1.10)")
-        c = comfyui_latency(args.comfyui_images, args.size)
+    m = measure(args.count, args.size, args.steps, args.comfyui_images)
+    d = m["diffusers"]
+    print(f"diffusers, {d['images']} images {d['size']}x{d['size']}, {d['steps']} steps, batch {d['batch_size']}:")
+    print(f"  bare diffusers pipeline   {d['bare_s']:7.2f} s")
+    print(f"  echo-os batch (Dagster)   {d['pipeline_s']:7.2f} s")
+    print(f"  ratio                     {d['ratio']:7.3f}   (goal <= 1.10)")
+    if c := m.get("comfyui"):
         print(f"ComfyUI client, {c['images']} images against the loopback server:")
         print(f"  ComfyUIBackend.render     {c['ours_s']:7.2f} s")
         print(f"  minimal httpx client      {c['minimal_s']:7.2f} s")
