@@ -3,14 +3,16 @@
 Executor: runs execute their steps in one process (`in_process`), queued ones included: a process
 per step costs seconds each on a small machine, and the steps of one project run in sequence anyway.
 A deployment picks another with ECHO_DAGSTER_EXECUTOR (configs/deploy/ has the profiles):
-`multiprocess`; `celery` (dagster-celery: each step a task on the Celery workers, configured by
-configs/deploy/celery.yaml or the file ECHO_CELERY_CONFIG names, the file the workers read too);
-`k8s` (dagster-k8s: each step a Kubernetes Job, settings from the K8sRunLauncher); `docker`
-(dagster-docker: each step a container). The distributed ones are imported only when chosen.
+`multiprocess`; `celery` (dagster-celery: each step a task on the Celery workers), `k8s`
+(dagster-k8s: each step a Kubernetes Job) or `docker` (dagster-docker: each step a container),
+configured by their file in configs/deploy/ (celery.yaml, k8s_executor.yaml, docker_executor.yaml)
+or the one ECHO_EXECUTOR_CONFIG names. The distributed ones are imported only when chosen.
 Runs `echo-os` executes itself (render, batch, plan, ...) always run in its own process; the
 executor applies to the runs the daemon launches (backfills, the schedule, sensors, the UI).
 """
 
+import functools
+import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -28,43 +30,37 @@ from echo_pipeline.defs.sensors import project_files_sensor
 from echo_pipeline.settings import PACKAGE_DIR
 from echo_pipeline.workflows.project_pipeline import RunObserver
 
-CELERY_CONFIG = PACKAGE_DIR.parent / "configs" / "deploy" / "celery.yaml"
+DEPLOY_DIR = PACKAGE_DIR.parent / "configs" / "deploy"
+# The distributed executors: (module, attribute, config file in configs/deploy/).
+DISTRIBUTED = {
+    "celery": ("dagster_celery", "celery_executor", "celery.yaml"),
+    "k8s": ("dagster_k8s", "k8s_job_executor", "k8s_executor.yaml"),
+    "docker": ("dagster_docker", "docker_executor", "docker_executor.yaml"),
+}
 
 
-def celery_config() -> dict:
-    """The celery executor's config: `execution.config` of ECHO_CELERY_CONFIG (default
-    configs/deploy/celery.yaml), the file `dagster-celery worker start -y` reads."""
-    path = Path(os.environ.get("ECHO_CELERY_CONFIG") or CELERY_CONFIG)
+def executor_config(name: str) -> dict:
+    """The `execution: config:` block of ECHO_EXECUTOR_CONFIG, else of the profile's file in
+    configs/deploy/ (for celery the same file `dagster-celery worker start -y` reads)."""
+    path = Path(os.environ.get("ECHO_EXECUTOR_CONFIG") or DEPLOY_DIR / DISTRIBUTED[name][2])
     try:
-        config = (yaml.safe_load(path.read_text()) or {}).get("execution", {}).get("config")
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"ECHO_CELERY_CONFIG: cannot read {path}: {exc}") from exc
+        config = ((yaml.safe_load(path.read_text()) or {}).get("execution") or {}).get("config")
+    except (OSError, yaml.YAMLError, AttributeError) as exc:
+        raise ValueError(f"the {name} executor's config {path} cannot be read: {exc}") from exc
     if not isinstance(config, dict):
-        raise ValueError(f"{path} has no `execution: config:` block (see configs/deploy/celery.yaml)")
+        raise ValueError(f"{path} has no `execution: config:` block (see configs/deploy/{DISTRIBUTED[name][2]})")
     return config
 
 
-def _celery() -> dg.ExecutorDefinition:
-    from dagster_celery import celery_executor
-
-    return celery_executor.configured(celery_config(), name="celery")
-
-
-def _k8s() -> dg.ExecutorDefinition:
-    from dagster_k8s import k8s_job_executor
-
-    return k8s_job_executor
-
-
-def _docker() -> dg.ExecutorDefinition:
-    from dagster_docker import docker_executor
-
-    return docker_executor
+def _distributed(name: str) -> dg.ExecutorDefinition:
+    module, attribute, _ = DISTRIBUTED[name]
+    executor: dg.ExecutorDefinition = getattr(importlib.import_module(module), attribute)
+    return executor.configured(executor_config(name), name=executor.name)
 
 
 EXECUTORS: dict[str, Callable[[], dg.ExecutorDefinition]] = {
     "in_process": lambda: dg.in_process_executor, "multiprocess": lambda: dg.multiprocess_executor,
-    "celery": _celery, "k8s": _k8s, "docker": _docker,
+    **{name: functools.partial(_distributed, name) for name in DISTRIBUTED},
 }
 
 
