@@ -173,7 +173,7 @@ def _store_state(artifact_root: Path, project: str = "default") -> tuple[set[str
     return ids, problems
 
 
-@pytest.mark.slow(seconds=90)
+@pytest.mark.slow(seconds=50)
 def test_every_error_shape_mid_batch_is_one_line_and_the_next_run_resumes(cli, artifact_root, config_dir):
     with running_comfyui_server() as (url, state):
         faults = Faults(url, state)
@@ -224,7 +224,7 @@ def test_every_error_shape_mid_batch_is_one_line_and_the_next_run_resumes(cli, a
     assert len(ids) == total and not problems
 
 
-@pytest.mark.slow(seconds=40)
+@pytest.mark.slow(seconds=12)
 def test_server_killed_mid_prompt_then_restarted_resumes(cli, artifact_root, tmp_path):
     """SIGKILL of the ComfyUI process while a prompt samples: one line naming the unreachable
     server; the images before it are kept, and the run against the restarted server (a new port)

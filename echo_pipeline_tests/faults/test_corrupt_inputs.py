@@ -83,6 +83,7 @@ def test_malformed_png_chunks_are_one_line_errors_everywhere(cli, artifact_root)
     print("\n" + "\n".join(f"{k}: {v}" for k, v in outcomes.items()))
 
 
+@pytest.mark.slow(seconds=14)
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong_columns"])
 def test_corrupt_catalog_part_mid_project_loses_nothing(cli, artifact_root, damage):
     """A catalog part damaged between two batches: the next batch quarantines it, re-adopts

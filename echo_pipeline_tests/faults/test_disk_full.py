@@ -44,7 +44,7 @@ def _fill(mount: Path, leave: int) -> Path:
     return ballast
 
 
-@pytest.mark.slow(seconds=25)
+@pytest.mark.slow(seconds=15)
 def test_batch_on_a_full_disk_is_one_line_and_the_next_run_completes(cli, small_disk, monkeypatch):
     from PIL import Image
 

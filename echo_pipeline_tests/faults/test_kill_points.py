@@ -136,7 +136,7 @@ def _prompt_set(project_dir: Path) -> tuple[int, list[str]] | None:
     return int(payload["batch"]), [RenderRequest.model_validate(r).request_id for r in payload["requests"]]
 
 
-@pytest.mark.slow(seconds=180)
+@pytest.mark.slow(seconds=60)  # short form; the full form takes ~230 s
 def test_sigkill_at_seeded_points_loses_and_duplicates_nothing(cli, artifact_root):
     from echo_pipeline.artifacts.storage import ArtifactStore
     from echo_pipeline.resonance.memory_system import load_memory, load_scores

@@ -70,7 +70,7 @@ def _ready(timeout: float = 60) -> bool:
     return False
 
 
-@pytest.mark.slow(seconds=40)
+@pytest.mark.slow(seconds=35)
 def test_postgres_restarted_during_a_batch(restartable_db, tmp_path, monkeypatch, cli, artifact_root):
     cluster = _cluster()
     home = tmp_path / "postgres_dagster_home"
