@@ -145,6 +145,7 @@ def test_backfill_of_three_projects_on_two_celery_workers(cli, postgres_db, redi
             return set(WORKERS) <= {name.split("@")[0] for reply in app.control.ping(timeout=1.0) for name in reply}
 
         _wait_until(workers_answer, "the two Celery workers did not answer", list(logs.values()))
+        app.close()
         _wait_until(lambda: daemon_running(instance), "the Dagster daemon did not start", [logs["daemon"]])
 
         started = time.monotonic()
@@ -163,7 +164,7 @@ def test_backfill_of_three_projects_on_two_celery_workers(cli, postgres_db, redi
         # when it ended, and the queue it was sent to.
         ran: list[tuple[str, str, str, float, float]] = []  # (run, step, worker, start, end)
         for run in runs:
-            worker, begun, queue = {}, {}, {}
+            ran_on, begun, queue = {}, {}, {}
             for entry in instance.all_logs(run.run_id):
                 event = entry.dagster_event
                 if event is None or event.step_key is None:
@@ -171,12 +172,12 @@ def test_backfill_of_three_projects_on_two_celery_workers(cli, postgres_db, redi
                 if event.event_type_value == "ENGINE_EVENT":
                     metadata = event.engine_event_data.metadata
                     if "Celery worker" in metadata:
-                        worker[event.step_key] = metadata["Celery worker"].value
+                        ran_on[event.step_key] = metadata["Celery worker"].value
                         begun[event.step_key] = entry.timestamp
                     elif entry.message.startswith("Submitting celery task"):
                         queue[event.step_key] = entry.message.rsplit(" to queue ", 1)[1].strip('".')
                 elif event.event_type_value == "STEP_SUCCESS":
-                    ran.append((run.run_id, event.step_key, worker[event.step_key], begun[event.step_key],
+                    ran.append((run.run_id, event.step_key, ran_on[event.step_key], begun[event.step_key],
                                 entry.timestamp))
             assert {s for s, q in queue.items() if q == GPU_POOL} == gpu_steps, queue
             assert set(queue.values()) == {"dagster", GPU_POOL}
