@@ -46,6 +46,7 @@ from filelock import FileLock, Timeout
 from echo_pipeline.artifacts.gallery import GalleryResult
 from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.artifacts.storage import UNREACHABLE_ERRORS, unreachable_message
+from echo_pipeline.defs.pools import GPU_POOL
 from echo_pipeline.errors import EchoError, Interrupted, InvalidInputError, ProjectBusyError, StorageError
 from echo_pipeline.render.backends.registry import backend_class
 from echo_pipeline.render.prompt_engine import MAX_COUNT, PromptSpec
@@ -67,8 +68,7 @@ if TYPE_CHECKING:  # Dagster is imported when a run starts, after `render` has s
 
 WORKSPACE_FILE = PACKAGE_DIR.parent / "workspace.yaml"
 PROJECT_JOBS = ("batch", "plan_project")
-# Jobs with a step in the `gpu` pool (generated_images, render_prompt): one at a time per instance.
-GPU_POOL = "gpu"
+# Jobs with a step in the `gpu` pool (defs/pools.py): one at a time per instance.
 GPU_JOBS = ("batch", "render_job", "resonance_job")
 
 
