@@ -137,6 +137,7 @@ def batch(
         "style_memory_images": outcome.style_memory_images,
         "gallery": gallery.html_path if gallery else None,
         "file_problems": outcome.file_problems,
+        "warnings": result.warnings,
     }
     if as_json:
         print_json(summary)
@@ -159,6 +160,8 @@ def batch(
             say(f"this batch's style consistency {scores.batch_consistency:.1f}{before}{on_style}")
     if result.recovered:
         say(f"recovered {result.recovered} image(s) left uncatalogued by an interrupted run")
+    for warning in result.warnings:
+        warn(warning)
     if gallery:
         say(f"gallery: {display_path(gallery.html_path)}")
     say(f"run:     {outcome.run_id}")

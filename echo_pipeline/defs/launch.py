@@ -330,6 +330,7 @@ def batch(settings: Settings, project: str, *, count: int | None = None, style: 
             combined = dataclasses.replace(
                 combined, requests=combined.requests + made.result.requests, new=combined.new + made.result.new,
                 existing=combined.existing + made.result.existing, recovered=combined.recovered + made.result.recovered,
+                warnings=combined.warnings + [w for w in made.result.warnings if w not in combined.warnings],
                 seconds=combined.seconds + made.result.seconds)
     memory = collector.results.get("style_memory")
     return BatchOutcome(spec=spec, run_id=result.run_id, batch=generated.batch, result=combined,

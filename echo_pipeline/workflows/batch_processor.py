@@ -43,6 +43,7 @@ class BatchResult:
     new: list[ArtifactRecord] = field(default_factory=list)
     existing: list[ArtifactRecord] = field(default_factory=list)
     recovered: int = 0  # PNGs from an interrupted earlier run adopted into the catalog
+    warnings: list[str] = field(default_factory=list)  # damaged catalog parts set aside (store.warnings)
     seconds: float = 0.0
     run_id: str | None = None  # the Dagster run, when there was one
 
@@ -85,6 +86,7 @@ class BatchProcessor:
             result.recovered += self.store.reconcile(project)
 
         result.existing, todo = self._split(prepared)
+        result.warnings = list(self.store.warnings)  # reading the catalog quarantines a damaged part
         total, done = len(todo), 0
         if progress is not None:
             progress(0, total, None)

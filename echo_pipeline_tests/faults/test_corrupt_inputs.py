@@ -113,6 +113,9 @@ def test_corrupt_catalog_part_mid_project_loses_nothing(cli, artifact_root, dama
     assert not part.exists() and len(list((catalog_dir / "quarantine").iterdir())) == 1  # set aside
     summary = json.loads(out)
     assert summary["recovered"] == 3 and summary["new_images"] == 3
+    # The user is told the part was set aside, and where.
+    [warning] = summary["warnings"]
+    assert warning.startswith(f"catalog part {catalog_dir}") and "quarantine" in warning
     store = ArtifactStore(str(artifact_root))
     catalog = store.catalog("corrupt-part")
     assert len(catalog) == 6 and catalog["artifact_id"].is_unique
