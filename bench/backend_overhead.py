@@ -26,16 +26,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]  # echo_pipeline_tests: the tiny model builder and the loopback server
+from workspace import cpu_seconds  # noqa: E402  (bench/workspace.py)
 
 
-def bare_diffusers(model: Path, requests: list, batch_size: int) -> float:
-    """Seconds to load the pipeline and render `requests` with diffusers alone (same seeds, sampler)."""
+def bare_diffusers(model: Path, requests: list, batch_size: int) -> tuple[float, float]:
+    """Seconds to load the pipeline and render `requests` with diffusers alone (same seeds, sampler),
+    and the CPU seconds that took."""
     import torch
     from diffusers import AutoPipelineForText2Image, EulerAncestralDiscreteScheduler
 
     from echo_pipeline.render.backends.diffusion import _dtype_option
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     pipe = AutoPipelineForText2Image.from_pretrained(str(model), safety_checker=None, **_dtype_option(torch.float32))
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -45,7 +47,7 @@ def bare_diffusers(model: Path, requests: list, batch_size: int) -> float:
         pipe(prompt=[r.prompt for r in chunk], negative_prompt=[r.negative_prompt for r in chunk],
              generator=[torch.Generator("cpu").manual_seed(r.seed) for r in chunk],
              num_inference_steps=first.steps, guidance_scale=first.cfg_scale, width=first.width, height=first.height)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds() - cpu
 
 
 def diffusers_overhead(work: Path, count: int, size: int, steps: int) -> dict:
@@ -73,14 +75,14 @@ def diffusers_overhead(work: Path, count: int, size: int, steps: int) -> dict:
     launch.plan(settings, warm.name, warm.intent)
     launch.batch(settings, warm.slug)
     launch.plan(settings, spec.name, spec.intent)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     outcome = launch.batch(settings, spec.slug)
-    pipeline = time.perf_counter() - started
+    pipeline, pipeline_cpu = time.perf_counter() - started, cpu_seconds() - cpu
     assert len(outcome.result.new) == count, outcome.result
     batch_size = int(outcome.result.new[0].info["batch_size"])  # the same batches on both sides
-    bare = bare_diffusers(model, requests, batch_size)
-    return {"images": count, "size": size, "steps": steps, "batch_size": batch_size,
-            "bare_s": bare, "pipeline_s": pipeline, "ratio": pipeline / bare}
+    bare, bare_cpu = bare_diffusers(model, requests, batch_size)
+    return {"images": count, "size": size, "steps": steps, "batch_size": batch_size, "bare_s": bare,
+            "pipeline_s": pipeline, "ratio": pipeline / bare, "bare_cpu_s": bare_cpu, "pipeline_cpu_s": pipeline_cpu}
 
 
 def minimal_comfyui_client(url: str, graph_for, n: int) -> float:
@@ -154,6 +156,8 @@ def main() -> int:
     print(f"  bare diffusers pipeline   {d['bare_s']:7.2f} s")
     print(f"  echo-os batch (Dagster)   {d['pipeline_s']:7.2f} s")
     print(f"  ratio                     {d['ratio']:7.3f}   (goal <= 1.10)")
+    print(f"  CPU seconds               {d['pipeline_cpu_s']:7.2f} against {d['bare_cpu_s']:.2f} bare "
+          f"(ratio {d['pipeline_cpu_s'] / d['bare_cpu_s']:.3f})")
     if c := m.get("comfyui"):
         print(f"ComfyUI client, {c['images']} images against the loopback server:")
         print(f"  ComfyUIBackend.render     {c['ours_s']:7.2f} s")

@@ -31,17 +31,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+from workspace import cpu_seconds  # noqa: E402  (bench/workspace.py)
 
 JULIA_ITERATIONS = 100
-
-
-def cpu_seconds() -> float:
-    """CPU time (user + system) of this process and its ended children so far: on a shared machine
-    it moves far less with the load than wall time does."""
-    import resource
-
-    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
-                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def measure(count: int = 100, size: int = 512) -> dict[str, Any]:
@@ -177,8 +169,8 @@ class _TreeSampler:
         self._thread.join()
 
 
-def _plan(work: Path, name: str, count: int, size: int) -> None:
-    subprocess.run(_cli("plan", name, "warm fractal, no human forms", "--count", str(count),
+def _plan(work: Path, name: str, count: int, size: int, intent: str = "warm fractal, no human forms") -> None:
+    subprocess.run(_cli("plan", name, intent, "--count", str(count),
                         "--size", f"{size}x{size}", "--json"),
                    cwd=work, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -195,7 +187,12 @@ def _finish(process: subprocess.Popen) -> dict[str, Any]:
     return json.loads(out)
 
 
-def peak_rss(count: int = 1000, size: int = 128) -> dict[str, Any]:
+# Fractals alone repeat themselves at this count: 1,000 "warm fractal" images at 128x128 fail the
+# batch's blocking uniqueness check (near-duplicates), and the steps after it would not run.
+RSS_INTENT = "varied abstract art, no human forms"
+
+
+def peak_rss(count: int = 1000, size: int = 128, intent: str = RSS_INTENT) -> dict[str, Any]:
     """Peak memory of a real `echo-os batch` of `count` images at `size` square in a new process:
     the summed RSS of the command and its render workers (sampled every 50 ms; pages the forked
     workers share with it count twice, so this is an upper bound), the largest single process, and
@@ -205,7 +202,7 @@ def peak_rss(count: int = 1000, size: int = 128) -> dict[str, Any]:
     from workspace import isolated_workspace  # bench/workspace.py
 
     with isolated_workspace() as work:
-        _plan(work, "RSS Bench", count, size)
+        _plan(work, "RSS Bench", count, size, intent)
         started = time.perf_counter()
         process = _start_batch(work, "RSS Bench")
         sampler = _TreeSampler(process.pid)
@@ -214,7 +211,7 @@ def peak_rss(count: int = 1000, size: int = 128) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         kernel_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
     assert summary["new_images"] == count, summary
-    return {"images": count, "size": size, "seconds": seconds, "peak_tree_bytes": sampler.peak_sum,
+    return {"images": count, "size": size, "intent": intent, "seconds": seconds, "peak_tree_bytes": sampler.peak_sum,
             "peak_process_bytes": sampler.peak_one, "ru_maxrss_bytes": kernel_peak}
 
 

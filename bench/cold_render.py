@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -24,14 +23,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from workspace import cpu_seconds  # noqa: E402  (bench/workspace.py)
+
 PROMPT = "warm fractal 01-09"
 STYLE = "digital art"
-
-
-def cpu_seconds() -> float:
-    """CPU time (user + system) of this process and its ended children (and theirs) so far."""
-    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
-                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def bare_render(size: int) -> tuple[float, float]:

@@ -118,6 +118,9 @@ def suite_diffusers(quick: bool) -> tuple[dict, list[dict]]:
         row(f"`batch` of {d['images']} tiny-diffusers images, {size}², {steps} steps", f"{d['pipeline_s']:.1f} s",
             f"bare diffusers pipeline {d['bare_s']:.1f} s", d["ratio"], "≤ 1.10×", d["ratio"] <= 1.10,
             ratio_text=f"{d['ratio']:.3f}×"),
+        row("CPU seconds of the same (user + system)", f"{d['pipeline_cpu_s']:.1f} s",
+            f"bare diffusers pipeline {d['bare_cpu_s']:.1f} s", d["pipeline_cpu_s"] / d["bare_cpu_s"],
+            ratio_text=f"{d['pipeline_cpu_s'] / d['bare_cpu_s']:.3f}×"),
         row(f"ComfyUI client, {c['images']} images, loopback server", f"{c['ours_s']:.2f} s",
             f"minimal httpx client {c['minimal_s']:.2f} s", c["ours_s"] / c["minimal_s"],
             ratio_text=f"{c['added_ms_per_image']:+.1f} ms per image"),
@@ -147,7 +150,8 @@ def suite_memory(quick: bool) -> tuple[dict, list[dict]]:
     m = batch_throughput.peak_rss(count, size)
     peak = m["peak_tree_bytes"]
     return m, [
-        row(f"peak RSS of `echo-os batch --count {count}` at {size}² (command + render workers, summed)",
+        row(f"peak RSS of `echo-os batch --count {count}` at {size}² (\"{m['intent']}\"; command + render "
+            "workers, summed)",
             f"{peak / MB:.0f} MB", f"largest process {m['peak_process_bytes'] / MB:.0f} MB "
             f"(ru_maxrss {m['ru_maxrss_bytes'] / MB:.0f} MB); run {m['seconds']:.0f} s", None,
             "< 1,000 MB at 1,000 images", None if quick else peak < 1000 * MB),
