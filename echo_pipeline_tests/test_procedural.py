@@ -450,6 +450,35 @@ def test_prefetch_renders_ahead_with_the_same_pixels_and_falls_back_for_other_re
     assert [r.image.tobytes() for r in backend.render(requests[:1])] == plain[:1]
 
 
+def _counted_render_one(request):
+    """`_render_one` that leaves a marker file per image rendered (worker processes are forked)."""
+    import os
+    from pathlib import Path
+
+    from echo_pipeline.render.backends.procedural import backend as module
+
+    Path(os.environ["ECHO_TEST_RENDER_MARKS"], f"{request.seed}.{os.getpid()}").touch()
+    return module._original_render_one(request)
+
+
+def test_stopping_a_pooled_render_early_does_not_render_the_rest(tmp_path, monkeypatch):
+    """Ctrl-C, SIGTERM or an error while storing ends the render stream early: the images queued
+    behind the ones in progress are cancelled, not rendered and thrown away (a 1,000-image batch
+    once kept rendering for minutes after SIGTERM)."""
+    from echo_pipeline.render.backends.procedural import backend as module
+
+    monkeypatch.setenv("ECHO_TEST_RENDER_MARKS", str(tmp_path))
+    monkeypatch.setattr(module, "_original_render_one", module._render_one, raising=False)
+    monkeypatch.setattr(module, "_render_one", _counted_render_one)
+    requests = [RenderRequest(prompt="warm fractal", seed=s, width=64, height=64) for s in range(30)]
+    stream = ProceduralBackend(workers=2).render(requests)
+    next(stream)
+    stream.close()
+    rendered = len(list(tmp_path.iterdir()))
+    # the first image, the two workers' current ones and the executor's few queued calls at most
+    assert 1 <= rendered <= 8, rendered
+
+
 # ------------------------------------------------------------------------ objects (game-asset concepts)
 @pytest.mark.parametrize("prompt,kind", [
     ("sword design", "sword"), ("concept art of a steel sword", "sword"), ("katana", "sword"),

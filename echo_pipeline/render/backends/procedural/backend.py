@@ -135,12 +135,16 @@ class ProceduralBackend(ImageBackend):
         if prefetched is not None or (self.workers > 1 and total >= 3):
             # `map` keeps request order and yields each image as soon as it and its predecessors are done.
             pool = prefetched[1] if prefetched is not None else self._pool(total)
-            with pool:
+            try:
                 results = prefetched[2] if prefetched is not None else pool.map(_render_one, requests, chunksize=1)
                 for done, (request, (params, image)) in enumerate(zip(requests, results, strict=True), start=1):
                     yield RenderedImage(request=request, image=image, info=_info(params, request.prompt))
                     if progress is not None:
                         progress(done, total)
+            finally:
+                # A consumer that stops early (Ctrl-C, SIGTERM, an error storing an image) must not wait
+                # for every queued image to be rendered and thrown away: only the ones in progress finish.
+                pool.shutdown(wait=True, cancel_futures=True)
             return
         for done, request in enumerate(requests, start=1):
             params, image = _render_one(request)
