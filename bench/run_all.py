@@ -153,8 +153,11 @@ def suite_memory(quick: bool) -> tuple[dict, list[dict]]:
         row(f"peak RSS of `echo-os batch --count {count}` at {size}² (\"{m['intent']}\"; command + render "
             "workers, summed)",
             f"{peak / MB:.0f} MB", f"largest process {m['peak_process_bytes'] / MB:.0f} MB "
-            f"(ru_maxrss {m['ru_maxrss_bytes'] / MB:.0f} MB); run {m['seconds']:.0f} s", None,
-            "< 1,000 MB at 1,000 images", None if quick else peak < 1000 * MB),
+            f"(ru_maxrss {m['ru_maxrss_bytes'] / MB:.0f} MB); run {m['seconds']:.0f} s"
+            + ("" if m["completed"] else " — the run stopped at the blocking uniqueness check (near-duplicates), "
+               "so scoring, memory and gallery did not run"
+               if "asset check failed" in (m["error"] or "") else f" — the run failed: {m['error']}"), None,
+            "< 1,000 MB at 1,000 images", None if quick or not m["completed"] else peak < 1000 * MB),
     ]
 
 
