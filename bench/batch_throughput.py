@@ -137,13 +137,13 @@ def _cli(*args: str) -> list[str]:
 
 
 class _TreeSampler:
-    """Samples the summed RSS of a process and all its descendants every `interval` seconds."""
+    """Samples the summed RSS and PSS of a process and all its descendants every `interval` seconds."""
 
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
         import psutil
 
         self.process, self.interval = psutil.Process(pid), interval
-        self.peak_sum = self.peak_one = 0
+        self.peak_sum = self.peak_one = self.peak_pss = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -154,11 +154,14 @@ class _TreeSampler:
         while not self._done.is_set():
             try:
                 tree = [self.process, *self.process.children(recursive=True)]
-                sizes = []
+                sizes, shares = [], []
                 for p in tree:
                     with contextlib.suppress(psutil.Error):
-                        sizes.append(p.memory_info().rss)
+                        full = p.memory_full_info()  # PSS: pages shared by the forked workers counted once
+                        sizes.append(full.rss)
+                        shares.append(full.pss)
                 self.peak_sum = max(self.peak_sum, sum(sizes))
+                self.peak_pss = max(self.peak_pss, sum(shares))
                 self.peak_one = max(self.peak_one, max(sizes, default=0))
             except psutil.Error:
                 return
@@ -196,8 +199,9 @@ RSS_INTENT = "__motifs__, __palettes__ palette, no human forms"
 def peak_rss(count: int = 1000, size: int = 128, intent: str = RSS_INTENT) -> dict[str, Any]:
     """Peak memory of a real `echo-os batch` of `count` images at `size` square in a new process (a
     run that fails, e.g. at the blocking uniqueness check, reports its peak so far and the error):
-    the summed RSS of the command and its render workers (sampled every 50 ms; pages the forked
-    workers share with it count twice, so this is an upper bound), the largest single process, and
+    the summed RSS of the command and its render workers (sampled every 100 ms; pages the forked
+    workers share with it count twice, so this is an upper bound), their summed PSS (shared pages
+    split between the processes: the tree's real footprint), the largest single process, and
     the kernel's peak for the largest one (`getrusage(RUSAGE_CHILDREN).ru_maxrss`)."""
     import resource
 
@@ -217,8 +221,8 @@ def peak_rss(count: int = 1000, size: int = 128, intent: str = RSS_INTENT) -> di
         kernel_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
     assert error or summary["new_images"] == count, summary
     return {"images": count, "size": size, "intent": intent, "seconds": seconds, "peak_tree_bytes": sampler.peak_sum,
-            "peak_process_bytes": sampler.peak_one, "ru_maxrss_bytes": kernel_peak, "completed": error is None,
-            "error": error}
+            "peak_tree_pss_bytes": sampler.peak_pss, "peak_process_bytes": sampler.peak_one,
+            "ru_maxrss_bytes": kernel_peak, "completed": error is None, "error": error}
 
 
 def concurrent_batches(count: int = 50, size: int = 256) -> dict[str, Any]:
@@ -296,7 +300,8 @@ def main() -> int:
     if args.rss:
         r = peak_rss()
         print(f"echo-os batch of {r['images']} at {r['size']}x{r['size']}: {r['seconds']:.1f} s, peak RSS "
-              f"{r['peak_tree_bytes'] / 2**20:.0f} MiB summed over its processes, largest process "
+              f"{r['peak_tree_bytes'] / 2**20:.0f} MiB summed over its processes (PSS "
+              f"{r['peak_tree_pss_bytes'] / 2**20:.0f} MiB), largest process "
               f"{r['peak_process_bytes'] / 2**20:.0f} MiB (ru_maxrss {r['ru_maxrss_bytes'] / 2**20:.0f} MiB); goal < 1 GB"
               + ("" if r["completed"] else f"; the run did not complete: {r['error']}"))
     if args.scaling:

@@ -152,7 +152,8 @@ def suite_memory(quick: bool) -> tuple[dict, list[dict]]:
     return m, [
         row(f"peak RSS of `echo-os batch --count {count}` at {size}² (\"{m['intent']}\"; command + render "
             "workers, summed)",
-            f"{peak / MB:.0f} MB", f"largest process {m['peak_process_bytes'] / MB:.0f} MB "
+            f"{peak / MB:.0f} MB", f"PSS summed {m['peak_tree_pss_bytes'] / MB:.0f} MB (shared pages once); "
+            f"largest process {m['peak_process_bytes'] / MB:.0f} MB "
             f"(ru_maxrss {m['ru_maxrss_bytes'] / MB:.0f} MB); run {m['seconds']:.0f} s"
             + ("" if m["completed"] else " — the run stopped at the blocking uniqueness check (near-duplicates), "
                "so scoring, memory and gallery did not run"
@@ -274,7 +275,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {name}: did not finish | {suite['error'].splitlines()[-1][:120]} | | | | |")
             continue
         for r in suite["rows"]:
-            met = {True: "yes", False: "**no**", None: "" if not r["goal"] else "n/a (quick)"}[r["met"]]
+            unjudged = "" if not r["goal"] else ("n/a (quick)" if suite.get("quick") else "not judged")
+            met = {True: "yes", False: "**no**", None: unjudged}[r["met"]]
             cells = [r["figure"], r["value"], r["baseline"], r["ratio_text"], r["goal"], met]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     loads = ", ".join(f"{n} {s['load_before']:.1f}–{s['load_after']:.1f}" for n, s in results["suites"].items())
