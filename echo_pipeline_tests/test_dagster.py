@@ -197,5 +197,8 @@ def test_near_duplicate_batch_fails_the_blocking_uniqueness_check(env, monkeypat
     assert not result.success
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"unique_images": False}
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert "still near-duplicates after 3 re-roll(s) each" in evaluation.description
+    assert evaluation.metadata["rerolled"].value == 6  # two of the three images, three other seeds each
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "generated_images" in materialized and "quality_scores" not in materialized

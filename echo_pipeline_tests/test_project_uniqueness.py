@@ -12,9 +12,12 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from echo_pipeline.errors import InvalidInputError
+from echo_pipeline.render.backends.base import BackendCapabilities, BackendDescription, ImageBackend, RenderedImage
 from echo_pipeline.render.backends.procedural import ProceduralBackend
+from echo_pipeline.render.requests import RenderRequest
 from echo_pipeline.resonance import quality_assessor as qa
 from echo_pipeline.resonance.quality_assessor import (
     PROJECT_DUPLICATE_DISTANCE,
@@ -23,8 +26,10 @@ from echo_pipeline.resonance.quality_assessor import (
     project_near_duplicates,
 )
 from echo_pipeline.settings import Settings
+from echo_pipeline.workflows.batch_processor import PLANNED_KEY
 from echo_pipeline.workflows.creative_engine import CreativeEngine
 from echo_pipeline.workflows.project_pipeline import ProjectPipeline
+from echo_pipeline.workflows.rerolls import REROLL_TRIES, reroll_seed
 
 
 def _hex(value: int) -> str:
@@ -131,3 +136,100 @@ def test_a_repeated_framing_from_another_batch_fails_the_check(engine):
     fake_new = {f"copy-of-{k}": v for k, v in stored.items()}
     pairs = project_near_duplicates(fake_new, stored)
     assert {(f"copy-of-{k}", k, 0) for k in stored} <= set(pairs)
+
+
+# ------------------------------------------------------------------------------------ re-rolls
+class TwinBackend(ImageBackend):
+    """Noise images seeded by the request's seed, except that the seeds in `twins` draw the image of
+    another seed (a planned near-duplicate), and with `flat` every image is the same grey."""
+
+    name = "twin"
+    capabilities = BackendCapabilities()
+
+    def __init__(self, twins: dict[int, int] | None = None, flat: bool = False):
+        super().__init__()
+        self.twins = twins or {}
+        self.flat = flat
+        self.rendered: list[RenderRequest] = []
+
+    def describe(self) -> BackendDescription:
+        return BackendDescription(backend="twin", model="noise", version="1")
+
+    def render(self, requests, progress=None):
+        self.check_requests(requests)
+        for request in requests:
+            self.rendered.append(request)
+            rng = np.random.default_rng(self.twins.get(request.seed, request.seed))
+            pixels = (np.full((request.height, request.width, 3), 128, dtype=np.uint8) if self.flat else
+                      rng.integers(0, 256, (request.height, request.width, 3), dtype=np.uint8))
+            yield RenderedImage(request, Image.fromarray(pixels), {})
+
+
+def _twin_project(engine: CreativeEngine, backend: TwinBackend, count: int) -> tuple[ProjectPipeline, list[RenderRequest]]:
+    spec = engine.projects.create("Twin Test", "noise", count=count, width=64, height=64, seed=1000)
+    pipeline = ProjectPipeline(engine, spec.slug)
+    pipeline.intent()
+    pipeline.plan()
+    planned = pipeline.prompt_set(backend).data
+    return pipeline, planned
+
+
+def test_a_near_duplicate_is_rerolled_stored_once_and_the_batch_completes(engine):
+    probe = TwinBackend()
+    _, planned = _twin_project(engine, probe, 3)
+    first, second = planned[0].seed, planned[1].seed
+    backend = TwinBackend(twins={second: first})  # the second planned image is the first one again
+    pipeline, planned = _twin_project(engine, backend, 3)
+    step = pipeline.generate(backend)
+
+    replacement = planned[1].model_copy(update={"seed": reroll_seed(planned[1], 1)})
+    assert [r.request_id for r in backend.rendered] == [r.request_id for r in planned] + [replacement.request_id]
+    assert step.check["passed"], step.check
+    assert "1 near-duplicate(s) re-rolled" in step.check["message"]
+    assert step.summary["rerolled"] == 1 and step.summary["replaced"] == 1 and step.summary["new_images"] == 3
+    catalog = engine.store.catalog(pipeline.slug)
+    assert sorted(catalog.artifact_id) == sorted([planned[0].request_id, replacement.request_id, planned[2].request_id])
+    record = engine.store.find(replacement.request_id, project=pipeline.slug)
+    assert record.info[PLANNED_KEY] == planned[1].request_id and record.info["rerolls"] == 1
+    assert pipeline.batches_completed == 1  # the replacement counts as its planned request
+
+    # A re-run of the same prompt set renders nothing and finds the replacement stored.
+    backend.rendered.clear()
+    again = pipeline.generate(backend)
+    assert backend.rendered == []
+    assert again.summary["new_images"] == 0 and again.summary["already_stored"] == 3
+    assert again.summary["rerolled"] == 0 and again.summary["replaced"] == 1 and again.check["passed"]
+    assert pipeline.batches_completed == 1
+
+
+def test_a_rerun_after_a_kill_derives_the_same_replacement(engine):
+    """The replacement's PNG is gone (as if the run died while writing it): the planned request is
+    rendered again, re-rolled to the same seed, and the catalogued row is kept, not doubled."""
+    probe = TwinBackend()
+    _, planned = _twin_project(engine, probe, 2)
+    backend = TwinBackend(twins={planned[1].seed: planned[0].seed})
+    pipeline, planned = _twin_project(engine, backend, 2)
+    pipeline.generate(backend)
+    replacement = planned[1].model_copy(update={"seed": reroll_seed(planned[1], 1)})
+    engine.store.fs.rm(engine.store.image_path(pipeline.slug, replacement.request_id))
+    backend.rendered.clear()
+    step = pipeline.generate(backend)
+    assert [r.request_id for r in backend.rendered] == [planned[1].request_id, replacement.request_id]
+    assert step.check["passed"] and step.summary["new_images"] == 1 and step.summary["rerolled"] == 1
+    assert sorted(engine.store.catalog(pipeline.slug).artifact_id) == sorted([planned[0].request_id,
+                                                                              replacement.request_id])
+
+
+def test_when_every_reroll_is_a_duplicate_the_check_still_fails(engine):
+    backend = TwinBackend(flat=True)  # every seed: the same grey
+    pipeline, planned = _twin_project(engine, backend, 2)
+    step = pipeline.generate(backend)
+    assert not step.check["passed"]
+    assert step.summary["rerolled"] == REROLL_TRIES and len(backend.rendered) == 2 + REROLL_TRIES
+    last = planned[1].model_copy(update={"seed": reroll_seed(planned[1], REROLL_TRIES)})
+    assert step.check["survivors"] == [last.request_id]
+    assert [({a, b}, d) for a, b, d in step.check["near_duplicates"]] == [({last.request_id, planned[0].request_id}, 0)]
+    assert f"1 image(s) still near-duplicates after {REROLL_TRIES} re-roll(s) each ({last.request_id})" \
+        in step.check["message"]
+    assert engine.store.find(last.request_id, project=pipeline.slug).info[PLANNED_KEY] == planned[1].request_id
+    assert pipeline.batches_completed == 1  # every planned request has its image; the check stops what follows

@@ -103,27 +103,34 @@ def prompt_set(context: dg.AssetExecutionContext, config: PromptSetConfig, echo:
 
 
 @dg.asset(
-    partitions_def=projects_partitions, group_name=GROUP, code_version="1", deps=[prompt_set], pool=GPU_POOL,
+    partitions_def=projects_partitions, group_name=GROUP, code_version="2", deps=[prompt_set], pool=GPU_POOL,
     op_tags=GPU_OP_TAGS,
     check_specs=[dg.AssetCheckSpec("unique_images", asset="generated_images", blocking=True,
                                    partitions_def=projects_partitions,
                                    description="No image of the batch is a near-duplicate of any image in the project "
-                                               f"(perceptual-hash distance <= {PROJECT_DUPLICATE_DISTANCE}).")],
+                                               f"(perceptual-hash distance <= {PROJECT_DUPLICATE_DISTANCE}); a "
+                                               "near-duplicate is re-rolled with other seeds before it is stored, "
+                                               "and fails the check only when every re-roll was one too.")],
 )
 def generated_images(context: dg.AssetExecutionContext, echo: EchoResource, image_backend: ImageBackendResource,
                      observer: dg.ResourceParam[RunObserver]) -> dg.MaterializeResult:
-    """Renders the prompt set's requests not already stored (resumable, idempotent)."""
+    """Renders the prompt set's requests not already stored (resumable, idempotent); a near-duplicate
+    of an image stored before it is re-rolled with another seed instead of being stored."""
     pipeline = _pipeline(context, echo)
     step = _observed(observer, "generated_images", pipeline.generate(
         image_backend.get(pipeline.spec.backend, pipeline.spec.model), run_id=context.run.run_id, progress=observer.progress))
     assert step.check is not None  # generate always reports its uniqueness check
     duplicates = step.check["near_duplicates"]
     check = dg.AssetCheckResult(
-        check_name="unique_images", passed=step.check["passed"],
-        metadata={"near_duplicate_pairs": len(duplicates),
+        check_name="unique_images", passed=step.check["passed"], description=step.check["message"],
+        metadata={"near_duplicate_pairs": len(duplicates), "rerolled": step.check["rerolled"],
+                  "still_duplicate_after_rerolls": len(step.check["survivors"]),
                   "pairs": dg.MetadataValue.json([list(p) for p in duplicates[:20]])},
     )
-    context.log.info(f"{step.summary['new_images']} new, {step.summary['already_stored']} already stored")
+    if not step.check["passed"]:
+        context.log.warning(f"unique_images failed: {step.check['message']}")
+    context.log.info(f"{step.summary['new_images']} new, {step.summary['already_stored']} already stored, "
+                     f"{step.summary['rerolled']} near-duplicate(s) re-rolled")
     return _result(step, table="images", check_results=[check])
 
 

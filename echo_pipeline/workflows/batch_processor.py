@@ -12,12 +12,18 @@ ones: their source requests are found in the store or rendered first (stored as 
 own), then `workflows/media_production.py` makes the media's files, written before its PNG (the
 poster, preview or snapshot), so a stored PNG always means its files are complete. Textures get
 their derived maps the same way.
+
+Re-rolls: a `screen` given to `run` sees each plain image before it is stored and may answer
+`Reroll(request)`: the image is dropped and `request` (the same one with another seed) is rendered
+in its place after the others, until the screen lets an image through. The stored replacement's
+record names the planned request in `info[PLANNED_KEY]`, and a planned request whose stand-in is
+stored counts as stored (`_split`, `stand_ins`), so a re-run renders neither again.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -32,9 +38,29 @@ from echo_pipeline.workflows.media_production import MediaProducer
 from echo_pipeline.workflows.multi_modal import sources_of
 
 CATALOG_FLUSH_EVERY = 16  # images per catalog part: fewer small files, little loss on a crash
+PLANNED_KEY = "planned_request_id"  # record info: the planned request a re-rolled image stands for
 
 # (done, total, record just stored); `done` may be fractional between stored images (record None).
 ProgressCallback = Callable[[float, int, ArtifactRecord | None], None]
+
+
+@dataclass
+class Reroll:
+    """A screen's answer: do not store this image, render `request` in its place."""
+
+    request: RenderRequest
+
+
+# Sees each plain image before it is stored: the image to store (its info may say more) or a Reroll.
+# It must let an image through after a bounded number of re-rolls (the processor trusts it to).
+Screen = Callable[[RenderedImage], RenderedImage | Reroll]
+
+
+def stand_ins(records: Iterable[ArtifactRecord]) -> dict[str, ArtifactRecord]:
+    """Planned request id -> the stored record that stands for it (a re-rolled image, whose
+    `info[PLANNED_KEY]` names the request it replaces)."""
+    return {str(r.info[PLANNED_KEY]): r for r in records
+            if isinstance(r.info, dict) and r.info.get(PLANNED_KEY)}
 
 
 @dataclass
@@ -44,6 +70,7 @@ class BatchResult:
     existing: list[ArtifactRecord] = field(default_factory=list)
     recovered: int = 0  # PNGs from an interrupted earlier run adopted into the catalog
     warnings: list[str] = field(default_factory=list)  # damaged catalog parts set aside (store.warnings)
+    rerolled: int = 0  # images a screen turned down (rendered, not stored; another seed rendered instead)
     seconds: float = 0.0
     run_id: str | None = None  # the Dagster run, when there was one
 
@@ -71,16 +98,19 @@ class BatchProcessor:
         *,
         run_id: str | None = None,
         progress: ProgressCallback | None = None,
+        screen: Screen | None = None,
     ) -> BatchResult:
+        """Render and store the requests not stored yet; `screen` (see the module docstring) may
+        turn plain images down and have others rendered in their place."""
         started = time.perf_counter()
         prepared = self.prepare(requests)
         with ExitStack() as locks:
             for project in sorted({r.project for r in prepared}):
                 locks.enter_context(self.store.project_lock(project))
-            return self._run_locked(prepared, started, run_id, progress)
+            return self._run_locked(prepared, started, run_id, progress, screen)
 
     def _run_locked(self, prepared: list[RenderRequest], started: float, run_id: str | None,
-                    progress: ProgressCallback | None) -> BatchResult:
+                    progress: ProgressCallback | None, screen: Screen | None) -> BatchResult:
         result = BatchResult(requests=prepared, run_id=run_id)
         for project in sorted({r.project for r in prepared}):
             result.recovered += self.store.reconcile(project)
@@ -120,12 +150,23 @@ class BatchProcessor:
             return self._save(record, rendered.image, rendered.png_text, files, result, pending)
 
         try:
-            for rendered in self._rendered(plain, lambda f: step_progress(f * len(plain) / total)):
-                stored = store(rendered)
-                done += 1
-                reported[0] = float(done)
-                if progress is not None:
-                    progress(done, total, stored)
+            queue, queue_progress = plain, (lambda f: step_progress(f * len(plain) / total))
+            while queue:
+                rerolls: list[RenderRequest] = []
+                for rendered in self._rendered(queue, queue_progress):
+                    verdict = screen(rendered) if screen is not None else rendered
+                    if isinstance(verdict, Reroll):
+                        rerolls.append(verdict.request)
+                        result.rerolled += 1
+                        continue
+                    stored = store(verdict)
+                    done += 1
+                    reported[0] = float(done)
+                    if progress is not None:
+                        progress(done, total, stored)
+                # The replacements, after the rest (so the batch's order decides which image of a
+                # pair is kept, run after run); the bar moves on stored images only.
+                queue, queue_progress = self.prepare(rerolls), (lambda _f: None)
             for request in made:
                 base = done
 
@@ -226,6 +267,7 @@ class BatchProcessor:
         for project in sorted({r.project for r in prepared} - set(catalogued)):
             catalogued[project] = self._catalogued(project)
         self._seen_catalog = catalogued
+        standing = {project: stand_ins(records.values()) for project, records in catalogued.items()}
         existing: list[ArtifactRecord] = []
         todo: list[RenderRequest] = []
         seen: set[tuple[str, str]] = set()
@@ -234,16 +276,18 @@ class BatchProcessor:
             if key in seen:
                 continue
             seen.add(key)
-            record = catalogued[request.project].get(request.request_id)
+            # Stored as itself, or through the re-rolled image that stands for it.
+            record = (catalogued[request.project].get(request.request_id)
+                      or standing[request.project].get(request.request_id))
             # A catalogued record whose PNG (or media file) vanished, or a PNG that could not be
             # catalogued (corrupted), is rendered again; the atomic write replaces the bad file.
-            if (record is not None and self.store.has_image(request.project, request.request_id)
+            if (record is not None and self.store.has_image(request.project, record.artifact_id)
                     and self.store.has_media_files(record)):
                 existing.append(record)
             else:
                 todo.append(request)
                 if record is not None:
-                    self._remade[key] = record
+                    self._remade[(request.project, record.artifact_id)] = record
         return existing, todo
 
     def _catalogued(self, project: str) -> dict[str, ArtifactRecord]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -26,8 +26,17 @@ from echo_pipeline.artifacts.records import ArtifactRecord
 from echo_pipeline.errors import InvalidInputError
 from echo_pipeline.render.backends.base import ImageBackend
 from echo_pipeline.render.requests import RenderRequest
-from echo_pipeline.workflows.batch_processor import BatchProcessor, BatchResult, ProgressCallback
+from echo_pipeline.workflows.batch_processor import (
+    PLANNED_KEY,
+    BatchProcessor,
+    BatchResult,
+    ProgressCallback,
+    stand_ins,
+)
 from echo_pipeline.workflows.creative_engine import CreativeEngine
+
+if TYPE_CHECKING:
+    from echo_pipeline.workflows.rerolls import DuplicateScreen
 
 INTENT_FILE = "pipeline/intent.json"
 PLAN_FILE = "pipeline/plan.json"
@@ -219,42 +228,75 @@ class ProjectPipeline:
             project_hashes,
             project_near_duplicates,
         )
+        from echo_pipeline.workflows.rerolls import DuplicateScreen
 
         batch, planned = self.load_prompt_set()
         requests = [r for r in planned if r.media_type == "image"]
-        result = BatchProcessor(self.store, backend).run(requests, run_id=run_id, progress=progress)
+        # A new image that is a near-duplicate of one stored before it is re-rolled (another seed
+        # derived from the planned one) before it is stored; see workflows/rerolls.py.
+        screen = DuplicateScreen(self.store, self.slug)
+        result = BatchProcessor(self.store, backend).run(requests, run_id=run_id, progress=progress, screen=screen)
         self._advance_if_complete(batch, planned)
         records = [r for r in result.new + result.existing if r.request.media_type == "image"]
         new_ids = {r.artifact_id for r in result.new}
-        thumbs = [self.store.load_thumbnail(r.project, r.artifact_id) for r in records]
+        replaced = {r.artifact_id: str(r.info[PLANNED_KEY]) for r in records if r.info.get(PLANNED_KEY)}
         # Uniqueness across the project, not just this batch: each image of the batch against every
         # image stored before it and against the rest of the batch (pHash distance <= 10, see
         # PROJECT_DUPLICATE_DISTANCE). Only hashes are needed here; full scoring is quality_scores.
-        hashes = {r.artifact_id: phash_hex(t) for r, t in zip(records, thumbs, strict=True)}
+        # New images were hashed by the screen from the same thumbnails the store wrote.
+        hashes = {r.artifact_id: screen.hashes.get(r.artifact_id)
+                  or phash_hex(self.store.load_thumbnail(r.project, r.artifact_id)) for r in records}
         existing = project_hashes(self.store, self.slug, exclude=hashes)
         duplicates = project_near_duplicates(hashes, existing)
         check = {"near_duplicates": duplicates, "passed": not duplicates, "compared_with": len(existing),
-                 "max_distance": PROJECT_DUPLICATE_DISTANCE}
+                 "max_distance": PROJECT_DUPLICATE_DISTANCE, "rerolled": result.rerolled,
+                 "survivors": list(screen.survivors), "message": self._uniqueness_message(duplicates, screen)}
         return StepResult(
             summary={"batch": batch, "new_images": len(result.new), "already_stored": len(result.existing),
+                     # near-duplicates turned down in this run, each rendered again with another seed
+                     "rerolled": result.rerolled,
+                     # images of the batch that stand for a planned request whose own image was a near-duplicate
+                     "replaced": len(replaced),
                      "recovered_from_interrupted_run": result.recovered, "seconds": round(result.seconds, 2),
                      "images_per_minute": round(result.images_per_minute, 1)},
             data_version=content_hash(sorted(r.artifact_id for r in records)),
             rows=[{"artifact_id": r.artifact_id, "prompt": r.request.prompt, "seed": r.request.seed,
-                   "status": "new" if r.artifact_id in new_ids else "stored"} for r in records[:50]],
-            images=thumbs[:16],
+                   "status": "new" if r.artifact_id in new_ids else "stored",
+                   "replaces": replaced.get(r.artifact_id, "-")} for r in records[:50]],
+            images=[self.store.load_thumbnail(r.project, r.artifact_id) for r in records[:16]],
             data=GenerateOutcome(batch=batch, result=result),
             check=check,
         )
 
+    @staticmethod
+    def _uniqueness_message(duplicates: list[tuple[str, str, int]], screen: DuplicateScreen) -> str:
+        """The unique_images check's one-line verdict."""
+        rerolled = f"{screen.rerolled} near-duplicate(s) re-rolled with another seed"
+        if not duplicates:
+            return f"no near-duplicates (pHash distance <= {screen.max_distance}); {rerolled}"
+        closest = ", ".join(f"{a} ~ {b} ({d} bits)" for a, b, d in duplicates[:3])
+        if screen.survivors:
+            return (f"{len(screen.survivors)} image(s) still near-duplicates after {screen.tries} re-roll(s) each "
+                    f"({', '.join(screen.survivors[:3])}); {len(duplicates)} pair(s) at pHash distance <= "
+                    f"{screen.max_distance}: {closest}")
+        return (f"{len(duplicates)} near-duplicate pair(s) at pHash distance <= {screen.max_distance} among images "
+                f"stored before this run: {closest}; {rerolled}")
+
     def _advance_if_complete(self, batch: int, planned: list[RenderRequest]) -> None:
         """Batch k is done once every request of its prompt set is stored (images, textures and the
-        media made from them, whichever step stores the last one): only then does the next
-        prompt set get new seeds, so a batch killed in any step resumes with the same requests."""
+        media made from them, whichever step stores the last one; a re-rolled image counts as its
+        planned request): only then does the next prompt set get new seeds, so a batch killed in
+        any step resumes with the same requests."""
         meta = self.store.read_project_meta(self.slug)
         if int(meta.get(BATCH_KEY, 0)) > batch:
             return
-        stored = set(self.store.catalog(self.slug)["artifact_id"].astype(str)) if planned else set()
+        stored: set[str] = set()
+        if planned:
+            catalog = self.store.catalog(self.slug)
+            stored = set(catalog["artifact_id"].astype(str))
+            # the planned requests that re-rolled images stand for (their record's info names them)
+            stored |= set(stand_ins(ArtifactRecord.model_validate_json(str(j)) for j in catalog["record_json"]
+                                    if PLANNED_KEY in str(j)))
         if all(r.request_id in stored for r in planned):
             self.store.write_project_meta(self.slug, meta | {BATCH_KEY: batch + 1})
 
