@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -131,21 +132,22 @@ def test_backfill_of_three_projects_on_two_celery_workers(cli, postgres_db, redi
     try:
         slugs = []
         for name in ("a", "b", "c"):
-            code, out, err = cli("plan", f"celery {name}", "cool waves over dunes", "--count", "2", "--size", "64x64")
+            code, out, err = cli("plan", f"celery {name}", "cool waves over dunes", "--count", "3", "--size", "64x64")
             assert code == 0, out + err
             slugs.append(f"celery-{name}")
         instance = get_instance()
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
 
-        from celery import Celery
-
-        app = Celery(broker=redis_url)
-
         def workers_answer() -> bool:
-            return set(WORKERS) <= {name.split("@")[0] for reply in app.control.ping(timeout=1.0) for name in reply}
+            # Pinged from a child process: a kombu connection pool in this process registers an
+            # after-fork hook that blocks every later fork here (the procedural renderer's workers).
+            ping = ("import json, sys; from celery import Celery; app = Celery(broker=sys.argv[1]); "
+                    "print(json.dumps([n for r in app.control.ping(timeout=1.0) for n in r]))")
+            done = subprocess.run([sys.executable, "-c", ping, redis_url], capture_output=True, text=True, timeout=60)
+            names = json.loads(done.stdout or "[]") if done.returncode == 0 else []
+            return set(WORKERS) <= {name.split("@")[0] for name in names}
 
         _wait_until(workers_answer, "the two Celery workers did not answer", list(logs.values()))
-        app.close()
         _wait_until(lambda: daemon_running(instance), "the Dagster daemon did not start", [logs["daemon"]])
 
         started = time.monotonic()
@@ -156,7 +158,11 @@ def test_backfill_of_three_projects_on_two_celery_workers(cli, postgres_db, redi
 
         runs = instance.get_runs(filters=dg.RunsFilter(job_name="batch"))
         assert sorted(r.tags[PARTITION_NAME_TAG] for r in runs) == sorted(slugs)
-        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [(r.run_id, r.status) for r in runs]
+        failures = [str(e.dagster_event.event_specific_data.error.to_string() if e.dagster_event.event_specific_data
+                        and getattr(e.dagster_event.event_specific_data, "error", None) else e.message)
+                    for r in runs if r.status != dg.DagsterRunStatus.SUCCESS
+                    for e in instance.all_logs(r.run_id) if e.dagster_event and e.dagster_event.is_failure]
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), failures[:3]
 
         gpu_steps = {a.op.name for a in PIPELINE_ASSETS if a.op.pool == GPU_POOL}
         assert gpu_steps == {"generated_images", "media"}
@@ -199,7 +205,7 @@ def test_backfill_of_three_projects_on_two_celery_workers(cli, postgres_db, redi
         store = ArtifactStore(s3_root)
         for slug in slugs:
             catalog = store.catalog(slug)
-            assert len(catalog) == 2 and all(store.has_image(slug, a) for a in catalog["artifact_id"])
+            assert len(catalog) == 3 and all(store.has_image(slug, a) for a in catalog["artifact_id"])
         assert not artifact_root.exists()  # nothing was written locally: the workers wrote to S3
         print(f"backfill of 3 projects on 2 Celery workers: {backfill_s:.1f}s; steps per worker: "
               f"{ {w: len(done) for w, done in by_worker.items()} }")

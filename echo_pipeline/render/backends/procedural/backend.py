@@ -111,7 +111,7 @@ class ProceduralBackend(ImageBackend):
         requests = list(requests)
         self.check_requests(requests)
         self.close()
-        if self.workers > 1 and len(requests) >= 3:
+        if self._pooled(len(requests)):
             pool = self._pool(len(requests))
             self._prefetched = ([r.request_id for r in requests], pool, pool.map(_render_one, requests, chunksize=1))
 
@@ -120,6 +120,11 @@ class ProceduralBackend(ImageBackend):
         if self._prefetched is not None:
             self._prefetched[1].shutdown(wait=False, cancel_futures=True)
             self._prefetched = None
+
+    def _pooled(self, total: int) -> bool:
+        """Whether `total` images render in worker processes. Not in a daemonic process: it may not
+        have children (a Celery prefork worker running a step is one), so it renders them itself."""
+        return self.workers > 1 and total >= 3 and not multiprocessing.current_process().daemon
 
     def _pool(self, total: int) -> ProcessPoolExecutor:
         # Rendering is pure NumPy per image: a process per core roughly multiplies throughput.
@@ -132,7 +137,7 @@ class ProceduralBackend(ImageBackend):
         if prefetched is not None and prefetched[0] != [r.request_id for r in requests]:
             prefetched[1].shutdown(wait=False, cancel_futures=True)  # started for other requests
             prefetched = None
-        if prefetched is not None or (self.workers > 1 and total >= 3):
+        if prefetched is not None or self._pooled(total):
             # `map` keeps request order and yields each image as soon as it and its predecessors are done.
             pool = prefetched[1] if prefetched is not None else self._pool(total)
             try:
