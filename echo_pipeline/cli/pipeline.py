@@ -123,6 +123,7 @@ def batch(
     summary = {
         "project": outcome.spec.name, "slug": outcome.spec.slug, "run_id": outcome.run_id, "batch": outcome.batch,
         "new_images": len(result.new), "already_stored": len(result.existing), "recovered": result.recovered,
+        "rerolled": result.rerolled,
         "new_by_type": _by_type(result.new),
         "render_seconds": round(result.seconds, 2), "run_seconds": round(outcome.run_seconds, 2),
         "images_per_minute": outcome.images_per_minute,
@@ -160,6 +161,8 @@ def batch(
             say(f"this batch's style consistency {scores.batch_consistency:.1f}{before}{on_style}")
     if result.recovered:
         say(f"recovered {result.recovered} image(s) left uncatalogued by an interrupted run")
+    if result.rerolled:
+        say(f"re-rolled {result.rerolled} near-duplicate image(s) with other seeds (not stored)")
     for warning in result.warnings:
         warn(warning)
     if gallery:
