@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _error(str(exc), getattr(exc, "exit_code", 2))
     except OSError as exc:
-        if not verbose and _store_unreachable(exc):
-            _error(str(_store_unreachable(exc)), 2)
+        unreachable = None if verbose else _store_unreachable(exc)
+        if unreachable is not None:
+            _error(str(unreachable), 2)
         if verbose or exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
             raise
         _error(f"{exc.strerror}: {exc.filename or ''}".rstrip(": "), 2)
