@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-__all__ = ["PausableProxy", "S3Endpoint", "free_port", "moto_s3_server", "s3_env"]
+__all__ = ["PausableProxy", "S3Endpoint", "free_port", "moto_s3_server", "s3_env", "stop"]
 
 
 def free_port() -> int:
@@ -93,13 +93,18 @@ def moto_s3_server() -> Iterator[S3Endpoint]:
         _wait_until_up(url, process)
         yield S3Endpoint(url=url, process=process, env=s3_env(url))
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process, grace=10)
+
+
+def stop(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM `process`, SIGKILL it if it is still there after `grace` seconds, and reap it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class PausableProxy:

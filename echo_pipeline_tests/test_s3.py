@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from echo_pipeline_tests.conftest import _processes_with
+from echo_pipeline_tests.s3_server import stop
 
 pytestmark = pytest.mark.s3
 
@@ -177,12 +178,7 @@ def test_batch_commands_and_api_on_s3(cli, s3_root, s3_endpoint, monkeypatch, tm
         gallery = api.get("/api/gallery", params={"project": "s3-batch", "filter": "top:3"}).json()
         assert len(gallery["items"]) == 3
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, grace=60)
     assert server.returncode == 0, log_path.read_text()
 
     code, out, err = cli("artifacts", "list", "-p", "s3-batch", "--json")
