@@ -405,6 +405,27 @@ def test_reconcile_recovers_orphan_and_is_idempotent(store):
     assert len(store.catalog("p")) == 2
 
 
+def test_reconcile_removes_temp_files_of_every_step(store):
+    # A kill can land in any step's write, not only in rendering (the fault suite's kill points
+    # found a plan.json.tmp-* left behind); the files beside them stay.
+    saved(store)
+    project_dir = store._project_dir("p")
+    leftovers = [f"{project_dir}/{sub}.tmp-0123abcd" for sub in
+                 ("pipeline/plan.json", "resonance/scores.parquet", "gallery/index.html", "media/a/clip.mp4")]
+    for path in leftovers:
+        store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        store.fs.pipe_file(path, b"partial")
+    store.fs.pipe_file(f"{project_dir}/pipeline/intent.json", b"{}")
+
+    report = store.reconcile_report("p")
+    assert sorted(report.tmp_removed) == sorted(store.url_for(p) for p in leftovers)
+    assert _no_tmp(store)
+    assert store.fs.cat_file(f"{project_dir}/pipeline/intent.json") == b"{}"
+    # A young temp file is a live writer's: an age limit keeps it.
+    store.fs.pipe_file(leftovers[0], b"in flight")
+    assert store.reconcile_report("p", min_tmp_age_s=3600).tmp_removed == []
+
+
 def test_reconcile_leaves_corrupted_orphans(store):
     orphan = store.save(make_record(seed=7), gradient())
     key = store._image_key("p", orphan.artifact_id)

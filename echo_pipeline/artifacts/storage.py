@@ -579,6 +579,14 @@ class ArtifactStore:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
+    def _find_files(self, directory: str) -> list[dict[str, Any]]:
+        """Every file under `directory`, recursively, with its details; [] when it does not exist."""
+        try:
+            found = self.fs.find(directory, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [dict(info, name=name) for name, info in found.items() if info.get("type") == "file"]
+
     def projects(self) -> list[str]:
         """Slugs of the projects that have a folder, sorted."""
         out = []
@@ -990,8 +998,10 @@ class ArtifactStore:
 
         * PNGs under images/ missing from the catalog are added from their `echo` chunk (sha256
           recomputed); corrupted ones, or ones without a usable record, are left alone and reported.
-        * Leftover `*.tmp-*` files are deleted (only those older than `min_tmp_age_s` seconds, when
-          the filesystem reports times; 0 deletes all: do not run it while writers are active).
+        * Leftover `*.tmp-*` files anywhere under the project are deleted (only those older than
+          `min_tmp_age_s` seconds, when the filesystem reports times; 0 deletes all: do not run it
+          while writers are active. The batch processor runs it under `project_lock`, and the
+          run queue runs one run per project, so a project's step writes never overlap it).
         * Missing thumbnails are regenerated.
         """
         self._check_writable_mode()
@@ -1000,22 +1010,22 @@ class ArtifactStore:
         images_dir = posixpath.join(project_dir, "images")
         thumbs_dir = posixpath.join(project_dir, "thumbs")
 
-        # 1. Temporary files of interrupted writes.
+        # 1. Temporary files of interrupted writes, anywhere in the project: a kill can land in any
+        # step's write (pipeline/plan.json, resonance/, gallery/, media/), not only in rendering.
         now = datetime.now(timezone.utc).timestamp()
-        for directory in (project_dir, images_dir, thumbs_dir, self._catalog_dir(project)):
-            for entry in self._list(directory):
-                name = entry["name"]
-                if entry.get("type") != "file" or TMP_MARKER not in posixpath.basename(name):
+        for entry in self._find_files(project_dir):
+            name = entry["name"]
+            if TMP_MARKER not in posixpath.basename(name):
+                continue
+            if min_tmp_age_s > 0:
+                stamp = _entry_time(entry)
+                if stamp is not None and now - stamp < min_tmp_age_s:
                     continue
-                if min_tmp_age_s > 0:
-                    stamp = _entry_time(entry)
-                    if stamp is not None and now - stamp < min_tmp_age_s:
-                        continue
-                try:
-                    self.fs.rm(name)
-                    report.tmp_removed.append(self.url_for(name))
-                except FileNotFoundError:
-                    pass
+            try:
+                self.fs.rm(name)
+                report.tmp_removed.append(self.url_for(name))
+            except FileNotFoundError:
+                pass
 
         # 2. Orphan images.
         frame = self.catalog(project)
