@@ -60,6 +60,18 @@ def test_run_is_idempotent(store):
     assert len(catalog) == 7 and catalog.artifact_id.is_unique
 
 
+def test_a_batch_merges_the_projects_small_catalog_parts(store, monkeypatch):
+    monkeypatch.setattr("echo_pipeline.workflows.batch_processor.CATALOG_FLUSH_EVERY", 1)
+    monkeypatch.setattr("echo_pipeline.artifacts.storage.COMPACT_AT_PARTS", 4)
+    processor = BatchProcessor(store, GradientBackend())
+    assert processor.run(_requests(3)).compacted == 0  # 3 parts: fewer than the threshold
+    result = processor.run(_requests(6))
+    assert result.compacted == 6 and len(result.new) == 3  # the 3 earlier parts and 3 new ones
+    assert len(store.catalog_parts("p")) == 1
+    catalog = ArtifactStore(store.url).catalog("p")
+    assert sorted(catalog.artifact_id) == sorted(r.request_id for r in processor.prepare(_requests(6)))
+
+
 def test_backend_crash_keeps_what_was_stored_and_next_run_resumes(store):
     with pytest.raises(RuntimeError, match="backend crashed"):
         BatchProcessor(store, GradientBackend(fail_after=3)).run(_requests(8))

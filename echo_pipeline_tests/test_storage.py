@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from echo_pipeline.artifacts import ArtifactRecord, ArtifactStore, format_infotext
-from echo_pipeline.artifacts.storage import CATALOG_COLUMNS
+from echo_pipeline.artifacts.storage import CATALOG_COLUMNS, COMPACT_AT_PARTS
 from echo_pipeline.errors import InvalidInputError, NotFoundError, StorageError
 from echo_pipeline.render.backends.base import BackendDescription
 from echo_pipeline.render.requests import RenderRequest
@@ -276,6 +276,70 @@ def test_corrupted_catalog_part_on_read_only_store_is_skipped_in_place(store):
     assert list(reader.catalog("p")["artifact_id"]) == [good[0].artifact_id]
     assert "left in place" in reader.warnings[0]
     assert all_files(store) == before
+
+
+def _parts(store: ArtifactStore, project: str, count: int, start: int = 0) -> list[ArtifactRecord]:
+    """`count` catalog parts of one row each (records only: the catalog does not need the PNGs)."""
+    records = [make_record(seed=start + k, project=project) for k in range(count)]
+    for record in records:
+        store.append_catalog(project, [record])
+    return records
+
+
+def test_compaction_merges_small_parts_and_the_catalog_reads_the_same(store):
+    records = _parts(store, "p", COMPACT_AT_PARTS + 8)
+    _parts(store, "q", 3)
+    before = store.catalog("p")
+    assert store.compact_catalog("p", at_parts=COMPACT_AT_PARTS + 9).merged == 0  # not enough parts yet
+
+    result = store.compact_catalog("p")
+    assert (result.merged, result.removed) == (len(records), len(records))
+    assert store.catalog_parts("p") == [result.merged_into]
+    fresh = ArtifactStore(store.url)  # a new reader sees the same rows
+    pd.testing.assert_frame_equal(fresh.catalog("p"), before)
+    assert len(fresh.catalog_parts("q")) == 3  # other projects are left alone
+    assert store.compact_catalog("p").merged == 0  # one part: nothing to merge
+
+    # The merged part is still small: later appends merge with it, until a part is large.
+    more = _parts(store, "p", COMPACT_AT_PARTS - 1, start=1000)
+    assert store.compact_catalog("p").merged == COMPACT_AT_PARTS
+    assert len(store.catalog_parts("p")) == 1
+    assert set(ArtifactStore(store.url).catalog("p")["artifact_id"]) == {r.artifact_id for r in records + more}
+
+
+def test_large_parts_are_not_merged_again(store, monkeypatch):
+    monkeypatch.setattr("echo_pipeline.artifacts.storage.LARGE_PART_ROWS", 2)
+    store.append_catalog("p", [make_record(seed=1), make_record(seed=2)])  # large (2 rows)
+    _parts(store, "p", 3, start=10)
+    result = store.compact_catalog("p", at_parts=3)
+    assert result.merged == 3 and len(store.catalog_parts("p")) == 2
+    assert len(store.catalog("p")) == 5
+
+
+def test_compaction_killed_before_deleting_the_old_parts_serves_each_row_once(store, monkeypatch):
+    records = _parts(store, "p", COMPACT_AT_PARTS)
+    before = store.catalog("p")
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(store.fs, "rm", killed)  # dies right after the merged part is in place
+    with pytest.raises(Killed):
+        store.compact_catalog("p")
+    monkeypatch.undo()
+    assert len(store.catalog_parts("p")) == COMPACT_AT_PARTS + 1  # the old parts are all still there
+    reader = ArtifactStore(store.url)
+    pd.testing.assert_frame_equal(reader.catalog("p"), before)
+    raw = pd.concat([t.to_pandas() for t in reader._project_tables("p")])
+    assert len(raw) == len(records) and raw["artifact_id"].is_unique  # the replaced parts are not served
+
+    result = reader.compact_catalog("p")  # the next compaction deletes the leftovers
+    assert (result.merged, result.removed) == (0, COMPACT_AT_PARTS)
+    assert len(reader.catalog_parts("p")) == 1
+    pd.testing.assert_frame_equal(ArtifactStore(store.url).catalog("p"), before)
 
 
 def test_catalog_part_that_cannot_be_read_still_raises(store, monkeypatch):

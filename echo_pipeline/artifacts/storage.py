@@ -14,6 +14,13 @@ a crash leaves at most `*.tmp-*` files behind, never a half-written image or cat
 is one PUT to the final key, which S3 shows only once complete (no temporary keys there).
 `reconcile` repairs what a crash between writing an image and appending its catalog row leaves behind.
 
+Catalog parts are small (a batch appends one per 16 images), and a first read costs per part, so
+`compact_catalog` merges a project's small parts into one once there are `COMPACT_AT_PARTS` of
+them (the batch processor calls it after each batch). The merged part names the parts it replaces
+in its parquet metadata; readers ignore a replaced part that is still there, so a crash between
+writing the merged part and deleting the old ones leaves every row exactly once, and the next
+compaction deletes the leftovers.
+
 The store defends itself against damage it did not cause:
 
 * a catalog part that cannot be read as a catalog (garbage bytes, wrong columns) is skipped with a
@@ -38,7 +45,7 @@ import posixpath
 import re
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -76,6 +83,9 @@ QUARANTINE_DIR = "quarantine"
 MEDIA_DIR = "media"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PART = re.compile(r"^part-.+\.parquet$")
+COMPACT_AT_PARTS = 32  # small parts that make a project's catalog worth merging
+LARGE_PART_ROWS = 20_000  # a part this big is left alone (merging it again would only copy it)
+_REPLACES_KEY = b"echo.replaces"  # parquet metadata of a merged part: JSON list of the part names it replaces
 
 CATALOG_SCHEMA = pa.schema(
     [
@@ -229,6 +239,25 @@ def _reason(exc: BaseException) -> str:
     return _one_line(exc)
 
 
+@dataclass(frozen=True)
+class _Part:
+    """A catalog part as read: its rows and the names of the parts it replaces (a merged part)."""
+
+    name: str
+    table: pa.Table
+    replaces: frozenset[str]
+
+
+@dataclass
+class CompactResult:
+    """What `compact_catalog` did: how many parts it merged into `merged_into` (None when it merged
+    nothing) and how many replaced parts it deleted (those, and leftovers of an earlier merge)."""
+
+    merged: int = 0
+    merged_into: str | None = None
+    removed: int = 0
+
+
 class _DamagedPart(Exception):
     """A catalog part whose bytes are not a catalog (the message says why)."""
 
@@ -262,7 +291,7 @@ class ArtifactStore:
         self._fsync = fsync and self._local
         self.read_only = read_only
         self._known_dirs: set[str] = set()
-        self._part_cache: dict[tuple, pa.Table] = {}
+        self._part_cache: dict[tuple, _Part] = {}
         self._bad_parts: dict[str, Problem] = {}  # catalog part path -> why it was skipped
 
     @classmethod
@@ -608,8 +637,8 @@ class ArtifactStore:
         ]
         return sorted(entries, key=lambda e: posixpath.basename(e["name"]))
 
-    def _read_part(self, entry: dict[str, Any]) -> pa.Table:
-        """One catalog part as a table of `CATALOG_SCHEMA`.
+    def _read_part(self, entry: dict[str, Any]) -> _Part:
+        """One catalog part: its table of `CATALOG_SCHEMA` and the parts it replaces.
 
         Raises `_DamagedPart` when the bytes are not a catalog part (garbage, wrong columns),
         `FileNotFoundError` when it disappeared, `StorageError` when it cannot be read at all.
@@ -634,11 +663,13 @@ class ArtifactStore:
         if missing:
             raise _DamagedPart(f"missing columns {', '.join(missing)}")
         try:
+            replaces = frozenset(json.loads((table.schema.metadata or {}).get(_REPLACES_KEY, b"[]")))
             table = table.select(list(CATALOG_COLUMNS)).cast(CATALOG_SCHEMA)
         except Exception as exc:
             raise _DamagedPart(_one_line(exc)) from exc
-        self._part_cache[cache_key] = table
-        return table
+        part = _Part(posixpath.basename(path), table, replaces)
+        self._part_cache[cache_key] = part
+        return part
 
     def _skip_damaged_part(self, project: str, path: str, reason: str) -> None:
         """Record a damaged part and move it to `catalog/quarantine/` (when the store is writable)."""
@@ -662,17 +693,54 @@ class ArtifactStore:
             log.warning("catalog part %s is %s", shown, detail)
         self._bad_parts[path] = Problem(project=project, kind="catalog_part", path=shown, detail=detail)
 
-    def _project_tables(self, project: str) -> list[pa.Table]:
-        tables = []
+    def _project_parts(self, project: str) -> tuple[list[tuple[dict[str, Any], _Part]], list[dict[str, Any]]]:
+        """The project's readable parts, oldest first, as (listing entry, part), and the entries of
+        parts a merged part replaces (leftovers of an interrupted compaction: not served)."""
+        read: list[tuple[dict[str, Any], _Part]] = []
         for entry in self._part_entries(project):
-            path = entry["name"]
             try:
-                tables.append(self._read_part(entry))
+                read.append((entry, self._read_part(entry)))
             except FileNotFoundError:
                 continue  # moved or removed since the listing (e.g. quarantined by another reader)
             except _DamagedPart as exc:
-                self._skip_damaged_part(project, path, str(exc))
-        return tables
+                self._skip_damaged_part(project, entry["name"], str(exc))
+        replaced = set().union(*(part.replaces for _, part in read))
+        return ([(e, p) for e, p in read if p.name not in replaced],
+                [e for e, p in read if p.name in replaced])
+
+    def _project_tables(self, project: str) -> list[pa.Table]:
+        return [part.table for _, part in self._project_parts(project)[0]]
+
+    def compact_catalog(self, project: str, at_parts: int | None = None) -> CompactResult:
+        """Merge the project's small catalog parts into one when there are `at_parts` (default
+        `COMPACT_AT_PARTS`) or more of them (fewer than `LARGE_PART_ROWS` rows each), and
+        delete parts an earlier merge replaced. Rows are kept as they are (the catalog's view of
+        them does not change). Safe beside appenders: only parts it read are replaced."""
+        self._check_writable_mode()
+        result = CompactResult()
+        live, leftovers = self._project_parts(project)
+        small = [(e, p) for e, p in live if p.table.num_rows < LARGE_PART_ROWS]
+        if len(small) >= max(2, COMPACT_AT_PARTS if at_parts is None else at_parts):
+            names = sorted(p.name for _, p in small)
+            table = pa.concat_tables([p.table for _, p in small])
+            table = table.replace_schema_metadata({_REPLACES_KEY: json.dumps(names).encode("utf-8")})
+            buf = io.BytesIO()
+            pq.write_table(table, buf)
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            key = posixpath.join(self._catalog_dir(project), f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet")
+            self._write_atomic(key, buf.getvalue())  # from here on, readers skip the small parts
+            result.merged, result.merged_into = len(small), self.url_for(key)
+            leftovers += [e for e, _ in small]
+        for entry in leftovers:
+            with suppress(FileNotFoundError):  # another compaction removed it first
+                self.fs.rm(entry["name"])
+            result.removed += 1
+        if leftovers:
+            gone = {e["name"] for e in leftovers}
+            self._part_cache = {k: v for k, v in self._part_cache.items() if k[0] not in gone}
+        if result.merged:
+            log.info("catalog of %s: merged %d parts into one", project, result.merged)
+        return result
 
     def catalog(self, project: str | None = None) -> pd.DataFrame:
         """All catalog rows (of one project or all), one per (project, artifact_id), sorted by created.
