@@ -307,6 +307,17 @@ def test_compaction_merges_small_parts_and_the_catalog_reads_the_same(store):
     assert set(ArtifactStore(store.url).catalog("p")["artifact_id"]) == {r.artifact_id for r in records + more}
 
 
+def test_the_merge_threshold_comes_from_the_environment(store, monkeypatch):
+    _parts(store, "p", 3)
+    monkeypatch.setenv("ECHO_CATALOG_COMPACT_AT", "4")
+    assert store.compact_catalog("p").merged == 0
+    monkeypatch.setenv("ECHO_CATALOG_COMPACT_AT", "3")
+    assert store.compact_catalog("p").merged == 3
+    monkeypatch.setenv("ECHO_CATALOG_COMPACT_AT", "often")
+    with pytest.raises(InvalidInputError, match="ECHO_CATALOG_COMPACT_AT must be a whole number"):
+        store.compact_catalog("p")
+
+
 def test_large_parts_are_not_merged_again(store, monkeypatch):
     monkeypatch.setattr("echo_pipeline.artifacts.storage.LARGE_PART_ROWS", 2)
     store.append_catalog("p", [make_record(seed=1), make_record(seed=2)])  # large (2 rows)

@@ -16,10 +16,10 @@ is one PUT to the final key, which S3 shows only once complete (no temporary key
 
 Catalog parts are small (a batch appends one per 16 images), and a first read costs per part, so
 `compact_catalog` merges a project's small parts into one once there are `COMPACT_AT_PARTS` of
-them (the batch processor calls it after each batch). The merged part names the parts it replaces
-in its parquet metadata; readers ignore a replaced part that is still there, so a crash between
-writing the merged part and deleting the old ones leaves every row exactly once, and the next
-compaction deletes the leftovers.
+them (`ECHO_CATALOG_COMPACT_AT` overrides that; the batch processor calls it after each batch). The
+merged part names the parts it replaces in its parquet metadata; readers ignore a replaced part that
+is still there, so a crash between writing the merged part and deleting the old ones leaves every
+row exactly once, and the next compaction deletes the leftovers.
 
 The store defends itself against damage it did not cause:
 
@@ -237,6 +237,16 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return _one_line(exc)
+
+
+def compact_at_parts() -> int:
+    """How many small parts make a catalog worth merging: `ECHO_CATALOG_COMPACT_AT`, else `COMPACT_AT_PARTS`."""
+    raw = os.environ.get("ECHO_CATALOG_COMPACT_AT", "").strip()
+    if not raw:
+        return COMPACT_AT_PARTS
+    if not raw.isdigit() or int(raw) < 2:
+        raise InvalidInputError(f"ECHO_CATALOG_COMPACT_AT must be a whole number >= 2, not {raw!r}")
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -713,14 +723,14 @@ class ArtifactStore:
 
     def compact_catalog(self, project: str, at_parts: int | None = None) -> CompactResult:
         """Merge the project's small catalog parts into one when there are `at_parts` (default
-        `COMPACT_AT_PARTS`) or more of them (fewer than `LARGE_PART_ROWS` rows each), and
+        `compact_at_parts()`) or more of them (fewer than `LARGE_PART_ROWS` rows each), and
         delete parts an earlier merge replaced. Rows are kept as they are (the catalog's view of
         them does not change). Safe beside appenders: only parts it read are replaced."""
         self._check_writable_mode()
         result = CompactResult()
         live, leftovers = self._project_parts(project)
         small = [(e, p) for e, p in live if p.table.num_rows < LARGE_PART_ROWS]
-        if len(small) >= max(2, COMPACT_AT_PARTS if at_parts is None else at_parts):
+        if len(small) >= max(2, compact_at_parts() if at_parts is None else at_parts):
             names = sorted(p.name for _, p in small)
             table = pa.concat_tables([p.table for _, p in small])
             table = table.replace_schema_metadata({_REPLACES_KEY: json.dumps(names).encode("utf-8")})

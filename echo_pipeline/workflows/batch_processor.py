@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from echo_pipeline.artifacts.records import ArtifactRecord
-from echo_pipeline.artifacts.storage import ArtifactStore
+from echo_pipeline.artifacts.storage import ArtifactStore, compact_at_parts
 from echo_pipeline.errors import NotFoundError, StorageError
 from echo_pipeline.render.backends.base import ImageBackend, ParentImage, RenderedImage
 from echo_pipeline.render.requests import RenderRequest
@@ -110,6 +110,7 @@ class BatchProcessor:
         turn plain images down and have others rendered in their place."""
         started = time.perf_counter()
         prepared = self.prepare(requests)
+        compact_at_parts()  # a bad ECHO_CATALOG_COMPACT_AT is refused before any work, not after it
         with ExitStack() as locks:
             for project in sorted({r.project for r in prepared}):
                 locks.enter_context(self.store.project_lock(project))

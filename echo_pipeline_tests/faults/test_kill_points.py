@@ -4,8 +4,8 @@ files, and nothing left behind blocks the next run.
 
 The points are drawn from a seeded generator over every phase of a batch: process start-up and
 run creation (a time after start), each pipeline step's write (intent, plan, prompt set, scores,
-style memory, gallery, a catalog part: the kill lands within one 20 ms poll of the file
-appearing) and the middle of rendering (after k new PNGs). A point the run never reaches (it
+style memory, gallery, a catalog part or the merge of the parts that follows every batch here: the
+kill lands within one 20 ms poll of the file appearing) and the middle of rendering (after k new PNGs). A point the run never reaches (it
 finished first) is drawn again, so the suite always lands its full number of kills.
 
 The instance is the one `echo-os` seeds (dagster.yaml with the run queue, one run per project and
@@ -137,12 +137,14 @@ def _prompt_set(project_dir: Path) -> tuple[int, list[str]] | None:
 
 
 @pytest.mark.slow(seconds=60)  # short form; the full form takes ~230 s
-def test_sigkill_at_seeded_points_loses_and_duplicates_nothing(cli, artifact_root):
+def test_sigkill_at_seeded_points_loses_and_duplicates_nothing(cli, artifact_root, monkeypatch):
     from echo_pipeline.artifacts.storage import ArtifactStore
     from echo_pipeline.resonance.memory_system import load_memory, load_scores
     from echo_pipeline.workflows.project_pipeline import BATCH_KEY
 
     kills_wanted = SHORT_KILLS if short_form() else FULL_KILLS
+    # Every batch merges the catalog's parts (its own and the last merge), so kills land in merges too.
+    monkeypatch.setenv("ECHO_CATALOG_COMPACT_AT", "2")
     assert cli("plan", "Kill Points", "flow field", "--size", "64x64", "--count", str(COUNT))[0] == 0
     home = Path(os.environ["DAGSTER_HOME"])
     assert "pools" in (home / "dagster.yaml").read_text()  # the instance config `echo-os` seeds
