@@ -207,7 +207,7 @@ def suite_scaling(quick: bool) -> tuple[dict, list[dict]]:
     ]
     for entries, f in k["sizes"].items():
         rows.append(row(f"catalog read, {entries:,} entries, parts merged after each 1,000 as batches do "
-                        f"({f['merged_parts']:,} parts): first read / cached",
+                        f"({f['merged_parts']:,} part{'' if f['merged_parts'] == 1 else 's'}): first read / cached",
                         f"{f['merged_cold_s']:.3f} / {f['merged_cached_s']:.3f} s",
                         f"as appended, {f['parts']:,} parts: {f['cold_s']:.3f} / {f['cached_s']:.3f} s",
                         f["merged_cold_s"] / f["cold_s"],
