@@ -501,6 +501,19 @@ def test_reconcile_removes_temp_files_of_every_step(store):
     assert store.reconcile_report("p", min_tmp_age_s=3600).tmp_removed == []
 
 
+def test_stale_temp_files_of_the_top_level_gallery_are_removed(store, monkeypatch):
+    # The all-projects gallery lives beside projects/, where no project's reconcile looks.
+    import echo_pipeline.artifacts.storage as storage
+
+    old = f"{store.root}/gallery/index.html.tmp-0123abcd"
+    store.fs.makedirs(f"{store.root}/gallery", exist_ok=True)
+    store.fs.pipe_file(old, b"partial")
+    assert store.remove_stale_root_tmp("gallery") == []  # young: maybe a build in flight
+    monkeypatch.setattr(storage, "_entry_time", lambda entry: 0.0)  # written in 1970
+    assert store.remove_stale_root_tmp("gallery") == [store.url_for(old)]
+    assert _no_tmp(store)
+
+
 def test_reconcile_leaves_corrupted_orphans(store):
     orphan = store.save(make_record(seed=7), gradient())
     key = store._image_key("p", orphan.artifact_id)

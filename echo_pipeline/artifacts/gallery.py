@@ -683,6 +683,9 @@ def _writer(
     if out_dir is None:
         if project is not None:
             return (lambda name, data: store.write_project_file(project, f"gallery/{name}", data)), lambda p: "..", None
+        # No project's recovery covers the top-level gallery/: a build killed mid-write left its
+        # temporary file there, so the next build clears the stale ones.
+        store.remove_stale_root_tmp("gallery")
         return (lambda name, data: store.write_root_file(f"gallery/{name}", data)), (
             lambda p: f"../projects/{quote(p, safe='')}"), None
     out = os.fspath(out_dir)

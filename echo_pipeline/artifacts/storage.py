@@ -83,6 +83,7 @@ QUARANTINE_DIR = "quarantine"
 MEDIA_DIR = "media"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PART = re.compile(r"^part-.+\.parquet$")
+STALE_TMP_AGE_S = 600.0  # a temporary file this old is a dead writer's (a write takes well under a second)
 COMPACT_AT_PARTS = 32  # small parts that make a project's catalog worth merging
 LARGE_PART_ROWS = 20_000  # a part this big is left alone (merging it again would only copy it)
 _REPLACES_KEY = b"echo.replaces"  # parquet metadata of a merged part: JSON list of the part names it replaces
@@ -618,6 +619,32 @@ class ArtifactStore:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
+    def _remove_tmp_files(self, directory: str, min_age_s: float) -> list[str]:
+        """Delete the `*.tmp-*` files under `directory` (recursively) older than `min_age_s` seconds
+        (when the filesystem reports times; 0: all of them); their URLs."""
+        removed = []
+        now = datetime.now(timezone.utc).timestamp()
+        for entry in self._find_files(directory):
+            name = entry["name"]
+            if TMP_MARKER not in posixpath.basename(name):
+                continue
+            if min_age_s > 0:
+                stamp = _entry_time(entry)
+                if stamp is not None and now - stamp < min_age_s:
+                    continue
+            with suppress(FileNotFoundError):
+                self.fs.rm(name)
+                removed.append(self.url_for(name))
+        return removed
+
+    def remove_stale_root_tmp(self, folder: str, min_age_s: float = STALE_TMP_AGE_S) -> list[str]:
+        """Delete temporary files older than `min_age_s` under a top-level folder of the root (the
+        all-projects gallery's `gallery/`, which no project's `reconcile` covers); their URLs.
+        The age keeps another process's write in flight safe; a read-only store is left alone."""
+        if self.read_only:
+            return []
+        return self._remove_tmp_files(self._derived_key(self.root, folder, "store folder"), min_age_s)
+
     def _find_files(self, directory: str) -> list[dict[str, Any]]:
         """Every file under `directory`, recursively, with its details; [] when it does not exist."""
         try:
@@ -1090,20 +1117,7 @@ class ArtifactStore:
 
         # 1. Temporary files of interrupted writes, anywhere in the project: a kill can land in any
         # step's write (pipeline/plan.json, resonance/, gallery/, media/), not only in rendering.
-        now = datetime.now(timezone.utc).timestamp()
-        for entry in self._find_files(project_dir):
-            name = entry["name"]
-            if TMP_MARKER not in posixpath.basename(name):
-                continue
-            if min_tmp_age_s > 0:
-                stamp = _entry_time(entry)
-                if stamp is not None and now - stamp < min_tmp_age_s:
-                    continue
-            try:
-                self.fs.rm(name)
-                report.tmp_removed.append(self.url_for(name))
-            except FileNotFoundError:
-                pass
+        report.tmp_removed = self._remove_tmp_files(project_dir, min_tmp_age_s)
 
         # 2. Orphan images.
         frame = self.catalog(project)
