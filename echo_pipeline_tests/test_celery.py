@@ -8,6 +8,8 @@ each consuming the `dagster` and `gpu` queues with concurrency 1, and the daemon
 
 What the event log must show: every step of every run ran on one of the two workers, both ran
 steps, the `gpu`-pool steps went to the `gpu` queue, and no worker ran two `gpu`-pool steps at once.
+And every step's log (its stderr) is in the bucket (dagster-aws's S3ComputeLogManager) and reads
+back through the instance, as the UI shows it.
 Skipped, with the reason, only when Redis or PostgreSQL does not answer.
 """
 
@@ -112,13 +114,14 @@ def test_backfill_of_three_projects_on_two_celery_workers(cli, postgres_db, redi
     from echo_pipeline.defs.launch import daemon_running
     from echo_pipeline.defs.pools import GPU_POOL
 
+    bucket = s3_root.removeprefix("s3://").split("/")[0]  # step logs go beside the artifacts
     home = tmp_path / "celery_dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_bytes((REPO_ROOT / "configs" / "deploy" / "dagster.celery.yaml").read_bytes())
     for key, value in {"DAGSTER_HOME": str(home), "ECHO_DAGSTER_EXECUTOR": "celery",
                        "ECHO_DAGSTER_PG_URL": f"postgresql+psycopg2://root@127.0.0.1:5432/{postgres_db}",
                        "ECHO_CELERY_BROKER": redis_url, "ECHO_CELERY_BACKEND": redis_url,
-                       "ECHO_ARTIFACT_ROOT": s3_root, "OMP_NUM_THREADS": "1",
+                       "ECHO_ARTIFACT_ROOT": s3_root, "ECHO_LOG_BUCKET": bucket, "OMP_NUM_THREADS": "1",
                        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}.items():
         monkeypatch.setenv(key, value)
     env = dict(os.environ)  # workers and the daemon (and its runs) see what a deploy's hosts would
@@ -207,6 +210,25 @@ def test_backfill_of_three_projects_on_two_celery_workers(cli, postgres_db, redi
             catalog = store.catalog(slug)
             assert len(catalog) == 3 and all(store.has_image(slug, a) for a in catalog["artifact_id"])
         assert not artifact_root.exists()  # nothing was written locally: the workers wrote to S3
+        # Each step's stderr (its Dagster log lines) was uploaded to S3 by the worker that ran it
+        # (their local copies are deleted then), and the instance reads it back from there, as the
+        # UI does: every step's log names its step.
+        manager = instance.compute_log_manager
+        assert type(manager).__name__ == "S3ComputeLogManager"
+        import boto3
+
+        uploaded = {o["Key"] for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix="echo-os/dagster-logs/storage/") for o in page.get("Contents", [])}
+        for run in runs:
+            captured = {step: data for entry in instance.all_logs(run.run_id)
+                        if entry.dagster_event and entry.dagster_event.event_type_value == "LOGS_CAPTURED"
+                        for data in [entry.dagster_event.logs_captured_data] for step in data.step_keys}
+            assert set(captured) == steps, sorted(captured)
+            for step, data in captured.items():
+                key = f"echo-os/dagster-logs/storage/{run.run_id}/compute_logs/{data.file_key}.err"
+                assert key in uploaded, (step, key)
+                stderr = manager.get_log_data(manager.build_log_key_for_run(run.run_id, data.file_key)).stderr
+                assert f'"{step}"'.encode() in (stderr or b""), (step, (stderr or b"")[-300:])
         print(f"backfill of 3 projects on 2 Celery workers: {backfill_s:.1f}s; steps per worker: "
               f"{ {w: len(done) for w, done in by_worker.items()} }")
     finally:

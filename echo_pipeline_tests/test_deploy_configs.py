@@ -12,7 +12,9 @@ Docker daemon, no network needed).
   offline), so the values themselves are not schema-checked. What maps onto Dagster config is:
   the `concurrency` block and the K8sRunLauncher settings, written in Dagster's field names, pass
   the instance schema and K8sRunLauncher's schema and equal dagster.k8s.yaml's; the code location
-  serves the workspace's module and attribute.
+  serves the workspace's module and attribute; the S3 compute log settings equal dagster.k8s.yaml's.
+- Every multi-host profile (Celery, Kubernetes, Docker) keeps step logs on S3 (dagster-aws's
+  S3ComputeLogManager, its schema checked).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from echo_pipeline_tests.conftest import REPO_ROOT
 DEPLOY = REPO_ROOT / "configs" / "deploy"
 ENV = {"ECHO_DAGSTER_PG_URL": "postgresql+psycopg2://dagster:secret@db.internal:5432/dagster",
        "ECHO_CELERY_BROKER": "redis://redis.internal:6379/0", "ECHO_CELERY_BACKEND": "redis://redis.internal:6379/1",
-       "ECHO_DOCKER_IMAGE": "registry.example.com/studio/echo-os:2.0.0"}
+       "ECHO_DOCKER_IMAGE": "registry.example.com/studio/echo-os:2.0.0", "ECHO_LOG_BUCKET": "studio-bucket"}
 
 
 @pytest.fixture(autouse=True)
@@ -93,6 +95,19 @@ def test_run_launcher_config_passes_the_launchers_schema(name, launcher):
     if name == "dagster.docker.yaml":
         assert processed["image"] == ENV["ECHO_DOCKER_IMAGE"]
         assert {"ECHO_DAGSTER_PG_URL", "ECHO_ARTIFACT_ROOT"} <= set(processed["env_vars"])
+
+
+@pytest.mark.parametrize("name", ["dagster.celery.yaml", "dagster.k8s.yaml", "dagster.docker.yaml"])
+def test_step_logs_go_to_s3_in_every_multi_host_profile(name):
+    """A step's stdout/stderr stays on the host (or in the container) that ran it unless the compute
+    log manager uploads it; every profile whose steps leave the webserver's host uses S3."""
+    import importlib
+
+    config = _instance(name)["compute_logs"]
+    assert f"{config['module']}.{config['class']}" == "dagster_aws.s3.compute_log_manager.S3ComputeLogManager"
+    cls = getattr(importlib.import_module(config["module"]), config["class"])
+    processed = _process(cls.config_type(), config["config"])
+    assert processed["bucket"] == ENV["ECHO_LOG_BUCKET"] and processed["prefix"] == "echo-os/dagster-logs"
 
 
 def test_instance_schema_rejects_a_broken_profile(tmp_path):
@@ -200,6 +215,11 @@ def test_helm_values_match_the_k8s_instance_file():
     _process(K8sRunLauncher.config_type(), {**as_dagster, **chart_filled})
     file_launcher = instance["run_launcher"]["config"]
     assert {k: file_launcher[k] for k in as_dagster} == as_dagster
+
+    # Step logs: the chart's S3ComputeLogManager settings are dagster.k8s.yaml's.
+    logs = values["computeLogManager"]
+    assert logs["type"] == "S3ComputeLogManager"
+    assert {_snake(k): v for k, v in logs["config"]["s3ComputeLogManager"].items()} == instance["compute_logs"]["config"]
 
     # The code location serves what workspace.yaml loads, with the k8s executor chosen.
     workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())["load_from"][0]["python_module"]
