@@ -297,6 +297,28 @@ def test_serve_refuses_a_public_address_without_a_token_and_a_port_in_use(cli, m
     assert code == 2 and "cannot listen on 127.0.0.1" in err
 
 
+def test_the_serving_line_means_a_client_can_connect(cli, monkeypatch):
+    """A client that connects as soon as it reads "serving http://…" is queued until the app has
+    started, not refused (a startup race that failed the S3 test now and then under load)."""
+    import socket
+
+    import uvicorn
+
+    connected: list[bool] = []
+
+    def starting_slowly(self, sockets):  # the moment before uvicorn starts accepting
+        try:
+            with socket.create_connection(sockets[0].getsockname(), timeout=5):
+                connected.append(True)
+        except ConnectionRefusedError:
+            connected.append(False)
+
+    monkeypatch.setattr(uvicorn.Server, "run", starting_slowly)
+    code, out, err = cli("serve", "--port", "0")
+    assert code == 0, err
+    assert "serving http://127.0.0.1:" in out + err and connected == [True]
+
+
 def test_without_a_token_writes_come_from_loopback_only(settings):
     from fastapi.testclient import TestClient
 

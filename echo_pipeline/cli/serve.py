@@ -43,6 +43,9 @@ def serve(
         listener = socket.socket(family, kind, proto)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(address)
+        # Listening before "serving" is printed: a client that connects while the app still starts
+        # waits in the backlog instead of being refused (uvicorn accepts from this socket later).
+        listener.listen(2048)
     except OSError as exc:
         raise InvalidInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     app = create_app(config, token=token, limits=ApiLimits(max_images=max_images, max_side=max_side),
