@@ -156,6 +156,8 @@ def test_gallery_filters_search_lineage_and_copy_in_chromium(site, browser, tmp_
     assert page.locator("#lineage .node").count() == 4  # the original's tree: three generations of children
     page.keyboard.press("Escape")
     page.wait_for_function("!document.getElementById('detail').open")
+    # The dialog's "close" event (queued after `open` goes) takes the id out of the address.
+    page.wait_for_function("!location.hash.includes('id=')", timeout=5000)
     assert "id=" not in page.url
     # A link to a detail view opens it on load.
     page.goto(Path(site["result"].html_path).as_uri() + f"#id={chain[1].artifact_id}")
