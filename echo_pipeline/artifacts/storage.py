@@ -619,12 +619,12 @@ class ArtifactStore:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
-    def _remove_tmp_files(self, directory: str, min_age_s: float) -> list[str]:
-        """Delete the `*.tmp-*` files under `directory` (recursively) older than `min_age_s` seconds
-        (when the filesystem reports times; 0: all of them); their URLs."""
+    def _remove_tmp_files(self, files: list[dict[str, Any]], min_age_s: float) -> list[str]:
+        """Delete the `*.tmp-*` files among `files` (`_find_files` entries) older than `min_age_s`
+        seconds (when the filesystem reports times; 0: all of them); their URLs."""
         removed = []
         now = datetime.now(timezone.utc).timestamp()
-        for entry in self._find_files(directory):
+        for entry in files:
             name = entry["name"]
             if TMP_MARKER not in posixpath.basename(name):
                 continue
@@ -643,7 +643,7 @@ class ArtifactStore:
         The age keeps another process's write in flight safe; a read-only store is left alone."""
         if self.read_only:
             return []
-        return self._remove_tmp_files(self._derived_key(self.root, folder, "store folder"), min_age_s)
+        return self._remove_tmp_files(self._find_files(self._derived_key(self.root, folder, "store folder")), min_age_s)
 
     def _find_files(self, directory: str) -> list[dict[str, Any]]:
         """Every file under `directory`, recursively, with its details; [] when it does not exist."""
@@ -1115,19 +1115,21 @@ class ArtifactStore:
         images_dir = posixpath.join(project_dir, "images")
         thumbs_dir = posixpath.join(project_dir, "thumbs")
 
+        # One listing of the whole project serves every step below.
+        files = self._find_files(project_dir)
+
+        def stems(directory: str, suffix: str) -> set[str]:
+            return {posixpath.basename(e["name"])[: -len(suffix)] for e in files
+                    if posixpath.dirname(e["name"]) == directory and e["name"].endswith(suffix)}
+
         # 1. Temporary files of interrupted writes, anywhere in the project: a kill can land in any
         # step's write (pipeline/plan.json, resonance/, gallery/, media/), not only in rendering.
-        report.tmp_removed = self._remove_tmp_files(project_dir, min_tmp_age_s)
+        report.tmp_removed = self._remove_tmp_files(files, min_tmp_age_s)
 
         # 2. Orphan images.
         frame = self.catalog(project)
         catalogued = set(frame["artifact_id"])
-        image_ids = sorted(
-            posixpath.basename(e["name"])[: -len(".png")]
-            for e in self._list(images_dir)
-            if e.get("type") == "file" and e["name"].endswith(".png")
-        )
-        image_ids = [i for i in image_ids if _NAME.match(i) and TMP_MARKER not in i]
+        image_ids = sorted(i for i in stems(images_dir, ".png") if _NAME.match(i) and TMP_MARKER not in i)
         recovered: list[ArtifactRecord] = []
         broken: set[str] = set()
         for artifact_id in image_ids:
@@ -1167,11 +1169,7 @@ class ArtifactStore:
             log.info("reconcile: added %d orphan image(s) of %s to the catalog", len(recovered), project)
 
         # 3. Missing thumbnails of the other images.
-        thumbs = {
-            posixpath.basename(e["name"])[: -len(".jpg")]
-            for e in self._list(thumbs_dir)
-            if e.get("type") == "file" and e["name"].endswith(".jpg")
-        }
+        thumbs = stems(thumbs_dir, ".jpg")
         for artifact_id in image_ids:
             if artifact_id in thumbs or artifact_id in broken or artifact_id in report.thumbs_regenerated:
                 continue
