@@ -504,7 +504,10 @@ class ArtifactStore:
                 raise InvalidInputError(
                     f"artifact {record.artifact_id} belongs to project {record.project!r}, not {project!r}"
                 )
-        table = pa.Table.from_pylist([self._row(r) for r in records], schema=CATALOG_SCHEMA)
+        return self._write_part(project, pa.Table.from_pylist([self._row(r) for r in records], schema=CATALOG_SCHEMA))
+
+    def _write_part(self, project: str, table: pa.Table) -> str:
+        """Write `table` as a new catalog part of the project (a name no other part has); its URL."""
         buf = io.BytesIO()
         pq.write_table(table, buf)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
@@ -761,12 +764,8 @@ class ArtifactStore:
             names = sorted(p.name for _, p in small)
             table = pa.concat_tables([p.table for _, p in small])
             table = table.replace_schema_metadata({_REPLACES_KEY: json.dumps(names).encode("utf-8")})
-            buf = io.BytesIO()
-            pq.write_table(table, buf)
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-            key = posixpath.join(self._catalog_dir(project), f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet")
-            self._write_atomic(key, buf.getvalue())  # from here on, readers skip the small parts
-            result.merged, result.merged_into = len(small), self.url_for(key)
+            result.merged_into = self._write_part(project, table)  # from here on, readers skip the small parts
+            result.merged = len(small)
             leftovers += [e for e, _ in small]
         for entry in leftovers:
             with suppress(FileNotFoundError):  # another compaction removed it first
