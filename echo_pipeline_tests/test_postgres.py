@@ -63,3 +63,24 @@ def test_batch_run_recorded_in_postgres(postgres_db, tmp_path, monkeypatch, conf
         assert cur.fetchone() == ("SUCCESS",)
         cur.execute("SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'projects'")
         assert (spec.slug,) in cur.fetchall()
+
+
+def test_the_gpu_pool_row_is_written_once_before_runs_start(postgres_db, tmp_path, monkeypatch):
+    """On PostgreSQL, runs that start at once on a fresh instance each insert the `gpu` pool's row,
+    and the loser's fallback runs in an aborted transaction (a failed run, seen in the Celery test):
+    `ensure_pool_limits`, called by `backfill` before it submits runs, writes the row first."""
+    from echo_pipeline.defs.instance import ensure_pool_limits
+    from echo_pipeline.defs.pools import GPU_POOL
+
+    home = tmp_path / "postgres_dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO_ROOT / "configs" / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("ECHO_DAGSTER_PG_URL", f"postgresql+psycopg2://root@127.0.0.1:5432/{postgres_db}")
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        assert GPU_POOL not in storage.get_concurrency_keys()
+        ensure_pool_limits(instance)
+        ensure_pool_limits(instance)  # already there: nothing to do
+        info = storage.get_concurrency_info(GPU_POOL)
+        assert info.slot_count == instance.global_op_concurrency_default_limit >= 1 and not info.claimed_slots

@@ -87,6 +87,22 @@ def ensure_partition(instance: dg.DagsterInstance, slug: str) -> bool:
     return True
 
 
+def ensure_pool_limits(instance: dg.DagsterInstance) -> None:
+    """Write the `gpu` pool's limit row (from the instance's default pool limit) before runs start.
+
+    Otherwise the first runs write it themselves when they claim a slot, and on PostgreSQL two runs
+    starting at once both insert it: dagster 1.13's fallback update then runs in the aborted
+    transaction and the run fails (InFailedSqlTransaction). One process doing it first avoids that.
+    """
+    from echo_pipeline.defs.pools import GPU_POOL
+
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits or instance.global_op_concurrency_default_limit is None:
+        return
+    if GPU_POOL not in storage.get_concurrency_keys():
+        storage.initialize_concurrency_limit_to_default(GPU_POOL)
+
+
 # -- which process runs a run ---------------------------------------------------------------------
 def _process_started(pid: int) -> float | None:
     import psutil

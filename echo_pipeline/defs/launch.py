@@ -481,7 +481,7 @@ def backfill(settings: Settings, projects: list[str] | None, *, job: str = "batc
     process: `echo-os ui`, `dagster dev`, `dagster-daemon run`). With `wait`, wait until they finish,
     using a running daemon or, when none runs, one started for the duration.
     """
-    from echo_pipeline.defs.instance import ensure_partition, get_instance, reap_dead_runs
+    from echo_pipeline.defs.instance import ensure_partition, ensure_pool_limits, get_instance, reap_dead_runs
 
     engine = CreativeEngine(settings)
     if job not in PROJECT_JOBS:
@@ -492,6 +492,7 @@ def backfill(settings: Settings, projects: list[str] | None, *, job: str = "batc
     slugs = list(dict.fromkeys(s.slug for s in specs))
     instance = get_instance()
     reap_dead_runs(instance)
+    ensure_pool_limits(instance)  # several runs start at once: the pool's row must exist first
     for slug in slugs:
         ensure_partition(instance, slug)
     backfill_id, run_ids = _submit_backfill(instance, settings, job, slugs)
